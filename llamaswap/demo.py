@@ -1,0 +1,923 @@
+"""A tiny OpenAI-compatible model server for demos, tests and benchmarks.
+
+``python -m llamaswap.demo --port N`` answers ``/v1/chat/completions``, ``/v1/completions``,
+``/v1/embeddings`` and ``/v1/rerank`` with deterministic fake output, so llamaswap can be tried
+on a machine with no GPU and no model files, and so the test-suite has a real upstream process.
+
+It deliberately uses the standard library only (no Twisted): llamaswap spawns it as a child
+process and every millisecond of interpreter start-up is added to each model swap. The HTTP/1.1
+server is a minimal hand-written asyncio one (keep-alive, ``Content-Length`` and chunked request
+bodies, chunked responses) so hundreds of concurrent token streams cost one coroutine each.
+Every streamed event is written to the socket as soon as it is produced (TCP_NODELAY is the
+asyncio default), which is what lets tests check the proxy does not buffer streams.
+
+``tests/upstream.py`` subclasses :class:`DemoServer` to add fault injection; the hooks it uses
+are :meth:`DemoServer.extra_route`, :meth:`DemoServer.before_inference`,
+:meth:`DemoServer.on_stream_token`, :meth:`DemoServer.on_stream_end`,
+:meth:`DemoServer.on_listening`, :meth:`DemoServer.install_signal_handlers` and
+:meth:`DemoServer.is_healthy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import math
+import os
+import re
+import signal
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+MAX_HEADER_COUNT = 200
+MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_EMBEDDING_DIMENSIONS = 16
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+
+
+class BadRequest(Exception):
+    """The request could not be parsed; answer ``status`` and close the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Request:
+    """One parsed HTTP request (the body is always read in full before routing)."""
+
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    peer: str = "-"
+    path: str = field(init=False)
+    query: dict[str, list[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.target)
+        self.path = parts.path or "/"
+        self.query = parse_qs(parts.query, keep_blank_values=True)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """Return the first header called ``name`` (case-insensitive)."""
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return default
+
+    def headers_dict(self) -> dict[str, str]:
+        """Headers keyed by lower-case name; repeated headers are joined with ``", "``."""
+        out: dict[str, str] = {}
+        for key, value in self.headers:
+            lkey = key.lower()
+            out[lkey] = f"{out[lkey]}, {value}" if lkey in out else value
+        return out
+
+    def query_value(self, name: str, default: str) -> str:
+        """Return the first value of query parameter ``name``."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    @property
+    def keep_alive(self) -> bool:
+        """HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only on request."""
+        conn = (self.header("connection") or "").lower()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in conn
+        return "close" not in conn
+
+
+class Responder:
+    """Writes one response to a connection; knows whether the connection survives it."""
+
+    def __init__(self, writer: asyncio.StreamWriter, request: Request) -> None:
+        self.writer = writer
+        self.request = request
+        self.keep_alive = request.keep_alive
+        self.status = 0
+        self.started = False
+        self.streaming = False
+        self._chunked = False
+        self.bytes_sent = 0
+
+    @property
+    def closed(self) -> bool:
+        """True once the peer has gone away (so a stream should stop producing)."""
+        return self.writer.is_closing()
+
+    def _head(self, status: int, headers: Sequence[tuple[str, str]]) -> bytes:
+        self.status = status
+        self.started = True
+        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
+        lines.extend(f"{k}: {v}" for k, v in headers)
+        lines.append(f"Connection: {'keep-alive' if self.keep_alive else 'close'}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        extra_headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Send a complete response with a ``Content-Length``."""
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        headers.extend(extra_headers)
+        data = self._head(status, headers)
+        if self.request.method != "HEAD":
+            data += body
+        await self._write(data)
+
+    async def send_json(
+        self, status: int, obj: Any, extra_headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Send ``obj`` as a JSON response."""
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        await self.send(status, body, "application/json", extra_headers)
+
+    async def send_error(
+        self, status: int, message: str, err_type: str = "invalid_request_error"
+    ) -> None:
+        """Send an error in the OpenAI ``{"error": {...}}`` shape."""
+        await self.send_json(
+            status, {"error": {"message": message, "type": err_type, "param": None, "code": status}}
+        )
+
+    async def start_stream(self, content_type: str, status: int = 200) -> None:
+        """Send headers for a streamed body (chunked, or close-delimited for HTTP/1.0)."""
+        headers = [("Content-Type", content_type), ("Cache-Control", "no-cache")]
+        if self.request.version == "HTTP/1.0":
+            self.keep_alive = False
+        else:
+            self._chunked = True
+            headers.append(("Transfer-Encoding", "chunked"))
+        self.streaming = True
+        await self._write(self._head(status, headers))
+
+    async def write(self, data: bytes) -> None:
+        """Write one piece of a streamed body and flush it to the socket now."""
+        if not data:
+            return
+        if self._chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        await self._write(data)
+
+    async def end_stream(self) -> None:
+        """Terminate a streamed body."""
+        if self._chunked:
+            await self._write(b"0\r\n\r\n")
+
+    async def _write(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise ConnectionResetError("client went away")
+        self.writer.write(data)
+        self.bytes_sent += len(data)
+        await self.writer.drain()
+
+
+Handler = Callable[[Request, Responder], Awaitable[None]]
+
+
+@dataclass
+class DemoOptions:
+    """Command-line settings of the demo server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model: str = "demo"
+    startup_delay: float = 0.0
+    token_delay: float = 0.02
+    reply: str | None = None
+    max_tokens: int | None = None
+    quiet: bool = False
+
+
+def tokenize(text: str) -> list[str]:
+    """Split text into word-ish tokens that concatenate back to the original text."""
+    return re.findall(r"\s*\S+|\s+", text)
+
+
+def count_tokens(text: str) -> int:
+    """A cheap, deterministic stand-in for a tokenizer."""
+    return len(text.split())
+
+
+def content_text(content: Any) -> str:
+    """Flatten OpenAI message content (string or list of parts) into plain text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part, str):
+                texts.append(part)
+        return " ".join(texts)
+    return ""
+
+
+def hash_vector(text: str, dimensions: int, salt: str = "") -> list[float]:
+    """A deterministic unit vector derived from ``text`` (same input, same embedding)."""
+    values: list[float] = []
+    counter = 0
+    while len(values) < dimensions:
+        digest = hashlib.sha256(f"{salt}\x00{counter}\x00{text}".encode()).digest()
+        for i in range(0, len(digest), 4):
+            (n,) = struct.unpack_from("<I", digest, i)
+            values.append(n / 0xFFFFFFFF * 2.0 - 1.0)
+        counter += 1
+    values = values[:dimensions]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 6) for v in values]
+
+
+def relevance(query: str, document: str) -> float:
+    """Deterministic score in [0, 1]: word overlap plus a small hash-based tie-breaker."""
+    qwords = set(re.findall(r"\w+", query.lower()))
+    dwords = set(re.findall(r"\w+", document.lower()))
+    overlap = len(qwords & dwords) / len(qwords | dwords) if qwords | dwords else 0.0
+    digest = hashlib.sha256(f"{query}\x00{document}".encode()).digest()
+    jitter = int.from_bytes(digest[:4], "little") / 0xFFFFFFFF
+    return round(0.9 * overlap + 0.1 * jitter, 6)
+
+
+class DemoServer:
+    """The demo server: routing, fake inference and the asyncio HTTP/1.1 plumbing."""
+
+    def __init__(self, options: DemoOptions) -> None:
+        self.options = options
+        self.created = int(time.time())
+        self.started_at = time.monotonic()
+        self.ready_at = self.started_at + max(0.0, options.startup_delay)
+        self.server: asyncio.Server | None = None
+        self.stopping: asyncio.Event | None = None
+        self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
+            "/health": (("GET", "HEAD"), self.handle_health),
+            "/v1/models": (("GET", "HEAD"), self.handle_models),
+            "/models": (("GET", "HEAD"), self.handle_models),
+            "/v1/chat/completions": (("POST",), self.handle_chat),
+            "/chat/completions": (("POST",), self.handle_chat),
+            "/v1/completions": (("POST",), self.handle_completions),
+            "/completions": (("POST",), self.handle_completions),
+            "/v1/embeddings": (("POST",), self.handle_embeddings),
+            "/embeddings": (("POST",), self.handle_embeddings),
+            "/v1/rerank": (("POST",), self.handle_rerank),
+            "/rerank": (("POST",), self.handle_rerank),
+        }
+
+    # ----------------------------------------------------------------- logging
+
+    def log(self, message: str) -> None:
+        """One flushed line on stdout, so a parent process sees it immediately."""
+        if not self.options.quiet:
+            print(f"demo: {message}", flush=True)
+
+    # --------------------------------------------------------------- lifecycle
+
+    def is_healthy(self) -> bool:
+        """True once the simulated model load (``--startup-delay``) has finished."""
+        return time.monotonic() >= self.ready_at
+
+    async def serve(self) -> None:
+        """Listen, then run until SIGTERM/SIGINT (or :meth:`stop`)."""
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        # Before listening: once a client can connect, SIGTERM must already mean "exit 0".
+        self.install_signal_handlers(loop)
+        self.server = await asyncio.start_server(
+            self._on_connection,
+            self.options.host,
+            self.options.port,
+            backlog=1024,
+        )
+        sock = self.server.sockets[0].getsockname()
+        self.log(f"model={self.options.model} listening on {sock[0]}:{sock[1]}")
+        self.on_listening(loop)
+        await self.stopping.wait()
+        self.server.close()
+
+    def install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGTERM and SIGINT stop the server promptly; the process then exits 0."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    def on_listening(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hook called once the socket is bound (used by the test upstream)."""
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to return; in-flight streams are abandoned, not drained."""
+        if self.stopping is not None:
+            self.stopping.set()
+
+    # ------------------------------------------------------------- HTTP plumbing
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = peername[0] if isinstance(peername, tuple) else "-"
+        try:
+            while True:
+                try:
+                    request = await self._read_request(reader, writer, peer)
+                except BadRequest as exc:
+                    req = Request("GET", "/", "HTTP/1.1", [("Connection", "close")], peer=peer)
+                    await Responder(writer, req).send_error(exc.status, exc.message)
+                    return
+                if request is None:
+                    return
+                responder = Responder(writer, request)
+                await self._dispatch(request, responder)
+                if not responder.keep_alive:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            pass  # shutting down with this connection idle or mid-request: nothing to report
+        finally:
+            writer.close()
+
+    async def _read_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> Request | None:
+        try:
+            line = await reader.readline()
+            while line in (b"\r\n", b"\n"):  # tolerate stray CRLFs between requests
+                line = await reader.readline()
+        except ValueError as exc:  # line longer than the StreamReader limit
+            raise BadRequest(431, "request line too long") from exc
+        if not line:
+            return None
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            raise BadRequest(400, "malformed request line")
+        method, target, version = parts
+        headers: list[tuple[str, str]] = []
+        while True:
+            try:
+                hline = await reader.readline()
+            except ValueError as exc:
+                raise BadRequest(431, "header line too long") from exc
+            if not hline:
+                raise asyncio.IncompleteReadError(b"", None)
+            if hline in (b"\r\n", b"\n"):
+                break
+            if len(headers) >= MAX_HEADER_COUNT:
+                raise BadRequest(431, "too many headers")
+            name, sep, value = hline.decode("latin-1").partition(":")
+            if not sep or not name.strip():
+                raise BadRequest(400, "malformed header line")
+            headers.append((name.strip(), value.strip()))
+        request = Request(method.upper(), target, version, headers, peer=peer)
+        if (request.header("expect") or "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.body = await self._read_body(reader, request)
+        return request
+
+    async def _read_body(self, reader: asyncio.StreamReader, request: Request) -> bytes:
+        te = (request.header("transfer-encoding") or "").lower()
+        if "chunked" in te:
+            body = bytearray()
+            while True:
+                size_line = await reader.readline()
+                try:
+                    size = int(size_line.split(b";")[0].strip(), 16)
+                except ValueError as exc:
+                    raise BadRequest(400, "bad chunk size") from exc
+                if size == 0:
+                    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                        pass  # discard trailers
+                    return bytes(body)
+                if len(body) + size > MAX_BODY_BYTES:
+                    raise BadRequest(413, "request body too large")
+                body += await reader.readexactly(size)
+                await reader.readline()
+        length_header = request.header("content-length")
+        if length_header is None:
+            return b""
+        try:
+            length = int(length_header)
+        except ValueError as exc:
+            raise BadRequest(400, "bad Content-Length") from exc
+        if length < 0:
+            raise BadRequest(400, "bad Content-Length")
+        if length > MAX_BODY_BYTES:
+            raise BadRequest(413, "request body too large")
+        return await reader.readexactly(length) if length else b""
+
+    async def _dispatch(self, request: Request, responder: Responder) -> None:
+        start = time.monotonic()
+        aborted = False
+        try:
+            handler = self.extra_route(request)
+            if handler is None:
+                route = self.routes.get(request.path)
+                if route is None:
+                    handler = self.handle_not_found
+                elif request.method not in route[0]:
+                    handler = self.handle_method_not_allowed
+                else:
+                    handler = route[1]
+            await handler(request, responder)
+        except ConnectionError:
+            responder.keep_alive = False
+            aborted = True
+            raise
+        except Exception as exc:  # a bug in a handler must not kill the server
+            traceback.print_exc()
+            responder.keep_alive = False
+            if not responder.started:
+                await responder.send_error(500, f"internal error: {exc!r}", "server_error")
+            else:
+                raise ConnectionResetError("handler failed mid-response") from exc
+        finally:
+            elapsed = (time.monotonic() - start) * 1000
+            kind = " stream" if responder.streaming else ""
+            kind += " (client went away)" if aborted else ""
+            if request.path != "/health":  # polled many times a second while loading
+                self.log(
+                    f'{request.peer} "{request.method} {request.target}" '
+                    f"{responder.status or '-'} {elapsed:.1f}ms{kind}"
+                )
+
+    # ------------------------------------------------------------------ hooks
+
+    def extra_route(self, request: Request) -> Handler | None:
+        """Hook: return a handler to take over ``request`` before normal routing."""
+        return None
+
+    async def before_inference(self, request: Request, body: dict[str, Any]) -> None:
+        """Hook: called after the JSON body is parsed, before any inference response."""
+
+    async def on_stream_token(self, body: dict[str, Any], index: int) -> None:
+        """Hook: called before token ``index`` (0-based) of a stream is sent."""
+
+    async def on_stream_end(self, body: dict[str, Any], n_tokens: int) -> None:
+        """Hook: called after the last token, before the finish chunk and ``[DONE]``."""
+
+    # --------------------------------------------------------------- handlers
+
+    async def handle_not_found(self, request: Request, responder: Responder) -> None:
+        """Unknown path: 404 in OpenAI error shape."""
+        await responder.send_error(
+            404, f"Not found: {request.method} {request.path}", "not_found_error"
+        )
+
+    async def handle_method_not_allowed(self, request: Request, responder: Responder) -> None:
+        """Known path, wrong method."""
+        await responder.send_error(405, f"Method {request.method} not allowed on {request.path}")
+
+    async def handle_health(self, request: Request, responder: Responder) -> None:
+        """llama.cpp-style health: 503 while the simulated model loads, then 200."""
+        if self.is_healthy():
+            await responder.send_json(200, {"status": "ok"})
+        else:
+            await responder.send_json(503, {"status": "loading"})
+
+    async def handle_models(self, request: Request, responder: Responder) -> None:
+        """The one model this server pretends to serve."""
+        model = {
+            "id": self.options.model,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "llamaswap-demo",
+        }
+        await responder.send_json(200, {"object": "list", "data": [model]})
+
+    async def _parse_inference(
+        self, request: Request, responder: Responder
+    ) -> dict[str, Any] | None:
+        """Shared prologue of inference endpoints: loading gate, JSON parsing, hooks.
+
+        Returns None when an error response has already been sent.
+        """
+        if not self.is_healthy():
+            await responder.send_error(503, "Loading model", "unavailable_error")
+            return None
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            await responder.send_error(400, f"invalid JSON in request body: {exc}")
+            return None
+        if not isinstance(body, dict):
+            await responder.send_error(400, "request body must be a JSON object")
+            return None
+        await self.before_inference(request, body)
+        return body
+
+    def reply_text(self, prompt: str) -> str:
+        """The fixed ``--reply`` or a short echo of the prompt, so the demo visibly works."""
+        if self.options.reply is not None:
+            return self.options.reply
+        prompt = " ".join(prompt.split())
+        if not prompt:
+            return f"Hello from the llamaswap demo model {self.options.model}."
+        if len(prompt) > 200:
+            prompt = prompt[:200].rstrip() + "…"
+        return f"You said: {prompt}"
+
+    def completion_tokens(self, body: dict[str, Any], text: str) -> tuple[list[str], str]:
+        """Tokens to emit and the finish reason, honouring ``--max-tokens`` and the request."""
+        tokens = tokenize(text)
+        limits = [self.options.max_tokens]
+        for key in ("max_completion_tokens", "max_tokens", "n_predict"):
+            value = body.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                limits.append(value)
+        cap = min((lim for lim in limits if lim is not None), default=None)
+        if cap is not None and len(tokens) > cap:
+            return tokens[:cap], "length"
+        return tokens, "stop"
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+        """OpenAI ``usage`` object."""
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+    def timings(
+        self, prompt_tokens: int, completion_tokens: int, seconds: float
+    ) -> dict[str, float]:
+        """llama.cpp-style ``timings`` object (llama-swap's metrics read these)."""
+        predicted_ms = max(seconds * 1000.0, 0.001)
+        return {
+            "prompt_n": prompt_tokens,
+            "prompt_ms": 1.0,
+            "prompt_per_second": prompt_tokens * 1000.0,
+            "predicted_n": completion_tokens,
+            "predicted_ms": round(predicted_ms, 3),
+            "predicted_per_second": round(completion_tokens * 1000.0 / predicted_ms, 3),
+        }
+
+    async def handle_chat(self, request: Request, responder: Responder) -> None:
+        """``/v1/chat/completions``: echo the last user message, optionally as SSE."""
+        body = await self._parse_inference(request, responder)
+        if body is None:
+            return
+        messages = body.get("messages")
+        messages = messages if isinstance(messages, list) else []
+        prompt_text = " ".join(
+            content_text(m.get("content")) for m in messages if isinstance(m, dict)
+        )
+        last_user = ""
+        for message in reversed(messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                last_user = content_text(message.get("content"))
+                break
+        tokens, finish = self.completion_tokens(body, self.reply_text(last_user))
+        prompt_tokens = count_tokens(prompt_text)
+        completion_id = f"chatcmpl-{os.urandom(12).hex()}"
+        created = int(time.time())
+        model = self.options.model
+
+        if body.get("stream") is True:
+            await self._stream(
+                request,
+                responder,
+                body,
+                tokens,
+                finish,
+                prompt_tokens,
+                object_name="chat.completion.chunk",
+                completion_id=completion_id,
+                created=created,
+                make_choice=lambda delta, reason: {
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": None,
+                    "finish_reason": reason,
+                },
+                token_delta=lambda tok: {"content": tok},
+                first_delta={"role": "assistant", "content": ""},
+            )
+            return
+
+        await responder.send_json(
+            200,
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "llamaswap-demo",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(tokens)},
+                        "logprobs": None,
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": self.usage(prompt_tokens, len(tokens)),
+                "timings": self.timings(prompt_tokens, len(tokens), 0.001),
+            },
+        )
+
+    async def handle_completions(self, request: Request, responder: Responder) -> None:
+        """``/v1/completions``: legacy text completion, same behaviour as chat."""
+        body = await self._parse_inference(request, responder)
+        if body is None:
+            return
+        prompt = body.get("prompt", "")
+        if isinstance(prompt, list):
+            prompt = " ".join(p for p in prompt if isinstance(p, str))
+        prompt = prompt if isinstance(prompt, str) else ""
+        tokens, finish = self.completion_tokens(body, self.reply_text(prompt))
+        prompt_tokens = count_tokens(prompt)
+        completion_id = f"cmpl-{os.urandom(12).hex()}"
+        created = int(time.time())
+
+        if body.get("stream") is True:
+            await self._stream(
+                request,
+                responder,
+                body,
+                tokens,
+                finish,
+                prompt_tokens,
+                object_name="text_completion",
+                completion_id=completion_id,
+                created=created,
+                make_choice=lambda delta, reason: {
+                    "index": 0,
+                    "text": delta.get("text", ""),
+                    "logprobs": None,
+                    "finish_reason": reason,
+                },
+                token_delta=lambda tok: {"text": tok},
+                first_delta=None,
+            )
+            return
+
+        await responder.send_json(
+            200,
+            {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": self.options.model,
+                "system_fingerprint": "llamaswap-demo",
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": "".join(tokens),
+                        "logprobs": None,
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": self.usage(prompt_tokens, len(tokens)),
+                "timings": self.timings(prompt_tokens, len(tokens), 0.001),
+            },
+        )
+
+    async def _stream(
+        self,
+        request: Request,
+        responder: Responder,
+        body: dict[str, Any],
+        tokens: list[str],
+        finish: str,
+        prompt_tokens: int,
+        *,
+        object_name: str,
+        completion_id: str,
+        created: int,
+        make_choice: Callable[[dict[str, Any], str | None], dict[str, Any]],
+        token_delta: Callable[[str], dict[str, Any]],
+        first_delta: dict[str, Any] | None,
+    ) -> None:
+        """Server-sent events, one token per event, each flushed as soon as it is made."""
+        model = self.options.model
+        stream_options = body.get("stream_options")
+        include_usage = isinstance(stream_options, dict) and bool(
+            stream_options.get("include_usage")
+        )
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            chunk = {
+                "id": completion_id,
+                "object": object_name,
+                "created": created,
+                "model": model,
+                "system_fingerprint": "llamaswap-demo",
+                "choices": choices,
+                **extra,
+            }
+            return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+        start = time.monotonic()
+        await responder.start_stream("text/event-stream")
+        if first_delta is not None:
+            await responder.write(event([make_choice(first_delta, None)]))
+        for i, token in enumerate(tokens):
+            if i and self.options.token_delay > 0:
+                await asyncio.sleep(self.options.token_delay)
+            if responder.closed:
+                raise ConnectionResetError("client went away mid-stream")
+            await self.on_stream_token(body, i)
+            await responder.write(event([make_choice(token_delta(token), None)]))
+        await self.on_stream_end(body, len(tokens))
+        elapsed = time.monotonic() - start
+        await responder.write(
+            event(
+                [make_choice({} if first_delta is not None else {"text": ""}, finish)],
+                timings=self.timings(prompt_tokens, len(tokens), elapsed),
+            )
+        )
+        if include_usage:
+            await responder.write(event([], usage=self.usage(prompt_tokens, len(tokens))))
+        await responder.write(b"data: [DONE]\n\n")
+        await responder.end_stream()
+
+    async def handle_embeddings(self, request: Request, responder: Responder) -> None:
+        """``/v1/embeddings``: deterministic unit vectors from a hash of each input."""
+        body = await self._parse_inference(request, responder)
+        if body is None:
+            return
+        raw = body.get("input", body.get("content"))
+        if isinstance(raw, str):
+            inputs: list[Any] = [raw]
+        elif isinstance(raw, list) and raw and all(isinstance(x, int) for x in raw):
+            inputs = [raw]  # a single pre-tokenised input
+        elif isinstance(raw, list) and raw:
+            inputs = raw
+        else:
+            await responder.send_error(400, "'input' must be a string or a non-empty list")
+            return
+        dims = body.get("dimensions", DEFAULT_EMBEDDING_DIMENSIONS)
+        if not isinstance(dims, int) or isinstance(dims, bool) or not 1 <= dims <= 65536:
+            await responder.send_error(400, "'dimensions' must be an integer in 1..65536")
+            return
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        prompt_tokens = 0
+        for index, item in enumerate(inputs):
+            text = item if isinstance(item, str) else json.dumps(item)
+            prompt_tokens += len(item) if isinstance(item, list) else count_tokens(text)
+            vector = hash_vector(text, dims, self.options.model)
+            embedding: list[float] | str = vector
+            if as_base64:  # the official openai client asks for base64 by default
+                embedding = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        await responder.send_json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": self.options.model,
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            },
+        )
+
+    async def handle_rerank(self, request: Request, responder: Responder) -> None:
+        """``/v1/rerank``: llama.cpp/Jina shape, sorted by a deterministic relevance score."""
+        body = await self._parse_inference(request, responder)
+        if body is None:
+            return
+        query = body.get("query")
+        documents = body.get("documents", body.get("texts"))
+        if not isinstance(query, str) or not isinstance(documents, list):
+            await responder.send_error(400, "'query' (string) and 'documents' (list) are required")
+            return
+        texts = [
+            d if isinstance(d, str) else content_text([d]) if isinstance(d, dict) else str(d)
+            for d in documents
+        ]
+        results: list[dict[str, Any]] = []
+        for index, text in enumerate(texts):
+            result: dict[str, Any] = {"index": index, "relevance_score": relevance(query, text)}
+            if body.get("return_documents"):
+                result["document"] = {"text": text}
+            results.append(result)
+        results.sort(key=lambda r: (-r["relevance_score"], r["index"]))
+        top_n = body.get("top_n")
+        if isinstance(top_n, int) and not isinstance(top_n, bool) and top_n >= 0:
+            results = results[:top_n]
+        tokens = count_tokens(query) + sum(count_tokens(t) for t in texts)
+        await responder.send_json(
+            200,
+            {
+                "object": "list",
+                "model": self.options.model,
+                "results": results,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
+
+
+def non_negative_float(value: str) -> float:
+    """argparse type: a float >= 0."""
+    number = float(value)
+    if number < 0 or math.isnan(number):
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    """argparse type: an int >= 0."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The demo's command line (``tests/upstream.py`` adds its own flags to it)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="A fake OpenAI-compatible model server (no GPU, no model files)."
+    )
+    parser.add_argument("--port", type=int, default=8080, help="listen port (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address")
+    parser.add_argument("--model", default="demo", help="model id reported in responses")
+    parser.add_argument(
+        "--startup-delay",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="simulated load time; /health answers 503 until it has passed",
+    )
+    parser.add_argument(
+        "--token-delay",
+        type=non_negative_float,
+        default=0.02,
+        metavar="SECONDS",
+        help="delay between streamed tokens",
+    )
+    parser.add_argument("--reply", default=None, help="fixed reply text (default: echo)")
+    parser.add_argument(
+        "--max-tokens", type=non_negative_int, default=None, help="cap on reply tokens"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no log lines on stdout")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> DemoOptions:
+    """Turn parsed arguments into :class:`DemoOptions`."""
+    return DemoOptions(
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        startup_delay=args.startup_delay,
+        token_delay=args.token_delay,
+        reply=args.reply,
+        max_tokens=args.max_tokens,
+        quiet=args.quiet,
+    )
+
+
+def run(server: DemoServer) -> int:
+    """Run ``server`` until it is stopped; return the process exit status."""
+    try:
+        asyncio.run(server.serve())
+    except OSError as exc:  # e.g. address already in use
+        print(
+            f"demo: cannot listen on {server.options.host}:{server.options.port}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    except KeyboardInterrupt:
+        pass
+    if not server.options.quiet:
+        print("demo: stopped", flush=True)
+    return 0
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    """Console-script entry point (``llamaswap-demo``)."""
+    args = build_parser().parse_args(None if argv is None else list(argv))
+    sys.exit(run(DemoServer(options_from_args(args))))
+
+
+if __name__ == "__main__":
+    main()

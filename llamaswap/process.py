@@ -1,0 +1,332 @@
+"""One model's server process: spawn, readiness, output, stop, crash detection.
+
+A ``ModelProcess`` owns exactly one child at a time and an explicit state
+(stopped -> starting -> ready -> stopping -> stopped). Callers ask for what they need with
+``ensure_ready()`` and ``stop()``, each caller getting its own Deferred; the state changes only
+here. The child runs in its own process group (set by a tiny exec trampoline, since
+``spawnProcess`` has no pre-exec hook), so a stop reaches its children and grandchildren too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+from llamaswap.cmdline import split_command
+from llamaswap.config import ModelConfig
+from llamaswap.health import HealthTimeout, Probe, http_probe, wait_until_healthy
+from llamaswap.logs import LineSplitter, LogRing, get_logger
+from llamaswap.policy import ModelState
+
+# Runs as ``python -I -S -c TRAMPOLINE <parent pid> argv...``: a new process group, death
+# with the parent on Linux (PR_SET_PDEATHSIG=SIGKILL), then exec. The PID stays the model's.
+TRAMPOLINE = """\
+import os, sys
+os.setpgid(0, 0)
+try:
+    import ctypes
+    ctypes.CDLL(None).prctl(1, 9)
+except Exception:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as e:
+    sys.stderr.write("llamaswap: cannot run %r: %s\\n" % (sys.argv[2], e.strerror))
+    sys.stderr.flush()
+    os._exit(127)
+"""
+
+LAST_LINES_IN_ERRORS = 5
+
+StateObserver = Callable[["ModelProcess", ModelState, ModelState], None]
+GroupSignaller = Callable[[int, int], bool]
+
+
+class StartError(Exception):
+    """The model could not be brought to ready; the message says why, for the client."""
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to a whole process group; False if the group is already gone."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def describe_exit(reason: Failure) -> str:
+    status = getattr(reason.value, "status", None)
+    signum = getattr(reason.value, "signal", None)
+    code = getattr(reason.value, "exitCode", None)
+    if signum:
+        return f"killed by signal {signum}"
+    if code is not None:
+        return f"exit status {code}"
+    return f"exit status {status}"
+
+
+class ModelProcess:
+    """The supervisor of one model's server. Not thread-safe: reactor thread only."""
+
+    log = get_logger()
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        reactor: Any,
+        *,
+        health_timeout: float,
+        probe: Probe | None = None,
+        signal_group: GroupSignaller = signal_group,
+        output: LogRing | None = None,
+        on_line: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.model = model
+        self._reactor: IReactorProcess = reactor
+        self._clock: IReactorTime = reactor
+        self._health_timeout = health_timeout
+        self._probe = probe
+        self._signal_group = signal_group
+        self.output = output if output is not None else LogRing()
+        self._on_line = on_line
+        self.state = ModelState.STOPPED
+        self.pid: int | None = None
+        self.last_error: str | None = None
+        self._observers: list[StateObserver] = []
+        self._ready_waiters: list[Deferred[None]] = []
+        self._stop_waiters: list[Deferred[None]] = []
+        self._health: Deferred[None] | None = None
+        self._kill_timer: IDelayedCall | None = None
+        self._protocol: _ModelProtocol | None = None
+
+    # -- what callers use -------------------------------------------------------------------
+
+    def add_observer(self, observer: StateObserver) -> None:
+        self._observers.append(observer)
+
+    def ensure_ready(self) -> Deferred[None]:
+        """Fire when the model is ready, starting it (after a stop in progress) if needed.
+
+        Cancelling the returned Deferred only withdraws this caller; the start goes on.
+        """
+        if self.state is ModelState.READY:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._ready_waiters.remove)
+        self._ready_waiters.append(waiter)
+        if self.state is ModelState.STOPPED:
+            self._start()
+        return waiter
+
+    def stop(self, timeout: float | None = None) -> Deferred[None]:
+        """Fire once the model's process has exited (SIGTERM or cmdStop, SIGKILL after timeout).
+
+        Callers waiting on ``ensure_ready`` get a ``StartError``: a stop wins over a start.
+        """
+        if self.state is ModelState.STOPPED:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._stop_waiters.remove)
+        self._stop_waiters.append(waiter)
+        self._fail_ready_waiters(StartError(f"model {self.model.id} was stopped while starting"))
+        if self.state is not ModelState.STOPPING:
+            if self._health is not None:
+                self._health.cancel()
+            self._set_state(ModelState.STOPPING)
+            self._terminate(self.model.unload_timeout if timeout is None else timeout)
+        return waiter
+
+    # -- mechanism --------------------------------------------------------------------------
+
+    def _set_state(self, new: ModelState) -> None:
+        old, self.state = self.state, new
+        if old is not new:
+            self.log.debug("{model}: {old} -> {new}", model=self.model.id, old=old.value,
+                           new=new.value)
+            for observer in list(self._observers):
+                observer(self, old, new)
+
+    def _start(self) -> None:
+        argv = [sys.executable, "-I", "-S", "-c", TRAMPOLINE, str(os.getpid()), *self.model.cmd]
+        env = {**os.environ, **dict(self.model.env)}
+        self.last_error = None
+        self._set_state(ModelState.STARTING)
+        self._protocol = _ModelProtocol(self, self._clock)
+        try:
+            transport = self._reactor.spawnProcess(self._protocol, sys.executable, argv, env=env)
+        except Exception as e:
+            self._protocol = None
+            self._start_failed(f"failed to start command '{' '.join(self.model.cmd)}': {e}")
+            self._set_state(ModelState.STOPPED)
+            return
+        self.pid = transport.pid
+        self.log.info("{model}: started pid {pid}: {cmd}", model=self.model.id, pid=self.pid,
+                      cmd=" ".join(self.model.cmd))
+        if self.model.check_endpoint is None:
+            self._became_ready()
+            return
+        probe = self._probe or http_probe(self._clock, self.model.proxy.rstrip("/")
+                                          + self.model.check_endpoint)
+        self._health = Deferred.fromCoroutine(
+            wait_until_healthy(self._clock, probe, self._health_timeout))
+        self._health.addCallbacks(lambda _: self._became_ready(), self._health_failed)
+
+    def _became_ready(self) -> None:
+        self._health = None
+        self.log.info("{model}: ready (pid {pid})", model=self.model.id, pid=self.pid)
+        self._set_state(ModelState.READY)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _health_failed(self, failure: Failure) -> None:
+        self._health = None
+        if failure.check(CancelledError):
+            return  # the process exited or was stopped; that path reports
+        reason = str(failure.value) if failure.check(HealthTimeout) else repr(failure.value)
+        self._start_failed(f"model {self.model.id} did not become ready: {reason}")
+        self._set_state(ModelState.STOPPING)
+        self._terminate(self.model.unload_timeout)
+
+    def _start_failed(self, message: str) -> None:
+        lines = self.output.tail(LAST_LINES_IN_ERRORS)
+        if lines:
+            message += "; last output:\n" + "\n".join(lines)
+        self.last_error = message
+        self.log.error("{model}: {message}", model=self.model.id, message=message)
+        self._fail_ready_waiters(StartError(message))
+
+    def _fail_ready_waiters(self, error: Exception) -> None:
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.errback(Failure(error))
+
+    def _terminate(self, timeout: float) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+        if self.model.cmd_stop:
+            self._run_cmd_stop(pid)
+        else:
+            self._signal_group(pid, signal.SIGTERM)
+        self._kill_timer = self._clock.callLater(timeout, self._kill, pid, timeout)
+
+    def _kill(self, pid: int, timeout: float) -> None:
+        self._kill_timer = None
+        self.log.warn("{model}: still running {timeout:g}s after stop request; sending SIGKILL",
+                      model=self.model.id, timeout=timeout)
+        self._signal_group(pid, signal.SIGKILL)
+
+    def _run_cmd_stop(self, pid: int) -> None:
+        """Run ``cmdStop``; if it cannot run or fails, fall back to SIGTERM to the group."""
+        def fallback(why: str) -> None:
+            self.log.warn("{model}: cmdStop {why}; sending SIGTERM", model=self.model.id, why=why)
+            if self.pid == pid:
+                self._signal_group(pid, signal.SIGTERM)
+
+        try:
+            argv = split_command(self.model.cmd_stop.replace("${PID}", str(pid)))
+            env = {**os.environ, **dict(self.model.env)}
+            done: Deferred[int] = Deferred()
+            self._reactor.spawnProcess(_StopCommandProtocol(done), argv[0], argv, env=env)
+        except Exception as e:
+            fallback(f"could not run ({e})")
+            return
+        done.addCallback(lambda code: None if code == 0 else fallback(f"exited with {code}"))
+
+    def _leader_exited(self) -> None:
+        """The model's main process is gone: what is left of its group goes with it."""
+        if self._kill_timer is not None and self._kill_timer.active():
+            self._kill_timer.cancel()
+        self._kill_timer = None
+        if self.pid is not None:
+            self._signal_group(self.pid, signal.SIGKILL)
+
+    def _exited(self, reason: Failure) -> None:
+        """The child was reaped and its pipes are closed: it is stopped now."""
+        self.pid = None
+        self._protocol = None
+        how = describe_exit(reason)
+        if self.state is ModelState.STARTING:
+            if self._health is not None:
+                self._health.cancel()
+            self._start_failed(f"model {self.model.id} exited during start ({how})")
+        elif self.state is ModelState.READY:
+            self.last_error = f"exited unexpectedly ({how})"
+            self.log.error("{model}: exited unexpectedly ({how})", model=self.model.id, how=how)
+        else:
+            self.log.info("{model}: stopped ({how})", model=self.model.id, how=how)
+        self._set_state(ModelState.STOPPED)
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        if self._ready_waiters and self.state is ModelState.STOPPED:
+            self._start()  # someone asked for it while it was stopping
+
+    def _line(self, stream: str, line: str) -> None:
+        self.output.append(line)
+        if self._on_line is not None:
+            self._on_line(stream, line)
+
+
+class _ModelProtocol(ProcessProtocol):
+    """Reads every byte the child writes (an unread pipe would block it) into lines.
+
+    The end is reported once the pipes are closed too, so the last lines a dying model
+    printed are in its log before anyone reads the error; a grandchild holding the pipes
+    open cannot delay it (the group is killed when the leader exits, with a short backstop).
+    """
+
+    PIPES_BACKSTOP = 1.0
+
+    def __init__(self, owner: ModelProcess, clock: IReactorTime) -> None:
+        self._owner = owner
+        self._clock = clock
+        self._out = LineSplitter(lambda line: owner._line("stdout", line))
+        self._err = LineSplitter(lambda line: owner._line("stderr", line))
+        self._exit_reason: Failure | None = None
+        self._backstop: IDelayedCall | None = None
+        self._reported = False
+
+    def outReceived(self, data: bytes) -> None:
+        self._out.feed(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._err.feed(data)
+
+    def processExited(self, reason: Failure) -> None:
+        self._exit_reason = reason
+        self._owner._leader_exited()
+        self._backstop = self._clock.callLater(self.PIPES_BACKSTOP, self._report, reason)
+
+    def processEnded(self, reason: Failure) -> None:
+        self._report(self._exit_reason or reason)
+
+    def _report(self, reason: Failure) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        if self._backstop is not None and self._backstop.active():
+            self._backstop.cancel()
+        self._out.flush()
+        self._err.flush()
+        self._owner._exited(reason)
+
+
+class _StopCommandProtocol(ProcessProtocol):
+    def __init__(self, done: Deferred[int]) -> None:
+        self._done = done
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        self._done.callback(code if code is not None else -1)
+

@@ -1,0 +1,216 @@
+"""ModelProcess lifecycle with a fake process reactor and a Clock: no real processes, no sleeps."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from fakes import FakeProcessReactor, ScriptedProbe, SignalLog, model
+from twisted.internet.defer import Deferred
+
+from llamaswap.policy import ModelState
+from llamaswap.process import ModelProcess, StartError
+
+
+def make(reactor: FakeProcessReactor, probe: ScriptedProbe | None = None,
+         signals: SignalLog | None = None, health_timeout: float = 30.0,
+         **overrides: object) -> ModelProcess:
+    return ModelProcess(model("m", env=(("MODEL_VAR", "1"),), **overrides), reactor,
+                        health_timeout=health_timeout, probe=probe or ScriptedProbe(),
+                        signal_group=signals or SignalLog())
+
+
+def result_of(d: Deferred) -> list:
+    out: list = []
+    d.addBoth(out.append)
+    return out
+
+
+def test_start_spawns_the_command_in_a_trampoline_with_inherited_env_plus_model_env(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INHERITED", "yes")
+    reactor = FakeProcessReactor()
+    process = make(reactor)
+    process.ensure_ready()
+    spawned = reactor.last
+    assert spawned.model_argv == ["server", "--model", "m"]
+    assert "setpgid" in spawned.args[spawned.args.index("-c") + 1]
+    assert spawned.env["INHERITED"] == "yes" and spawned.env["MODEL_VAR"] == "1"
+    assert process.state is ModelState.STARTING and process.pid == spawned.pid
+
+
+def test_first_probe_is_immediate_and_ready_fires_waiters() -> None:
+    reactor, probe = FakeProcessReactor(), ScriptedProbe()
+    probe.healthy = True
+    process = make(reactor, probe)
+    got = result_of(process.ensure_ready())
+    assert probe.calls == 1
+    assert got == [None] and process.state is ModelState.READY
+
+
+def test_polling_backs_off_from_10ms_to_at_most_250ms() -> None:
+    reactor, probe = FakeProcessReactor(), ScriptedProbe()
+    process = make(reactor, probe)
+    got = result_of(process.ensure_ready())
+    reactor.advance(0.01)
+    assert probe.calls == 2  # probed again after 10 ms
+    for _ in range(200):
+        reactor.advance(0.01)
+    assert probe.calls <= 20  # backed off: ~2 s of polling took far fewer than 200 probes
+    calls = probe.calls
+    reactor.advance(0.25)
+    assert probe.calls == calls + 1  # capped at 250 ms
+    probe.healthy = True
+    reactor.advance(0.25)
+    assert got == [None]
+
+
+def test_health_timeout_fails_waiters_and_stops_the_process() -> None:
+    reactor, signals = FakeProcessReactor(), SignalLog()
+    process = make(reactor, signals=signals, health_timeout=15)
+    got = result_of(process.ensure_ready())
+    reactor.advance(14.9)
+    assert got == []
+    for _ in range(10):
+        reactor.advance(0.1)
+    assert len(got) == 1 and got[0].check(StartError)
+    assert "timed out after 15s" in str(got[0].value)
+    assert (process.pid, signal.SIGTERM) in signals.sent
+    reactor.last.exit(0)
+    assert process.state is ModelState.STOPPED
+
+
+def test_exit_during_start_fails_at_once_with_status_and_last_output() -> None:
+    reactor = FakeProcessReactor()
+    process = make(reactor)
+    got = result_of(process.ensure_ready())
+    reactor.last.output(b"loading weights\nerror: model file not found\n")
+    reactor.last.exit(2)
+    assert len(got) == 1 and got[0].check(StartError)
+    message = str(got[0].value)
+    assert "exit status 2" in message and "error: model file not found" in message
+    assert process.state is ModelState.STOPPED
+    assert reactor.getDelayedCalls() == []  # no poll left running
+
+
+def test_failed_start_is_retried_by_the_next_request() -> None:
+    reactor, probe = FakeProcessReactor(), ScriptedProbe()
+    process = make(reactor, probe)
+    process.ensure_ready().addErrback(lambda f: None)
+    reactor.last.exit(1)
+    probe.healthy = True
+    got = result_of(process.ensure_ready())
+    assert len(reactor.processes) == 2 and got == [None]
+
+
+def test_concurrent_waiters_share_one_spawn_and_cancelling_one_keeps_the_start() -> None:
+    reactor, probe = FakeProcessReactor(), ScriptedProbe()
+    process = make(reactor, probe)
+    first, second = process.ensure_ready(), process.ensure_ready()
+    first.addErrback(lambda f: None)
+    first.cancel()
+    got = result_of(second)
+    probe.healthy = True
+    reactor.advance(0.01)
+    assert len(reactor.processes) == 1 and got == [None]
+
+
+def test_stop_sends_sigterm_to_the_group_then_sigkill_after_unload_timeout() -> None:
+    reactor, probe, signals = FakeProcessReactor(), ScriptedProbe(), SignalLog()
+    probe.healthy = True
+    process = make(reactor, probe, signals, unload_timeout=5.0)
+    process.ensure_ready()
+    pid = process.pid
+    stopped = result_of(process.stop())
+    assert signals.sent == [(pid, signal.SIGTERM)]
+    reactor.advance(4.9)
+    assert (pid, signal.SIGKILL) not in signals.sent
+    reactor.advance(0.2)
+    assert (pid, signal.SIGKILL) in signals.sent
+    assert stopped == []
+    reactor.last.exit(signal=9)
+    assert stopped == [None] and process.state is ModelState.STOPPED
+
+
+def test_stop_completes_the_moment_the_process_exits_and_kills_leftovers() -> None:
+    reactor, probe, signals = FakeProcessReactor(), ScriptedProbe(), SignalLog()
+    probe.healthy = True
+    process = make(reactor, probe, signals)
+    process.ensure_ready()
+    pid = process.pid
+    stopped = result_of(process.stop())
+    reactor.advance(0.05)
+    reactor.last.exit(0)
+    assert stopped == [None]
+    assert signals.sent == [(pid, signal.SIGTERM), (pid, signal.SIGKILL)]  # group leftovers
+    assert reactor.getDelayedCalls() == []  # the SIGKILL timer was cancelled
+
+
+def test_crash_after_ready_is_noticed_and_next_request_restarts() -> None:
+    reactor, probe = FakeProcessReactor(), ScriptedProbe()
+    probe.healthy = True
+    process = make(reactor, probe)
+    process.ensure_ready()
+    seen: list = []
+    process.add_observer(lambda p, old, new: seen.append((old, new)))
+    reactor.last.exit(3)
+    assert process.state is ModelState.STOPPED
+    assert "exit status 3" in (process.last_error or "")
+    assert seen == [(ModelState.READY, ModelState.STOPPED)]
+    process.ensure_ready()
+    assert len(reactor.processes) == 2
+
+
+def test_request_during_stop_restarts_after_the_exit() -> None:
+    reactor, probe = FakeProcessReactor(), ScriptedProbe()
+    probe.healthy = True
+    process = make(reactor, probe)
+    process.ensure_ready()
+    process.stop()
+    got = result_of(process.ensure_ready())
+    assert got == [] and len(reactor.processes) == 1
+    reactor.last.exit(0)
+    assert len(reactor.processes) == 2 and got == [None]
+
+
+def test_stop_during_start_fails_the_waiters() -> None:
+    reactor, signals = FakeProcessReactor(), SignalLog()
+    process = make(reactor, signals=signals)
+    got = result_of(process.ensure_ready())
+    process.stop()
+    assert len(got) == 1 and got[0].check(StartError)
+    assert signals.sent[0][1] == signal.SIGTERM
+    reactor.last.exit(0)
+    assert process.state is ModelState.STOPPED
+
+
+def test_check_endpoint_none_is_ready_right_after_spawn() -> None:
+    reactor, probe = FakeProcessReactor(), ScriptedProbe()
+    process = make(reactor, probe, check_endpoint=None)
+    got = result_of(process.ensure_ready())
+    assert got == [None] and probe.calls == 0
+
+
+def test_cmd_stop_runs_with_pid_and_falls_back_to_sigterm_when_it_fails() -> None:
+    reactor, probe, signals = FakeProcessReactor(), ScriptedProbe(), SignalLog()
+    probe.healthy = True
+    process = make(reactor, probe, signals, cmd_stop="docker stop --pid ${PID}")
+    process.ensure_ready()
+    pid = process.pid
+    process.stop()
+    stopper = reactor.last
+    assert stopper.args == ["docker", "stop", "--pid", str(pid)]
+    assert signals.sent == []
+    stopper.exit(1)
+    assert signals.sent == [(pid, signal.SIGTERM)]
+
+
+def test_output_lines_are_kept_in_a_bounded_log() -> None:
+    reactor = FakeProcessReactor()
+    process = make(reactor)
+    process.ensure_ready()
+    reactor.last.output(b"partial ", fd=1)
+    reactor.last.output(b"line\nnext\n", fd=1)
+    assert process.output.tail(2) == ["partial line", "next"]
+    reactor.last.output(b"x" * 300_000 + b"\n")
+    assert len(process.output.text()) <= 110 * 1024
