@@ -116,10 +116,11 @@ def _model_logger(model_id: str) -> Any:
     return emit
 
 
+access_log = get_logger("llamaswap.access")
+
+
 class AccessLoggedRequest(Request):
     """Logs one line per request when it ends, also when the client left early (499)."""
-
-    access_log = get_logger("llamaswap.access")
 
     def process(self) -> None:
         self._llamaswap_started = time.monotonic()
@@ -129,7 +130,7 @@ class AccessLoggedRequest(Request):
     def _log_access(self, result: object) -> None:
         status = 499 if isinstance(result, Failure) else self.code
         client = getattr(self.getClientAddress(), "host", "-")
-        self.access_log.info(
+        access_log.info(
             '{client} "{method} {path}" {status} {size} model={model} {duration:.3f}s',
             client=client, method=self.method.decode("ascii", "replace"),
             path=self.uri.decode("latin-1").encode("unicode_escape").decode("ascii"),

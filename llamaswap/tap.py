@@ -57,8 +57,7 @@ class Options(usage.Options):
         try:
             self["loaded"] = load_config(self["config"])
         except ConfigError as e:
-            for problem in e.problems:
-                print(problem, file=sys.stderr)
+            print(str(e), file=sys.stderr)  # one line per problem, then any warnings
             raise SystemExit(1) from None
 
 

@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest_twisted
 import treq
 from conftest import body_json, pid_alive, sleep, upstream_cmd, wait_for
+from treq.client import HTTPClient
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Protocol
-from twisted.web.client import ResponseDone
+from twisted.logger import globalLogPublisher
+from twisted.web.client import Agent, ResponseDone
 
+from llamaswap.config import parse_config
 from llamaswap.policy import ModelState
+from llamaswap.service import LlamaSwapService
 
 TWO_MODELS = f"""
 models:
@@ -400,3 +406,66 @@ async def test_stop_service_leaves_no_process(llamaswap) -> None:
     pid = swapper.pid("alpha")
     await swapper.service.stopService()
     assert not pid_alive(pid)
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_access_log_line_per_request(llamaswap) -> None:
+    swapper = await llamaswap(TWO_MODELS)
+    lines: list[dict] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_namespace") == "llamaswap.access":
+            lines.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        assert (await swapper.chat("first")).code == 200
+        assert (await swapper.chat("nope")).code == 404
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert [(e["method"], e["path"], e["status"], e["model"]) for e in lines] == [
+        ("POST", "/v1/chat/completions", 200, "alpha"),
+        ("POST", "/v1/chat/completions", 404, "nope"),
+    ]
+    assert lines[0]["size"] > 0 and lines[0]["duration"] > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_path_accepts_an_alias(llamaswap) -> None:
+    swapper = await llamaswap(TWO_MODELS)
+    response = await swapper.get("/upstream/first/echo")
+    assert response.code == 200
+    assert (await body_json(response))["path"] == "/echo"
+    assert swapper.state("alpha") is ModelState.READY
+
+
+@pytest_twisted.ensureDeferred
+async def test_listens_on_a_unix_socket(tmp_path: Path) -> None:
+    config = parse_config(f"models:\n  m:\n    cmd: {upstream_cmd('m')}\n    proxy: http://x:1\n"
+                          "    checkEndpoint: none\n", "unix.yaml")
+    service = LlamaSwapService(config, reactor)
+    sock = tmp_path / "llamaswap.sock"
+    service.listen(f"unix:{sock}:mode=600")
+    service.startService()
+    try:
+        client = HTTPClient(Agent.usingEndpointFactory(reactor, _UnixEndpoints(str(sock))))
+        response = await client.get("http://localhost/health")
+        assert response.code == 200 and await treq.content(response) == b"OK"
+        assert oct(sock.stat().st_mode & 0o777) == oct(0o600)
+    finally:
+        await service.stopService()
+    assert not sock.exists() or not _connectable(sock)
+
+
+class _UnixEndpoints:
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def endpointForURI(self, uri: object) -> UNIXClientEndpoint:
+        return UNIXClientEndpoint(reactor, self._path)
+
+
+def _connectable(path: Path) -> bool:
+    import socket
+    with socket.socket(socket.AF_UNIX) as s:
+        return s.connect_ex(str(path)) == 0

@@ -1,0 +1,60 @@
+"""twistd options: listen addresses, required config, config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.python.usage import UsageError
+
+from llamaswap.tap import Options, endpoint_from_listen, makeService
+
+
+@pytest.mark.parametrize(("given", "endpoint"), [
+    (":8080", "tcp:8080"),
+    ("127.0.0.1:9000", "tcp:9000:interface=127.0.0.1"),
+    ("[::1]:8080", r"tcp6:8080:interface=\:\:1"),
+    ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.0.1"),
+    ("unix:/run/llamaswap.sock:mode=660", "unix:/run/llamaswap.sock:mode=660"),
+    ("ssl:8443:privateKey=k.pem:certKey=c.pem", "ssl:8443:privateKey=k.pem:certKey=c.pem"),
+])
+def test_listen_forms(given: str, endpoint: str) -> None:
+    assert endpoint_from_listen(given) == endpoint
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_listen_is_repeatable_and_defaults_to_8080(tmp_path: Path) -> None:
+    config = write(tmp_path, "models:\n  m:\n    cmd: server --port ${PORT}\n")
+    options = Options()
+    options.parseOptions(["-c", config])
+    assert options["listen"] == ["tcp:8080"]
+    options = Options()
+    options.parseOptions(["-c", config, "-l", ":1", "--listen", "unix:/tmp/x.sock"])
+    assert options["listen"] == ["tcp:1", "unix:/tmp/x.sock"]
+    service = makeService(options)
+    assert len(list(service)) == 2  # one listening service per address
+
+
+def test_config_is_required() -> None:
+    with pytest.raises(UsageError, match="--config is required"):
+        Options().parseOptions([])
+
+
+def test_bad_config_prints_each_problem_and_exits_1(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    config = write(tmp_path, "startPort: 0\nmodels:\n  m:\n    proxy: http://h:1\n    tll: 5\n")
+    with pytest.raises(SystemExit) as exited:
+        Options().parseOptions(["-c", config])
+    assert exited.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    problems = [line for line in lines if not line.startswith("warning: ")]
+    assert len(problems) >= 2
+    assert all(line.startswith(config + ": ") for line in problems)
+    assert any("models.m.tll" in line and "ttl" in line for line in lines)  # the hint
+    assert any("startPort" in line for line in lines)
+    assert any("models.m.cmd" in line for line in lines)
