@@ -26,6 +26,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from llamaswap.cmdline import split_command_checked
+from llamaswap.filters import Filters, parse_strip_params
 from llamaswap.macros import (
     Expansion,
     check_leftovers,
@@ -36,6 +37,10 @@ from llamaswap.macros import (
     join_path,
     substitute_env,
 )
+from llamaswap.matrix import Matrix
+from llamaswap.routing import SchedulerConfig, parse_matrix, parse_resources, parse_scheduler
+from llamaswap.selectors import ProfileConfig, SelectorConfig, parse_profiles, parse_selectors
+from llamaswap.supervision import SupervisionConfig, parse_supervision
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -43,6 +48,7 @@ __all__ = [
     "ConfigError",
     "GroupConfig",
     "ModelConfig",
+    "PeerConfig",
     "load_config",
     "parse_config",
 ]
@@ -92,6 +98,31 @@ class ModelConfig:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     port: int | None = None
     """The ``${PORT}`` allocated to this model, if its ``cmd`` uses it."""
+    max_queue: int = 0
+    """Requests that may wait for this model at once (429 beyond); 0 = unbounded."""
+    send_loading_state: bool | None = None
+    """Stream llama-swap style loading progress to chat clients; ``None``: the global value."""
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    resources: Mapping[str, float] = field(default_factory=dict)
+    """What this model needs of the ``resources`` capacities while it runs."""
+    filters: Filters = field(default_factory=Filters)
+    upstream_headers: tuple[tuple[str, str], ...] = ()
+    """Headers set on every request sent to this model's server (e.g. its own API key)."""
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One entry of ``peers:``: a remote OpenAI-compatible server (§2.6)."""
+
+    id: str
+    proxy: str
+    models: tuple[str, ...]
+    api_key: str = ""
+    filters: Filters = field(default_factory=Filters)
+    ca_cert: str = ""
+    """PEM file of the CA to trust for an https proxy instead of the system's roots."""
+    connect_timeout: float = 30.0
+    response_header_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +134,19 @@ class GroupConfig:
     swap: bool = True
     exclusive: bool = True
     persistent: bool = False
+
+
+API_KEY_SCOPES = ("all", "inference", "management")
+
+
+@dataclass(frozen=True)
+class ApiKeyScope:
+    """What a scoped API key may do: ``inference`` (model endpoints, model lists),
+    ``management`` (unload, reload, logs, metrics, UI...) or ``all``; ``models`` limits the
+    models it may use (``None``: all)."""
+
+    scope: str = "all"
+    models: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +163,34 @@ class Config:
     global_ttl: float = 0.0
     unload_timeout: float = 10.0
     include_aliases_in_list: bool = False
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    matrix: Matrix | None = None
+    """The matrix router's compiled sets; ``None`` when groups decide what coexists."""
+    capacities: Mapping[str, float] = field(default_factory=dict)
+    """Declared resource capacities (``resources:``); empty means no budget applies."""
+    send_loading_state: bool = False
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    """The global ``supervision`` block (each model's own, merged, is on ``ModelConfig``)."""
+    api_keys: tuple[str, ...] = ()
+    api_key_scopes: Mapping[str, ApiKeyScope] = field(default_factory=dict)
+    """Keys given as mappings: what each may do (plain string keys may do everything)."""
+    peers: Mapping[str, PeerConfig] = field(default_factory=dict)
+    max_request_size: int = 100 * 1024 * 1024
+    """Largest request body accepted, in bytes; larger ones get 413."""
+    selectors: Mapping[str, SelectorConfig] = field(default_factory=dict)
+    profiles: Mapping[str, ProfileConfig] = field(default_factory=dict)
+    log_to_stdout: str = "both"
+    """``proxy``, ``upstream``, ``both`` or ``none``: what reaches the process log and /logs."""
+    log_time_format: str = ""
+    """A llama-swap (Go) time layout name for the lines of /logs; ``""`` means no time."""
+    metrics_max_in_memory: int = 1000
+    """Row cap of the activity store when it is in memory."""
+    capture_buffer_bytes: int = 5 * 1024 * 1024
+    """Byte budget for captured request/response bodies (``captureBuffer`` MiB); 0 is off."""
+    store_path: str | None = None
+    """SQLite file for the activity history (``store.path``); ``None`` keeps it in memory."""
+    store_max_rows: int = 100_000
+    """Row cap of the activity store when it is a file (``store.maxRows``)."""
     warnings: tuple[str, ...] = ()
     """Non-fatal findings (unknown keys, unsupported features), one line each."""
 
@@ -130,6 +202,17 @@ class Config:
             if name in model.aliases:
                 return model.id
         return None
+
+    def resolve_peer(self, name: str) -> tuple[str, str] | None:
+        """``(peer id, model)`` for ``<peer>/<model>`` or a bare name exactly one peer lists.
+
+        Call it only after ``resolve``: local models and aliases win over peer models.
+        """
+        peer_id, slash, model = name.partition("/")
+        if slash and peer_id in self.peers and model in self.peers[peer_id].models:
+            return peer_id, model
+        owners = [peer.id for peer in self.peers.values() if name in peer.models]
+        return (owners[0], name) if len(owners) == 1 else None
 
     def group_of(self, model_id: str) -> GroupConfig:
         for group in self.groups.values():
@@ -143,20 +226,12 @@ class Config:
 _NOT_SUPPORTED = "not supported yet by llamaswap; ignored"
 _TOP_KEYS = frozenset({
     "healthCheckTimeout", "logLevel", "startPort", "macros", "models", "groups", "routing",
-    "hooks", "globalTTL", "unloadTimeout", "includeAliasesInList",
+    "hooks", "globalTTL", "unloadTimeout", "includeAliasesInList", "matrix", "resources",
+    "sendLoadingState", "supervision",
+    "apiKeys", "peers", "maxRequestSize", "profiles", "selectors",
+    "logToStdout", "logTimeFormat", "metricsMaxInMemory", "captureBuffer", "store",
 })
 _TOP_UNSUPPORTED = {
-    "apiKeys": _NOT_SUPPORTED + " (requests are NOT authenticated)",
-    "peers": _NOT_SUPPORTED,
-    "matrix": _NOT_SUPPORTED,
-    "profiles": _NOT_SUPPORTED,
-    "selectors": _NOT_SUPPORTED,
-    "sendLoadingState": _NOT_SUPPORTED,
-    "logToStdout": _NOT_SUPPORTED,
-    "logTimeFormat": _NOT_SUPPORTED,
-    "metricsMaxInMemory": _NOT_SUPPORTED,
-    "captureBuffer": _NOT_SUPPORTED,
-    "store": _NOT_SUPPORTED,
     "ui": _NOT_SUPPORTED,
     "performance": _NOT_SUPPORTED,
     "upstream": _NOT_SUPPORTED,
@@ -165,10 +240,17 @@ _TOP_UNSUPPORTED = {
 _MODEL_KEYS = frozenset({
     "cmd", "cmdStop", "proxy", "aliases", "env", "checkEndpoint", "ttl", "unloadTimeout",
     "unlisted", "useModelName", "concurrencyLimit", "name", "description", "metadata", "macros",
+    "resources", "maxQueue", "filters", "upstreamHeaders", "sendLoadingState",
+    "supervision",
 })
+_FILTER_KEYS = frozenset({"stripParams", "strip_params", "setParams", "setParamsByID"})
+_PEER_KEYS = frozenset({"proxy", "apiKey", "models", "filters", "timeouts", "caCert"})
+_PEER_TIMEOUT_KEYS = frozenset({"connect", "responseHeader"})
+_SELECTOR_KEYS = frozenset({"strategy", "targets", "settings", "name", "description",
+                            "unlisted", "metadata"})
+_PEER_TIMEOUT_IGNORED = {k: _NOT_SUPPORTED for k in
+                         ("keepalive", "tlsHandshake", "expectContinue", "idleConn")}
 _MODEL_UNSUPPORTED = {
-    "filters": _NOT_SUPPORTED,
-    "sendLoadingState": _NOT_SUPPORTED,
     "capabilities": _NOT_SUPPORTED,
     "timeouts": _NOT_SUPPORTED,
     "compat": _NOT_SUPPORTED,
@@ -273,6 +355,7 @@ class _Loader(yaml.SafeLoader):
         return _v3_number(node.value)
 
     def construct_explicit_int(self, node: ScalarNode) -> int:
+        _scalar_only(node, "!!int")
         value = _go_int(node.value.replace("_", ""))
         if value is None:
             raise ConstructorError(None, None, f"cannot decode {node.value!r} as !!int",
@@ -280,6 +363,7 @@ class _Loader(yaml.SafeLoader):
         return value
 
     def construct_explicit_float(self, node: ScalarNode) -> float:
+        _scalar_only(node, "!!float")
         value = _v3_number(node.value)
         if isinstance(value, str):
             raise ConstructorError(None, None, f"cannot decode {node.value!r} as !!float",
@@ -288,6 +372,7 @@ class _Loader(yaml.SafeLoader):
 
     def construct_text(self, node: ScalarNode) -> str:
         """!!timestamp stays text (as yaml.v3 does for untyped values)."""
+        _scalar_only(node, str(node.tag))
         return str(node.value)
 
     def construct_binary_text(self, node: ScalarNode) -> str:
@@ -338,6 +423,13 @@ def _check_node_graph(root: Node) -> None:
         return total
 
     size(root)
+
+
+def _scalar_only(node: Node, tag: str) -> None:
+    """A scalar tag on a list or mapping (``!!int`` before ``models:``) is a YAML error."""
+    if not isinstance(node, ScalarNode):
+        raise ConstructorError(None, None, f"{tag} cannot tag a list or mapping",
+                               node.start_mark)
 
 
 def _load_yaml(text: str) -> Any:
@@ -508,8 +600,27 @@ def _check_all_keys(p: _Problems, tree: Mapping[str, Any]) -> None:
     if isinstance(models, dict):
         for model_id, model in models.items():
             _check_keys(p, model, f"models.{model_id}", _MODEL_KEYS, _MODEL_UNSUPPORTED)
+            if isinstance(model, dict):
+                _check_keys(p, model.get("filters"), f"models.{model_id}.filters",
+                            _FILTER_KEYS)
+    for selector_id, selector in (tree.get("selectors") or {}).items() if isinstance(
+            tree.get("selectors"), dict) else ():
+        _check_keys(p, selector, f"selectors.{selector_id}", _SELECTOR_KEYS)
+    for name, profile in (tree.get("profiles") or {}).items() if isinstance(
+            tree.get("profiles"), dict) else ():
+        _check_keys(p, profile, f"profiles.{name}", {"description", "pins"})
+    peers = tree.get("peers")
+    if isinstance(peers, dict):
+        for peer_id, peer in peers.items():
+            _check_keys(p, peer, f"peers.{peer_id}", _PEER_KEYS)
+            if isinstance(peer, dict):
+                _check_keys(p, peer.get("filters"), f"peers.{peer_id}.filters",
+                            _FILTER_KEYS - {"setParamsByID"})
+                _check_keys(p, peer.get("timeouts"), f"peers.{peer_id}.timeouts",
+                            _PEER_TIMEOUT_KEYS, _PEER_TIMEOUT_IGNORED)
     hooks = tree.get("hooks")
     _check_keys(p, hooks, "hooks", {"on_startup"})
+    _check_keys(p, tree.get("store"), "store", {"path", "maxRows"})
     if isinstance(hooks, dict):
         _check_keys(p, hooks.get("on_startup"), "hooks.on_startup", {"preload"})
     groups: list[tuple[str, object]] = [("groups", tree.get("groups"))]
@@ -523,7 +634,6 @@ def _check_all_keys(p: _Problems, tree: Mapping[str, Any]) -> None:
             _check_keys(p, settings, "routing.router.settings", {"groups", "matrix"})
             if isinstance(settings, dict):
                 groups.append(("routing.router.settings.groups", settings.get("groups")))
-        _check_keys(p, routing.get("scheduler"), "routing.scheduler", {"use", "settings"})
     for base, mapping in groups:
         if isinstance(mapping, dict):
             for group_id, group in mapping.items():
@@ -545,6 +655,200 @@ def _proxy_problem(url: str) -> str | None:
     if not parts.hostname:
         return f"invalid proxy URL {url!r}: it has no host"
     return None
+
+
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+
+
+def _filters(p: _Problems, raw: object, base: str, model_id: str | None,
+             port: int | None) -> Filters:
+    """``filters:`` of a model (``model_id`` set) or a peer (no ``setParamsByID``)."""
+    d = p.mapping(raw, base) or {}
+    strip = p.string(d, "stripParams", base) or p.string(d, "strip_params", base)
+    set_params = p.mapping(d.get("setParams"), f"{base}.setParams") or {}
+    if "model" in set_params:
+        p.warn(f"{base}.setParams.model", "model is protected and cannot be set; ignored")
+    by_id: dict[str, dict[str, Any]] = {}
+    if model_id is not None:
+        for key, params in (p.mapping(d.get("setParamsByID"), f"{base}.setParamsByID")
+                            or {}).items():
+            name = key.replace("${MODEL_ID}", model_id)
+            if port is not None:
+                name = name.replace("${PORT}", str(port))
+            if name in by_id:
+                p.error(f"{base}.setParamsByID.{key}",
+                        f"key '{name}' appears twice after macro expansion")
+            by_id[name] = p.mapping(params, f"{base}.setParamsByID.{key}") or {}
+    return Filters(strip_params=parse_strip_params(strip), set_params=set_params,
+                   set_params_by_id=by_id)
+
+
+def _register_param_aliases(p: _Problems, models: dict[str, ModelConfig],
+                            owner: dict[str, str]) -> None:
+    """Each ``setParamsByID`` key that is not the model's own name becomes an alias."""
+    for model_id, model in list(models.items()):
+        added: list[str] = []
+        for name in model.filters.set_params_by_id:
+            path = f"models.{model_id}.filters.setParamsByID.{name}"
+            if name == model_id or name in model.aliases:
+                continue
+            if name in models:
+                p.error(path, f"model {model_id} filters.setParamsByID: key '{name}' conflicts "
+                        "with an existing model ID")
+            elif name in owner:
+                p.error(path, f"duplicate alias '{name}' in model {model_id} "
+                        f"filters.setParamsByID, already used by model {owner[name]}")
+            else:
+                owner[name] = model_id
+                added.append(name)
+        if added:
+            models[model_id] = replace(model, aliases=(*model.aliases, *added))
+
+
+def _header_pairs(p: _Problems, raw: object, base: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for name, value in (p.mapping(raw, base) or {}).items():
+        text = p.string({name: value}, name, base)
+        if not _HEADER_NAME_RE.match(name):
+            p.error(join_path(base, name), f"invalid HTTP header name {name!r}")
+        elif any(c in text for c in "\r\n\x00"):
+            p.error(join_path(base, name), "header value must not contain CR, LF or NUL")
+        else:
+            pairs.append((name, text))
+    return tuple(pairs)
+
+
+def _api_keys(p: _Problems, tree: Mapping[str, Any],
+              model_ids: Mapping[str, str]) -> tuple[tuple[str, ...], dict[str, ApiKeyScope]]:
+    """``apiKeys``; llama-swap's messages, but the keys themselves are never quoted back.
+
+    An entry is a key (allowed everything, as in llama-swap) or a scoped key:
+    ``{key: K, scope: inference | management | all, models: [ids or aliases]}``.
+    ``model_ids`` maps every id and alias to its model id.
+    """
+    raw = tree.get("apiKeys")
+    if raw is None:
+        return (), {}
+    if not isinstance(raw, list):
+        p.error("apiKeys", "must be a list of keys")
+        return (), {}
+    keys: list[str] = []
+    scopes: dict[str, ApiKeyScope] = {}
+    for index, entry in enumerate(raw):
+        base = f"apiKeys[{index}]"
+        scope = None
+        if isinstance(entry, dict):
+            unknown = set(entry) - {"key", "scope", "models"}
+            if unknown:
+                p.error(f"{base}.{sorted(unknown)[0]}", "unknown key (known: key, models, scope)")
+            kind = str(entry.get("scope", "all"))
+            if kind not in API_KEY_SCOPES:
+                p.error(f"{base}.scope", f'unknown scope "{kind}" (valid: '
+                        f'{", ".join(API_KEY_SCOPES)})')
+            models: list[str] = []
+            for name in p.strings(entry, "models", base):
+                if name not in model_ids:
+                    p.error(f"{base}.models", f'unknown model "{name}"')
+                else:
+                    models.append(model_ids[name])
+            scope = ApiKeyScope(kind, frozenset(models) if models else None)
+            entry = entry.get("key")
+        if entry is None or isinstance(entry, dict | list):
+            p.error(base, "must be a key or a mapping with a key")
+            continue
+        key = go_format(entry)
+        if not key.strip():
+            p.error(base, "empty api key found in apiKeys")
+        elif any(c.isspace() for c in key):
+            p.error(base, "api key cannot contain spaces")
+        elif key not in keys:
+            keys.append(key)
+            if scope is not None:
+                scopes[key] = scope
+    return tuple(keys), scopes
+
+
+def _byte_size(p: _Problems, tree: Mapping[str, Any], key: str, default: int) -> int:
+    """A size in bytes: ``1048576``, ``"100MB"``, ``"1.5GiB"`` (K/M/G/T, 1000 or 1024)."""
+    value = tree.get(key)
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE_RE.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        p.error(key, f"must be a positive size like 104857600, '100MB' or '1GiB', got "
+                f"{_describe(value)}")
+        return default
+    power = "kmgt".find(match.group(2).lower()) + 1
+    return int(float(match.group(1)) * (1024 if match.group(3) else 1000) ** power)
+
+
+def _peers(p: _Problems, raw: object, models: Mapping[str, ModelConfig],
+           aliases: Mapping[str, str]) -> dict[str, PeerConfig]:
+    """``peers:``; a ``<peer>/<model>`` name must not collide with a local model or alias."""
+    peers: dict[str, PeerConfig] = {}
+    for peer_id, peer in (p.mapping(raw, "peers") or {}).items():
+        base = f"peers.{peer_id}"
+        d = p.mapping(peer, base)
+        if d is None:
+            continue
+        proxy = p.string(d, "proxy", base).strip()
+        if not proxy:
+            p.error(f"{base}.proxy", "proxy is required")
+        else:
+            problem = _proxy_problem(proxy)
+            if problem:
+                p.error(f"{base}.proxy", f"invalid peer proxy URL ({problem})")
+        names = [m.strip() for m in p.strings(d, "models", base) if m.strip()]
+        if not names:
+            p.error(f"{base}.models", "peer models can not be empty")
+        for index, name in enumerate(names):
+            fqn = f"{peer_id}/{name}"
+            if fqn in models or fqn in aliases:
+                p.error(f"{base}.models[{index}]", f'peer model "{fqn}" conflicts with a '
+                        "model ID or alias")
+        ca_cert = p.string(d, "caCert", base)
+        if ca_cert and not os.access(ca_cert, os.R_OK):
+            p.error(f"{base}.caCert", f"cannot read the CA certificate file {ca_cert!r}")
+        timeouts = p.mapping(d.get("timeouts"), f"{base}.timeouts") or {}
+        peers[peer_id] = PeerConfig(
+            id=peer_id, proxy=proxy, models=tuple(dict.fromkeys(names)),
+            api_key=p.string(d, "apiKey", base),
+            filters=_filters(p, d.get("filters"), f"{base}.filters", None, None),
+            ca_cert=ca_cert,
+            connect_timeout=p.seconds(timeouts, "connect", f"{base}.timeouts", 30.0),
+            response_header_timeout=p.seconds(timeouts, "responseHeader", f"{base}.timeouts",
+                                              60.0))
+    return peers
+
+
+def _selectors_and_profiles(
+    p: _Problems, tree: Mapping[str, Any], models: Mapping[str, ModelConfig],
+    aliases: Mapping[str, str], peers: Mapping[str, PeerConfig],
+    groups: Mapping[str, GroupConfig], uses_matrix: bool,
+) -> tuple[dict[str, SelectorConfig], dict[str, ProfileConfig]]:
+    """``selectors`` and ``profiles`` (§2.9), checked against models, aliases and peers."""
+    probe = Config(models=models, groups=groups, peers=peers)
+
+    def resolve(name: str) -> str | None:
+        local = probe.resolve(name)
+        remote = None if local else probe.resolve_peer(name)
+        return local or ("/".join(remote) if remote else None)
+
+    def taken(name: str) -> bool:
+        return name in models or name in aliases or probe.resolve_peer(name) is not None
+
+    def can_coexist(local: list[str]) -> bool:
+        if uses_matrix:
+            return True  # the matrix decides at run time; not checked here
+        group = probe.group_of(local[0])
+        return not group.swap and all(m in group.members for m in local)
+
+    selectors = parse_selectors(p, tree.get("selectors"), resolve, lambda m: m in models,
+                                taken, can_coexist)
+    return selectors, parse_profiles(p, tree.get("profiles"), resolve, selectors)
 
 
 def _env_pairs(p: _Problems, entries: list[str], base: str) -> tuple[tuple[str, str], ...]:
@@ -624,6 +928,10 @@ def _model(
     elif concurrency == 0:
         concurrency = _DEFAULT_CONCURRENCY
     metadata = p.mapping(model.get("metadata"), f"{base}.metadata") or {}
+    max_queue = p.integer(model, "maxQueue", base, 0)
+    if max_queue < 0:
+        p.error(f"{base}.maxQueue", f"must be >= 0, got {max_queue}")
+        max_queue = 0
 
     return ModelConfig(
         id=model_id,
@@ -642,6 +950,13 @@ def _model(
         description=p.string(model, "description", base),
         metadata=metadata,
         port=exp.ports.get(model_id),
+        max_queue=max_queue,
+        send_loading_state=(None if model.get("sendLoadingState") is None
+                            else p.boolean(model, "sendLoadingState", base, False)),
+        filters=_filters(p, model.get("filters"), f"{base}.filters", model_id,
+                         exp.ports.get(model_id)),
+        upstream_headers=_header_pairs(p, model.get("upstreamHeaders"),
+                                       f"{base}.upstreamHeaders"),
     )
 
 
@@ -666,24 +981,17 @@ def _check_aliases(p: _Problems, models: dict[str, ModelConfig]) -> dict[str, st
     return owner
 
 
-def _group_source(p: _Problems, tree: Mapping[str, Any]) -> tuple[str, object]:
-    """Which ``groups`` mapping is in effect (top-level or routing.router.settings), and where.
+def _router_source(p: _Problems, tree: Mapping[str, Any]) -> tuple[str, object, str, object]:
+    """Where the groups and the matrix come from (top-level or ``routing.router.settings``).
 
-    Mirrors llama-swap's routing normalisation, but matrix routing is reported as not
-    supported and the groups are used instead.
+    Returns ``(groups path, groups, matrix path, matrix)``; the matrix is ``None`` unless the
+    matrix router is in use. Mirrors llama-swap's routing normalisation and its messages.
     """
     top_groups, top_matrix = tree.get("groups"), tree.get("matrix")
     routing = p.mapping(tree.get("routing"), "routing") or {}
     router = p.mapping(routing.get("router"), "routing.router") or {}
     settings = p.mapping(router.get("settings"), "routing.router.settings") or {}
     use = p.string(router, "use", "routing.router")
-    scheduler = p.mapping(routing.get("scheduler"), "routing.scheduler") or {}
-    scheduler_use = p.string(scheduler, "use", "routing.scheduler")
-    if scheduler_use not in ("", "fifo"):
-        p.error("routing.scheduler.use", f'unknown scheduler "{scheduler_use}" (valid: fifo)')
-    if _is_set(scheduler.get("settings")):
-        p.warn("routing.scheduler.settings", _NOT_SUPPORTED)
-
     settings_groups, settings_matrix = settings.get("groups"), settings.get("matrix")
     has_top = top_matrix is not None or _is_set(top_groups)
     has_routing = use != "" or settings_matrix is not None or _is_set(settings_groups)
@@ -691,23 +999,20 @@ def _group_source(p: _Problems, tree: Mapping[str, Any]) -> tuple[str, object]:
         p.error("routing", "config uses both the legacy top-level 'matrix'/'groups' keys and "
                 "the new 'routing.router' block; please migrate the top-level keys into "
                 "'routing.router' and remove them")
-        return "groups", top_groups
+        return "groups", top_groups, "matrix", None
     if has_top:
         if top_matrix is not None and _is_set(top_groups):
             p.error("matrix", "config cannot use both 'groups' and 'matrix'")
-        return "groups", top_groups
+        return "groups", top_groups, "matrix", top_matrix
     if use == "matrix":
         if settings_matrix is None:
             p.error("routing.router.use",
                     "routing.router.use is 'matrix' but routing.router.settings.matrix is not set")
-        else:
-            p.warn("routing.router.use", _NOT_SUPPORTED + " (routing.router.settings.groups "
-                   "is used instead)")
-    elif use not in ("", "group"):
+        return ("routing.router.settings.groups", settings_groups,
+                "routing.router.settings.matrix", settings_matrix)
+    if use not in ("", "group"):
         p.error("routing.router.use", f'unknown router "{use}" (valid: group, matrix)')
-    elif settings_matrix is not None:
-        p.warn("routing.router.settings.matrix", _NOT_SUPPORTED)
-    return "routing.router.settings.groups", settings_groups
+    return "routing.router.settings.groups", settings_groups, "", None
 
 
 def _groups(
@@ -775,6 +1080,50 @@ def _preload(
     return tuple(result)
 
 
+_LOG_TO_STDOUT = ("proxy", "upstream", "both", "none")
+_LOG_TIME_FORMATS = ("ansic", "unixdate", "rubydate", "rfc822", "rfc822z", "rfc850", "rfc1123",
+                     "rfc1123z", "rfc3339", "rfc3339nano", "kitchen", "stamp", "stampmilli",
+                     "stampmicro", "stampnano")
+
+
+def _observability(p: _Problems, tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Logging, activity store and capture settings (reference §2.2)."""
+    log_to_stdout = p.string(tree, "logToStdout", "", "both").strip().lower()
+    if log_to_stdout not in _LOG_TO_STDOUT:
+        p.error("logToStdout", f"must be one of {', '.join(_LOG_TO_STDOUT)}, got "
+                f"{_describe(tree.get('logToStdout'))}")
+        log_to_stdout = "both"
+    log_time_format = p.string(tree, "logTimeFormat", "", "").strip().lower()
+    if log_time_format and log_time_format not in _LOG_TIME_FORMATS:
+        p.warn("logTimeFormat", f"unknown time format {log_time_format!r} (valid: "
+               f"{', '.join(_LOG_TIME_FORMATS)}); lines get no time")
+        log_time_format = ""
+    max_in_memory = p.integer(tree, "metricsMaxInMemory", "", 1000)
+    if max_in_memory < 1:
+        p.error("metricsMaxInMemory", f"must be at least 1, got {max_in_memory}")
+    capture = p.seconds(tree, "captureBuffer", "", 5.0)
+    if capture < 0:
+        p.error("captureBuffer", f"must be a number of MiB >= 0, got {go_format(capture)}")
+    store = p.mapping(tree.get("store"), "store") or {}
+    store_path: str | None = None
+    if "path" in store:
+        store_path = p.string(store, "path", "store").strip()
+        if not store_path:
+            p.error("store.path", "must not be empty (leave store out to keep activity in "
+                    "memory)")
+        elif os.path.isdir(store_path):
+            p.error("store.path", f"{store_path} is a directory; give a file name")
+        elif not os.access(os.path.dirname(os.path.abspath(store_path)) or ".", os.W_OK):
+            p.error("store.path", f"cannot write in the directory of {store_path}")
+    max_rows = p.integer(store, "maxRows", "store", 100_000)
+    if max_rows < 1:
+        p.error("store.maxRows", f"must be at least 1, got {max_rows}")
+    return {"log_to_stdout": log_to_stdout, "log_time_format": log_time_format,
+            "metrics_max_in_memory": max(max_in_memory, 1),
+            "capture_buffer_bytes": int(max(capture, 0.0) * 1024 * 1024),
+            "store_path": store_path or None, "store_max_rows": max(max_rows, 1)}
+
+
 def _decode(p: _Problems, exp: Expansion) -> Config:
     """Typed, defaulted, validated ``Config`` from the macro-expanded tree."""
     tree = exp.tree
@@ -816,12 +1165,35 @@ def _decode(p: _Problems, exp: Expansion) -> Config:
             continue
         models[model_id] = _model(p, model_id, model, g, exp)
     aliases = _check_aliases(p, models)
+    _register_param_aliases(p, models, aliases)
 
-    group_base, raw_groups = _group_source(p, tree)
+    group_base, raw_groups, matrix_base, raw_matrix = _router_source(p, tree)
     groups = _groups(p, group_base, raw_groups, list(raw_models), aliases)
+    matrix = parse_matrix(p, raw_matrix, matrix_base, list(models)) if raw_matrix else None
+    routing = p.mapping(tree.get("routing"), "routing") or {}
+    scheduler = parse_scheduler(p, routing.get("scheduler"), list(models))
+    capacities, needs = parse_resources(p, tree, raw_models, list(models))
+    supervision = parse_supervision(p, tree.get("supervision"), "supervision",
+                                    SupervisionConfig())
+    models = {m: replace(c, resources=needs.get(m, {}), supervision=parse_supervision(
+        p, raw_models[m].get("supervision"), f"models.{m}.supervision", supervision))
+        for m, c in models.items()}
+    observability = _observability(p, tree)
+    peers = _peers(p, tree.get("peers"), models, aliases)
+    selectors, profiles = _selectors_and_profiles(p, tree, models, aliases, peers, groups,
+                                                  matrix is not None)
+    every_name = {m: m for m in models}
+    for m, c in models.items():
+        for alias in c.aliases:
+            every_name.setdefault(alias, m)
+    api_keys, api_key_scopes = _api_keys(p, tree, every_name)
     return Config(
+        **observability,
         models=models,
         groups=groups,
+        matrix=matrix,
+        scheduler=scheduler,
+        capacities=capacities,
         health_check_timeout=health,
         log_level=log_level,
         start_port=start_port,
@@ -829,6 +1201,14 @@ def _decode(p: _Problems, exp: Expansion) -> Config:
         global_ttl=global_ttl,
         unload_timeout=unload_timeout,
         include_aliases_in_list=p.boolean(tree, "includeAliasesInList", "", False),
+        send_loading_state=p.boolean(tree, "sendLoadingState", "", False),
+        supervision=supervision,
+        api_keys=api_keys,
+        api_key_scopes=api_key_scopes,
+        peers=peers,
+        selectors=selectors,
+        profiles=profiles,
+        max_request_size=_byte_size(p, tree, "maxRequestSize", 100 * 1024 * 1024),
     )
 
 

@@ -14,8 +14,8 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
-from twisted.web.client import Agent
 
+from llamaswap.web.connect import model_agent
 from llamaswap.web.pool import QuietPool
 
 INITIAL_INTERVAL = 0.01
@@ -35,10 +35,11 @@ class HealthTimeout(Exception):
 def http_probe(reactor: IReactorTime, url: str) -> Probe:
     """A probe that GETs ``url`` and is healthy on HTTP 200; every failure counts as not yet.
 
-    Uses its own non-persistent pool so probes never occupy the data path's connections.
+    Uses its own non-persistent pool so probes never occupy the data path's connections, and
+    an agent on which a refused connection (a model still starting) fails at once.
     """
     pool = QuietPool(reactor, persistent=False)
-    client = HTTPClient(Agent(reactor, pool=pool))
+    client = HTTPClient(model_agent(reactor, pool))
 
     async def probe_once(timeout: float) -> bool:
         try:
@@ -59,15 +60,24 @@ async def wait_until_healthy(
     timeout: float,
     initial_interval: float = INITIAL_INTERVAL,
     max_interval: float = MAX_INTERVAL,
+    progress: Callable[[], float] | None = None,
 ) -> None:
     """Return once ``probe`` answers True; raise ``HealthTimeout`` after ``timeout`` seconds.
 
-    Cancelling the awaiting Deferred cancels the pending sleep or probe.
+    With ``progress`` (the time the model last showed signs of life, e.g. printed a line),
+    the deadline is ``timeout`` after the later of the start and that time: a big model that
+    is visibly loading is not killed for being slow. Cancelling the awaiting Deferred cancels
+    the pending sleep or probe.
     """
-    deadline = clock.seconds() + timeout
+    started = clock.seconds()
     interval = initial_interval
+
+    def deadline() -> float:
+        last = progress() if progress is not None else started
+        return max(started, last) + timeout
+
     while True:
-        remaining = deadline - clock.seconds()
+        remaining = deadline() - clock.seconds()
         if remaining <= 0:
             raise HealthTimeout(f"health check timed out after {timeout:g}s")
         probe_d = probe(min(PROBE_TIMEOUT, remaining))
@@ -80,7 +90,7 @@ async def wait_until_healthy(
             healthy = False
         if healthy:
             return
-        remaining = deadline - clock.seconds()
+        remaining = deadline() - clock.seconds()
         if remaining <= 0:
             raise HealthTimeout(f"health check timed out after {timeout:g}s")
         await deferLater(clock, min(interval, remaining))

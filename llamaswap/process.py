@@ -3,17 +3,20 @@
 A ``ModelProcess`` owns exactly one child at a time and an explicit state
 (stopped -> starting -> ready -> stopping -> stopped). Callers ask for what they need with
 ``ensure_ready()`` and ``stop()``, each caller getting its own Deferred; the state changes only
-here. The child runs in its own process group (set by a tiny exec trampoline, since
-``spawnProcess`` has no pre-exec hook), so a stop reaches its children and grandchildren too.
+here. The model runs under a keeper process (``keeper.py``) that leads its own process group
+and takes the group down if llamaswap dies, so a stop reaches its children and grandchildren
+too, and nothing outlives llamaswap even when it is SIGKILLed.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
@@ -26,25 +29,9 @@ from llamaswap.health import HealthTimeout, Probe, http_probe, wait_until_health
 from llamaswap.logs import LineSplitter, LogRing, get_logger
 from llamaswap.policy import ModelState
 
-# Runs as ``python -I -S -c TRAMPOLINE <parent pid> argv...``: a new process group, death
-# with the parent on Linux (PR_SET_PDEATHSIG=SIGKILL), then exec. The PID stays the model's.
-TRAMPOLINE = """\
-import os, sys
-os.setpgid(0, 0)
-try:
-    import ctypes
-    ctypes.CDLL(None).prctl(1, 9)
-except Exception:
-    pass
-if os.getppid() != int(sys.argv[1]):
-    os._exit(1)
-try:
-    os.execvp(sys.argv[2], sys.argv[2:])
-except OSError as e:
-    sys.stderr.write("llamaswap: cannot run %r: %s\\n" % (sys.argv[2], e.strerror))
-    sys.stderr.flush()
-    os._exit(127)
-"""
+KEEPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keeper.py")
+"""Run as the model's parent: new process group, death with llamaswap (see keeper.py)."""
+DEFAULT_MARKER = "llamaswap-keeper"
 
 LAST_LINES_IN_ERRORS = 5
 
@@ -56,6 +43,10 @@ class StartError(Exception):
     """The model could not be brought to ready; the message says why, for the client."""
 
 
+class StartAborted(StartError):
+    """The start was cut short by a stop (an unload, a shutdown): not the model's fault."""
+
+
 def signal_group(pgid: int, signum: int) -> bool:
     """Send ``signum`` to a whole process group; False if the group is already gone."""
     try:
@@ -63,6 +54,27 @@ def signal_group(pgid: int, signum: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def port_in_use(proxy: str) -> str | None:
+    """``host:port`` if the model's loopback address is already listened on by someone else.
+
+    Checked before spawning: otherwise another program answering 200 on that port would pass
+    the model's health check and get its requests. A bind with SO_REUSEADDR is a quick,
+    non-blocking syscall; only an active listener makes it fail.
+    """
+    parts = urlsplit(proxy)
+    host = {"localhost": "127.0.0.1"}.get(parts.hostname or "", parts.hostname or "")
+    if host not in ("127.0.0.1", "::1") or parts.port is None:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, parts.port))
+        except OSError:
+            return f"{host}:{parts.port}"
+    return None
 
 
 def describe_exit(reason: Failure) -> str:
@@ -91,6 +103,8 @@ class ModelProcess:
         signal_group: GroupSignaller = signal_group,
         output: LogRing | None = None,
         on_line: Callable[[str, str], None] | None = None,
+        marker: str = DEFAULT_MARKER,
+        check_port: bool = True,
     ) -> None:
         self.model = model
         self._reactor: IReactorProcess = reactor
@@ -102,15 +116,28 @@ class ModelProcess:
         self._on_line = on_line
         self.state = ModelState.STOPPED
         self.pid: int | None = None
+        """The keeper's PID, which is also the model's process group ID."""
+        self.model_pid: int | None = None
+        """The model server's own PID, once the keeper has reported it."""
+        self._marker = marker
+        self._check_port = check_port
+        self._stopper: Any = None
+        """The running ``cmdStop``, killed if it is still running when it no longer matters."""
         self.last_error: str | None = None
         self._observers: list[StateObserver] = []
         self._ready_waiters: list[Deferred[None]] = []
         self._stop_waiters: list[Deferred[None]] = []
         self._health: Deferred[None] | None = None
+        self._last_output = 0.0
         self._kill_timer: IDelayedCall | None = None
         self._protocol: _ModelProtocol | None = None
 
     # -- what callers use -------------------------------------------------------------------
+
+    def reconfigure(self, model: ModelConfig, health_timeout: float) -> None:
+        """New live settings (a config reload that left the launch settings alone)."""
+        self.model = model
+        self._health_timeout = health_timeout
 
     def add_observer(self, observer: StateObserver) -> None:
         self._observers.append(observer)
@@ -137,7 +164,8 @@ class ModelProcess:
             return succeed(None)
         waiter: Deferred[None] = Deferred(self._stop_waiters.remove)
         self._stop_waiters.append(waiter)
-        self._fail_ready_waiters(StartError(f"model {self.model.id} was stopped while starting"))
+        self._fail_ready_waiters(
+            StartAborted(f"model {self.model.id} was stopped while starting"))
         if self.state is not ModelState.STOPPING:
             if self._health is not None:
                 self._health.cancel()
@@ -156,13 +184,23 @@ class ModelProcess:
                 observer(self, old, new)
 
     def _start(self) -> None:
-        argv = [sys.executable, "-I", "-S", "-c", TRAMPOLINE, str(os.getpid()), *self.model.cmd]
+        argv = [sys.executable, "-I", "-S", KEEPER, str(os.getpid()), self._marker,
+                *self.model.cmd]
         env = {**os.environ, **dict(self.model.env)}
         self.last_error = None
+        self.model_pid = None
         self._set_state(ModelState.STARTING)
+        taken = port_in_use(self.model.proxy) if self._check_port else None
+        if taken is not None:
+            self._start_failed(f"model {self.model.id} cannot start: {taken} is already in use "
+                               "by another program")
+            self._set_state(ModelState.STOPPED)
+            return
         self._protocol = _ModelProtocol(self, self._clock)
         try:
-            transport = self._reactor.spawnProcess(self._protocol, sys.executable, argv, env=env)
+            transport = self._reactor.spawnProcess(
+                self._protocol, sys.executable, argv, env=env,
+                childFDs={0: "w", 1: "r", 2: "r", 3: "r"})
         except Exception as e:
             self._protocol = None
             self._start_failed(f"failed to start command '{' '.join(self.model.cmd)}': {e}")
@@ -174,11 +212,27 @@ class ModelProcess:
         if self.model.check_endpoint is None:
             self._became_ready()
             return
-        probe = self._probe or http_probe(self._clock, self.model.proxy.rstrip("/")
-                                          + self.model.check_endpoint)
-        self._health = Deferred.fromCoroutine(
-            wait_until_healthy(self._clock, probe, self._health_timeout))
+        self._last_output = self._clock.seconds()
+        progress = ((lambda: self._last_output)
+                    if self.model.supervision.progress_resets_timeout else None)
+        self._health = Deferred.fromCoroutine(wait_until_healthy(
+            self._clock, self._health_probe(), self._health_timeout, progress=progress))
         self._health.addCallbacks(lambda _: self._became_ready(), self._health_failed)
+
+    def _health_probe(self) -> Probe:
+        if self._probe is None:
+            self._probe = http_probe(self._clock, self.model.proxy.rstrip("/")
+                                     + (self.model.check_endpoint or "/"))
+        return self._probe
+
+    def probe_once(self, timeout: float) -> Deferred[bool]:
+        """One readiness probe now (liveness checks of an idle model); True if healthy."""
+        if self.model.check_endpoint is None:
+            return succeed(self.state is ModelState.READY)
+        d = self._health_probe()(timeout)
+        d.addTimeout(timeout, self._clock)
+        d.addErrback(lambda _: False)
+        return d
 
     def _became_ready(self) -> None:
         self._health = None
@@ -222,6 +276,7 @@ class ModelProcess:
 
     def _kill(self, pid: int, timeout: float) -> None:
         self._kill_timer = None
+        self._end_stopper()
         self.log.warn("{model}: still running {timeout:g}s after stop request; sending SIGKILL",
                       model=self.model.id, timeout=timeout)
         self._signal_group(pid, signal.SIGKILL)
@@ -234,17 +289,28 @@ class ModelProcess:
                 self._signal_group(pid, signal.SIGTERM)
 
         try:
-            argv = split_command(self.model.cmd_stop.replace("${PID}", str(pid)))
+            model_pid = self.model_pid or pid
+            argv = split_command(self.model.cmd_stop.replace("${PID}", str(model_pid)))
             env = {**os.environ, **dict(self.model.env)}
             done: Deferred[int] = Deferred()
-            self._reactor.spawnProcess(_StopCommandProtocol(done), argv[0], argv, env=env)
+            self._stopper = self._reactor.spawnProcess(_StopCommandProtocol(done), argv[0], argv,
+                                                       env=env)
         except Exception as e:
             fallback(f"could not run ({e})")
             return
         done.addCallback(lambda code: None if code == 0 else fallback(f"exited with {code}"))
 
+    def _end_stopper(self) -> None:
+        stopper, self._stopper = self._stopper, None
+        if stopper is not None:
+            try:
+                stopper.signalProcess("KILL")
+            except Exception:
+                pass  # it has finished already
+
     def _leader_exited(self) -> None:
         """The model's main process is gone: what is left of its group goes with it."""
+        self._end_stopper()
         if self._kill_timer is not None and self._kill_timer.active():
             self._kill_timer.cancel()
         self._kill_timer = None
@@ -254,6 +320,7 @@ class ModelProcess:
     def _exited(self, reason: Failure) -> None:
         """The child was reaped and its pipes are closed: it is stopped now."""
         self.pid = None
+        self.model_pid = None
         self._protocol = None
         how = describe_exit(reason)
         if self.state is ModelState.STARTING:
@@ -272,7 +339,14 @@ class ModelProcess:
         if self._ready_waiters and self.state is ModelState.STOPPED:
             self._start()  # someone asked for it while it was stopping
 
+    def _reported_pid(self, data: bytes) -> None:
+        try:
+            self.model_pid = int(data.strip())
+        except ValueError:
+            pass
+
     def _line(self, stream: str, line: str) -> None:
+        self._last_output = self._clock.seconds()
         self.output.append(line)
         if self._on_line is not None:
             self._on_line(stream, line)
@@ -302,6 +376,12 @@ class _ModelProtocol(ProcessProtocol):
 
     def errReceived(self, data: bytes) -> None:
         self._err.feed(data)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 3:
+            self._owner._reported_pid(data)
+        else:
+            super().childDataReceived(childFD, data)
 
     def processExited(self, reason: Failure) -> None:
         self._exit_reason = reason

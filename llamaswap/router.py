@@ -1,38 +1,82 @@
 """The decision loop: admits requests, asks the policy what may proceed, carries it out.
 
 All of its state is touched only on the reactor thread, so there are no locks: every event
-(a request arrives or leaves, a swap ends, a request finishes, a model changes state, a TTL
-fires) updates the state and re-runs ``policy.plan`` over the queue.
+(a request arrives or leaves, a swap ends, a request finishes, a model changes state, a hold
+or TTL runs out) updates the state and re-runs ``policy.plan`` over the queue.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from llamaswap.config import Config
+from llamaswap.config import Config, ModelConfig
 from llamaswap.logs import get_logger
-from llamaswap.policy import Grant, Join, ModelState, Pending, Snapshot, StartSwap, may_admit, plan
-from llamaswap.process import ModelProcess
+from llamaswap.policy import (
+    Join,
+    ModelState,
+    Pending,
+    Plan,
+    Snapshot,
+    StartSwap,
+    Unplaceable,
+    may_admit,
+    plan,
+)
+from llamaswap.process import ModelProcess, StartAborted, StartError
+from llamaswap.reload import ConfigDiff
+from llamaswap.supervision import backoff_delay, recent
+
+COST_SMOOTHING = 0.3
+"""Weight of the newest measurement in the moving averages of load and unload times."""
+LIVENESS_MISSES = 2
+"""Consecutive failed liveness probes after which an idle model counts as hung."""
 
 
-class ConcurrencyLimitExceeded(Exception):
-    def __init__(self, model: str, limit: int) -> None:
-        super().__init__(f"too many requests for model {model} (concurrencyLimit {limit})")
+class Rejected(Exception):
+    """Refused at admission (a limit); ``code`` is the API error code, ``retry_after`` seconds."""
+
+    def __init__(self, message: str, code: str = "concurrency_limit",
+                 retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
 
 
-class ModelUnloaded(Exception):
+ConcurrencyLimitExceeded = Rejected  # the name earlier code and tests use
+
+
+class WaitFailed(Exception):
+    """Admitted, but the wait ended without the model: unloaded, shutting down, timed out,
+    or unplaceable. ``retry_after`` is a hint in seconds for the client."""
+
+    def __init__(self, message: str, code: str = "service_unavailable",
+                 retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class ModelUnloaded(WaitFailed):
     """The model was unloaded while this request waited for it."""
 
 
-class ShuttingDown(Exception):
+class ShuttingDown(WaitFailed):
     """llamaswap is stopping and takes no new work."""
+
+
+class QueueTimeout(WaitFailed):
+    """The request waited ``routing.scheduler.queueTimeout`` without getting its model."""
+
+
+class CircuitOpen(WaitFailed):
+    """The model failed ``maxFailures`` times within ``failureWindow``: refused until then."""
 
 
 class Lease:
@@ -42,6 +86,17 @@ class Lease:
         self.model = model
         self.process = process
         self._router: Router | None = router
+        self._watch = router
+
+    def touch(self) -> None:
+        """The model sent something for this request: it is not hung."""
+        if self._router is not None:
+            self._router._activity(self.model)
+
+    @property
+    def hung(self) -> bool:
+        """Whether the model was declared hung (and killed) while this request was on it."""
+        return self.model in self._watch.hung_models
 
     def release(self) -> None:
         router, self._router = self._router, None
@@ -50,35 +105,80 @@ class Lease:
 
 
 @dataclass(eq=False)
-class _Waiting:
+class Ticket:
+    """One admitted request's place in the system, until it is granted or fails."""
+
     request_id: int
     model: str
+    arrived: float
     deferred: Deferred[Lease] = field(default_factory=Deferred)
+    router: Router | None = None
+    timeout: IDelayedCall | None = None
+
+    def position(self) -> int:
+        """1-based place among requests still queued (0 once loading or granted)."""
+        return self.router.position(self) if self.router else 0
+
+    def eta(self) -> float:
+        """Estimated seconds until this request is served (learnt load times)."""
+        return self.router.eta(self) if self.router else 0.0
 
 
 @dataclass(eq=False)
 class _Swap:
     evict: frozenset[str]
-    waiters: list[_Waiting] = field(default_factory=list)
+    started: float
+    waiters: list[Ticket] = field(default_factory=list)
+    loading_since: float | None = None
+
+
+@dataclass
+class SwapCosts:
+    """Moving averages of how long a model takes to load and to unload, in seconds."""
+
+    load: float | None = None
+    unload: float | None = None
+
+    def record(self, kind: str, seconds: float) -> None:
+        old = getattr(self, kind)
+        new = seconds if old is None else (1 - COST_SMOOTHING) * old + COST_SMOOTHING * seconds
+        setattr(self, kind, new)
 
 
 class Router:
-    """Owns the queue, active swaps, in-flight counts and TTL timers for the local models."""
+    """Owns the queue, active swaps, in-flight counts, timers and learnt swap costs."""
 
     log = get_logger()
 
-    def __init__(self, config: Config, processes: Mapping[str, ModelProcess],
+    def __init__(self, config: Config, processes: dict[str, ModelProcess],
                  clock: IReactorTime) -> None:
         self._config = config
         self._processes = processes
         self._clock = clock
         self._ids = itertools.count(1)
-        self._queue: list[_Waiting] = []
+        self._queue: list[Ticket] = []
         self._swaps: dict[str, _Swap] = {}
         self._in_flight: Counter[str] = Counter()
         self._reserved: Counter[str] = Counter()
+        self._ready_since: dict[str, float] = {}
+        self._last_done: dict[str, float] = {}
+        self._last_used: dict[str, float] = {}
+        self._returning: set[str] = set()
+        self._failures: dict[str, list[float]] = {m: [] for m in processes}
+        self._hang_timers: dict[str, IDelayedCall] = {}
+        self._liveness_timers: dict[str, IDelayedCall] = {}
+        self._liveness_misses: Counter[str] = Counter()
+        self.hung_models: set[str] = set()
+        self._retiring: dict[str, ModelProcess | None] = {}
+        self._retire_started: set[str] = set()
+        self.hangs: Counter[str] = Counter()
+        """How many times each model was declared hung (for metrics)."""
+        self.costs: dict[str, SwapCosts] = {m: SwapCosts() for m in processes}
         self._ttl_timers: dict[str, IDelayedCall] = {}
+        self._wake: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
+        self._swap_listeners: list[Callable[[str, frozenset[str]], None]] = []
+        self._stop_listeners: list[Callable[[str, str], None]] = []
         self._closing = False
         self._draining = False
         self._drain_again = False
@@ -87,43 +187,147 @@ class Router:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def acquire(self, model: str) -> Deferred[Lease]:
-        """Fire with a ``Lease`` once ``model`` is ready for this request.
+    def enqueue(self, model: str) -> Ticket:
+        """Admit a request for ``model``; its ``deferred`` fires with a ``Lease`` when ready.
 
-        Fails at once with ``ConcurrencyLimitExceeded`` or ``ShuttingDown``; later with the
-        model's start error. Cancelling withdraws the request (a start others need goes on).
+        The deferred fails at once with ``Rejected`` or ``ShuttingDown``; later with the
+        model's start error or a ``WaitFailed``. Cancelling it withdraws the request (a load
+        others need goes on).
         """
+        now = self._clock.seconds()
+        ticket = Ticket(next(self._ids), model, now)
         if self._closing:
-            return fail(ShuttingDown("llamaswap is shutting down"))
-        if not may_admit(self._config, model, self._reserved[model]):
-            limit = self._config.models[model].concurrency_limit
-            return fail(ConcurrencyLimitExceeded(model, limit))
+            ticket.deferred = fail(ShuttingDown("llamaswap is shutting down"))
+            return ticket
+        circuit = self._circuit(model)
+        if circuit is not None:
+            ticket.deferred = fail(circuit)
+            return ticket
+        waiting_here = sum(1 for t in self._waiting() if t.model == model)
+        refusal = may_admit(self._config, model, self._reserved[model], waiting_here,
+                            len(self._waiting()))
+        if refusal is not None:
+            if "concurrencyLimit" in refusal:  # llama-swap's answer: try again in a second
+                ticket.deferred = fail(Rejected(refusal, "concurrency_limit", retry_after=1.0))
+            else:
+                ticket.deferred = fail(Rejected(refusal, "queue_full",
+                                                retry_after=max(1.0, self._eta(model))))
+            return ticket
         self._reserved[model] += 1
-        waiting = _Waiting(next(self._ids), model)
-        waiting.deferred = Deferred(lambda _: self._withdraw(waiting))
-        self._queue.append(waiting)
+        if model in self._last_done:  # did its last client come back within the hold time?
+            if now - self._last_done[model] < self._config.scheduler.hold_time:
+                self._returning.add(model)
+            else:
+                self._returning.discard(model)
+        ticket.router = self
+        ticket.deferred = Deferred(lambda _: self._withdraw(ticket))
+        timeout = self._config.scheduler.queue_timeout
+        if timeout > 0:
+            ticket.timeout = self._clock.callLater(timeout, self._timed_out, ticket)
+        self._queue.append(ticket)
         self._drain()
-        return waiting.deferred
+        return ticket
+
+    def acquire(self, model: str) -> Deferred[Lease]:
+        return self.enqueue(model).deferred
 
     def in_flight(self, model: str) -> int:
         return self._in_flight[model]
 
     def queued(self) -> int:
-        return len(self._queue) + sum(len(s.waiters) for s in self._swaps.values())
+        return len(self._waiting())
 
-    def _withdraw(self, waiting: _Waiting) -> None:
-        if waiting in self._queue:
-            self._queue.remove(waiting)
+    def on_stop(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(model, reason)`` just before a running model is stopped; reasons:
+        request (evicted by a swap), ttl, manual, shutdown, reload, hung, abandoned."""
+        self._stop_listeners.append(listener)
+
+    def on_swap(self, listener: Callable[[str, frozenset[str]], None]) -> None:
+        """Call ``listener(target, evicted)`` whenever a swap starts (for metrics and events)."""
+        self._swap_listeners.append(listener)
+
+    def _waiting(self) -> list[Ticket]:
+        return self._queue + [t for s in self._swaps.values() for t in s.waiters]
+
+    def position(self, ticket: Ticket) -> int:
+        return self._queue.index(ticket) + 1 if ticket in self._queue else 0
+
+    def eta(self, ticket: Ticket) -> float:
+        if ticket in self._queue:
+            return self._eta(ticket.model)
+        swap = self._swaps.get(ticket.model)
+        if swap is not None:
+            return self._swap_remaining(ticket.model, swap)
+        return 0.0
+
+    def _eta(self, model: str) -> float:
+        """Rough wait for a queued request: active swaps finishing, one unload and its load.
+
+        Learnt averages where there are some; a tenth of ``healthCheckTimeout`` otherwise.
+        """
+        pending = max((self._swap_remaining(m, s) for m, s in self._swaps.items()), default=0.0)
+        if self._processes[model].state is ModelState.READY:
+            return pending
+        unload = max((c.unload or 0.0 for c in self.costs.values()), default=0.0)
+        load = self.costs[model].load or self._config.health_check_timeout / 10
+        return pending + unload + load
+
+    def _swap_remaining(self, model: str, swap: _Swap) -> float:
+        now = self._clock.seconds()
+        load = self.costs[model].load or self._config.health_check_timeout / 10
+        started = swap.loading_since if swap.loading_since is not None else now
+        unload = 0.0 if swap.loading_since is not None else max(
+            (self.costs[m].unload or 0.0 for m in swap.evict), default=0.0)
+        return max(0.0, unload + load - (now - started))
+
+    def _withdraw(self, ticket: Ticket) -> None:
+        self._forget(ticket)
+        swap = self._swaps.get(ticket.model)
+        if (swap is not None and not swap.waiters and self._config.scheduler.abandon_unneeded_loads
+                and not self._in_flight[ticket.model]):
+            self.log.info("{model}: nobody waits for this load any more; abandoning it",
+                          model=ticket.model)
+            self._stop(ticket.model, reason="abandoned").addErrback(self._bug, "abandon")
+
+    def _forget(self, ticket: Ticket) -> None:
+        """Take ``ticket`` out of the queue or its swap and give back its reservation."""
+        if ticket in self._queue:
+            self._queue.remove(ticket)
         for swap in self._swaps.values():
-            if waiting in swap.waiters:
-                swap.waiters.remove(waiting)
-        self._reserved[waiting.model] -= 1
+            if ticket in swap.waiters:
+                swap.waiters.remove(ticket)
+        if ticket.timeout is not None and ticket.timeout.active():
+            ticket.timeout.cancel()
+        ticket.timeout = None
+        ticket.router = None
+        self._reserved[ticket.model] -= 1
+
+    def _fail(self, ticket: Ticket, error: Exception | Failure) -> None:
+        self._forget(ticket)
+        ticket.deferred.errback(error if isinstance(error, Failure) else Failure(error))
+
+    def _timed_out(self, ticket: Ticket) -> None:
+        ticket.timeout = None
+        waited = self._clock.seconds() - ticket.arrived
+        self.log.warn("{model}: request waited {waited:.0f}s without its model; giving up",
+                      model=ticket.model, waited=waited)
+        self._fail(ticket, QueueTimeout(
+            f"model {ticket.model} was not available within {waited:.0f}s "
+            "(routing.scheduler.queueTimeout)", "queue_timeout",
+            retry_after=max(1.0, self.eta(ticket))))
+        self._drain()
 
     def _released(self, model: str) -> None:
+        now = self._clock.seconds()
         self._in_flight[model] -= 1
         self._reserved[model] -= 1
+        self._last_done[model] = now
+        self._last_used[model] = now
         if self._in_flight[model] == 0:
+            self._cancel_timer(self._hang_timers, model)
             self._arm_ttl(model)
+            self._arm_liveness(model)
+            self._maybe_retire(model)
         if not any(self._in_flight.values()):
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
@@ -137,7 +341,15 @@ class Router:
             states={m: p.state for m, p in self._processes.items()},
             in_flight=dict(self._in_flight),
             swaps={m: s.evict for m, s in self._swaps.items()},
-            queue=tuple(Pending(w.request_id, w.model) for w in self._queue),
+            queue=tuple(Pending(t.request_id, t.model, t.arrived) for t in self._queue),
+            now=self._clock.seconds(),
+            ready_since=dict(self._ready_since),
+            last_done=dict(self._last_done),
+            last_used=dict(self._last_used),
+            load_cost={m: c.load or 0.0 for m, c in self.costs.items()},
+            not_before=self._not_before(),
+            draining=frozenset(self._retiring),
+            returning=frozenset(self._returning),
         )
 
     def _drain(self) -> None:
@@ -155,30 +367,58 @@ class Router:
         finally:
             self._draining = False
 
-    def _apply(self, decisions: Iterable[Grant | Join | StartSwap]) -> None:
-        by_id = {w.request_id: w for w in self._queue}
+    def _apply(self, decided: Plan) -> None:
+        self._schedule_wake(decided.wake_at)
+        by_id = {t.request_id: t for t in self._queue}
         started: list[str] = []
-        for decision in decisions:
+        for decision in decided.decisions:
             if isinstance(decision, StartSwap):
-                self._swaps[decision.model] = _Swap(decision.evict)
+                self._swaps[decision.model] = _Swap(decision.evict, self._clock.seconds())
                 started.append(decision.model)
                 continue
-            waiting = by_id[decision.request_id]
-            if waiting not in self._queue:
+            ticket = by_id[decision.request_id]
+            if ticket not in self._queue:
                 continue  # withdrawn by something a previous decision set off
-            self._queue.remove(waiting)
             if isinstance(decision, Join):
-                self._swaps[decision.model].waiters.append(waiting)
+                self._queue.remove(ticket)
+                self._swaps[decision.model].waiters.append(ticket)
+            elif isinstance(decision, Unplaceable):
+                self._fail(ticket, WaitFailed(decision.reason, "model_does_not_fit"))
             else:
-                self._grant(waiting)
+                self._queue.remove(ticket)
+                self._grant(ticket)
         for model in started:  # after the joins: a swap may complete synchronously
+            swap = self._swaps[model]
+            for listener in self._swap_listeners:
+                listener(model, swap.evict)
             Deferred.fromCoroutine(self._run_swap(model)).addErrback(self._bug, "swap")
 
-    def _grant(self, waiting: _Waiting) -> None:
-        model = waiting.model
+    def _schedule_wake(self, at: float | None) -> None:
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
+        self._wake = None
+        if at is not None:
+            self._wake = self._clock.callLater(max(0.0, at - self._clock.seconds()),
+                                               self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        self._drain()
+
+    def _grant(self, ticket: Ticket) -> None:
+        model = ticket.model
+        if ticket.timeout is not None and ticket.timeout.active():
+            ticket.timeout.cancel()
+        ticket.timeout = None
+        ticket.router = None
         self._in_flight[model] += 1
+        self._last_used[model] = self._clock.seconds()
         self._cancel_ttl(model)
-        waiting.deferred.callback(Lease(self, model, self._processes[model]))
+        self._cancel_timer(self._liveness_timers, model)
+        hang_timeout = self._model_config(model).supervision.hang_timeout
+        if hang_timeout > 0 and model not in self._hang_timers:
+            self._hang_timers[model] = self._clock.callLater(hang_timeout, self._hung, model)
+        ticket.deferred.callback(Lease(self, model, self._processes[model]))
 
     async def _run_swap(self, target: str) -> None:
         swap = self._swaps[target]
@@ -187,34 +427,63 @@ class Router:
             if swap.evict:
                 self.log.info("swap: stopping {evict} to start {model}",
                               evict=", ".join(sorted(swap.evict)), model=target)
-                await gatherResults([self._processes[m].stop() for m in sorted(swap.evict)],
-                                    consumeErrors=True)
+                await gatherResults([self._stop(m, reason="request")
+                                     for m in sorted(swap.evict)], consumeErrors=True)
+            swap.loading_since = self._clock.seconds()
+            cold = self._processes[target].state is not ModelState.READY
             await self._processes[target].ensure_ready()
+            if cold:
+                self.costs[target].record("load", self._clock.seconds() - swap.loading_since)
         except Exception:
             error = Failure()
         del self._swaps[target]
-        for waiting in swap.waiters:
+        for ticket in list(swap.waiters):
             if error is None and self._processes[target].state is ModelState.READY:
-                self._grant(waiting)
+                swap.waiters.remove(ticket)
+                self._grant(ticket)
             else:
-                self._reserved[waiting.model] -= 1
-                waiting.deferred.errback(error or Failure(ModelUnloaded(
+                self._fail(ticket, error or Failure(ModelUnloaded(
                     f"model {target} stopped before the request could be served")))
+        if error is not None and error.check(StartError) and not error.check(StartAborted):
+            self._record_failure(target, error.getErrorMessage())  # after its waiters heard
+        self._maybe_retire(target)
         self._drain()
+
+    def _stop(self, model: str, timeout: float | None = None,
+              reason: str = "manual") -> Deferred[None]:
+        """Stop ``model``, learning how long an unload takes when it really had to stop."""
+        process = self._processes[model]
+        if process.state is ModelState.STOPPED:
+            return succeed(None)
+        if process.state is not ModelState.STOPPING:
+            for listener in self._stop_listeners:
+                listener(model, reason)
+        began = self._clock.seconds()
+        d = process.stop(timeout)
+        d.addCallback(lambda _: self.costs[model].record("unload", self._clock.seconds() - began))
+        return d
 
     def _state_changed(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:
         model = process.model.id
-        if new is ModelState.STOPPED:
-            self._cancel_ttl(model)
-        elif new is ModelState.READY:
+        if new is ModelState.READY:
+            self._ready_since[model] = self._clock.seconds()
+            self.hung_models.discard(model)
             self._arm_ttl(model)
+            self._arm_liveness(model)
+        elif new is ModelState.STOPPED:
+            self._ready_since.pop(model, None)
+            self._cancel_ttl(model)
+            self._cancel_timer(self._hang_timers, model)
+            self._cancel_timer(self._liveness_timers, model)
+            if old is ModelState.READY:  # it exited by itself: a crash
+                self._record_failure(model, process.last_error or "exited unexpectedly")
         if new in (ModelState.STOPPED, ModelState.READY):
             self._drain()
 
     # -- TTL --------------------------------------------------------------------------------
 
     def _arm_ttl(self, model: str) -> None:
-        ttl = self._config.models[model].ttl
+        ttl = self._model_config(model).ttl
         if ttl <= 0 or self._in_flight[model] or self._closing:
             return
         if self._processes[model].state is not ModelState.READY:
@@ -234,8 +503,165 @@ class Router:
         if self._processes[model].state is not ModelState.READY:
             return
         self.log.info("{model}: unloading after TTL of {ttl:g}s", model=model,
-                      ttl=self._config.models[model].ttl)
-        self._processes[model].stop().addErrback(self._bug, "ttl stop")
+                      ttl=self._model_config(model).ttl)
+        self._stop(model, reason="ttl").addErrback(self._bug, "ttl stop")
+
+    # -- reload -----------------------------------------------------------------------------
+
+    def _model_config(self, model: str) -> ModelConfig:
+        """A model's settings; a model a reload removed keeps its old ones while it drains."""
+        config = self._config.models.get(model)
+        return config if config is not None else self._processes[model].model
+
+    def reconfigure(self, config: Config, diff: ConfigDiff,
+                    make_process: Callable[[str], ModelProcess]) -> None:
+        """Adopt ``config`` without cutting anything off (see ``llamaswap.reload``).
+
+        ``make_process(model_id)`` builds the process for a new or relaunched model.
+        """
+        self._config = config
+        for model in diff.added:
+            self._adopt(model, make_process(model))
+        for model in (*diff.unchanged, *diff.updated):
+            self._processes[model].reconfigure(config.models[model],
+                                               config.health_check_timeout)
+            self._cancel_ttl(model)  # a new ttl counts from now for an idle model
+            self._arm_ttl(model)
+        for model in diff.restart:
+            self._retiring[model] = make_process(model)
+            self._maybe_retire(model)
+        for model in diff.removed:
+            self._retiring[model] = None
+            self._fail_waiters_for(model, ModelUnloaded(
+                f"model {model} was removed from the configuration"))
+            self._maybe_retire(model)
+        self._drain()
+
+    def _adopt(self, model: str, process: ModelProcess) -> None:
+        self._processes[model] = process
+        process.add_observer(self._state_changed)
+        self.costs.setdefault(model, SwapCosts())
+        self._failures.setdefault(model, [])
+
+    def _maybe_retire(self, model: str) -> None:
+        """Once a replaced or removed model is idle, stop its old process and move on."""
+        if (model not in self._retiring or model in self._retire_started
+                or self._in_flight[model] or model in self._swaps):
+            return
+        self._retire_started.add(model)
+        self.log.info("{model}: reload: stopping the old process", model=model)
+        d = self._stop(model, reason="reload")
+        d.addCallback(lambda _: self._retired(model))
+        d.addErrback(self._bug, "retire")
+
+    def _retired(self, model: str) -> None:
+        self._retire_started.discard(model)
+        replacement = self._retiring.pop(model, None)
+        if replacement is not None:
+            self._adopt(model, replacement)
+        else:
+            del self._processes[model]
+            self.costs.pop(model, None)
+            self._failures.pop(model, None)
+            for times in (self._ready_since, self._last_done, self._last_used):
+                times.pop(model, None)
+        self._drain()
+
+    # -- supervision: failures, backoff, circuit, hangs, liveness ---------------------------
+
+    def _record_failure(self, model: str, why: str) -> None:
+        settings = self._model_config(model).supervision
+        now = self._clock.seconds()
+        self._failures[model] = [*recent(self._failures[model], now, settings), now]
+        count = len(self._failures[model])
+        if count >= settings.max_failures:
+            self.log.error("{model}: failed {count} times in {window:g}s; refusing requests "
+                           "until the window passes or it is unloaded (last error: {why})",
+                           model=model, count=count, window=settings.failure_window, why=why)
+            circuit = self._circuit(model)
+            if circuit is not None:
+                self._fail_waiters_for(model, circuit)
+        else:
+            self.log.warn("{model}: failure {count} of {max}; next start in {delay:g}s at the "
+                          "earliest", model=model, count=count, max=settings.max_failures,
+                          delay=backoff_delay(settings, count))
+
+    def _circuit(self, model: str) -> CircuitOpen | None:
+        settings = self._model_config(model).supervision
+        now = self._clock.seconds()
+        failures = recent(self._failures[model], now, settings)
+        if len(failures) < settings.max_failures:
+            return None
+        retry = failures[0] + settings.failure_window - now
+        last = self._processes[model].last_error or "unknown error"
+        return CircuitOpen(f"model {model} failed {len(failures)} times in the last "
+                           f"{settings.failure_window:g}s and is not started again for "
+                           f"{retry:.0f}s; last error: {last}", "model_failing",
+                           retry_after=max(1.0, retry))
+
+    def _not_before(self) -> dict[str, float]:
+        now = self._clock.seconds()
+        result = {}
+        for model, failures in self._failures.items():
+            settings = self._model_config(model).supervision
+            failures = recent(failures, now, settings)
+            if failures:
+                result[model] = failures[-1] + backoff_delay(settings, len(failures))
+        return result
+
+    def _activity(self, model: str) -> None:
+        timer = self._hang_timers.get(model)
+        if timer is not None and timer.active():
+            timer.reset(self._model_config(model).supervision.hang_timeout)
+
+    def _hung(self, model: str) -> None:
+        self._hang_timers.pop(model, None)
+        timeout = self._model_config(model).supervision.hang_timeout
+        self.log.error("{model}: no output for {timeout:g}s with {n} request(s) in flight: "
+                       "hung; killing it", model=model, timeout=timeout,
+                       n=self._in_flight[model])
+        self.hangs[model] += 1
+        self.hung_models.add(model)
+        self._processes[model].last_error = f"hung: no output for {timeout:g}s"
+        self._record_failure(model, f"hung: no output for {timeout:g}s")
+        self._stop(model, timeout=0, reason="hung").addErrback(self._bug, "hang kill")
+
+    def _arm_liveness(self, model: str) -> None:
+        interval = self._model_config(model).supervision.liveness_interval
+        if interval <= 0 or self._in_flight[model] or self._closing:
+            return
+        if self._processes[model].state is ModelState.READY and \
+                model not in self._liveness_timers:
+            self._liveness_timers[model] = self._clock.callLater(interval, self._live_check,
+                                                                 model)
+
+    def _live_check(self, model: str) -> None:
+        self._liveness_timers.pop(model, None)
+        process = self._processes[model]
+        if process.state is not ModelState.READY or self._in_flight[model]:
+            return
+
+        def checked(healthy: bool) -> None:
+            if healthy or process.state is not ModelState.READY:
+                self._liveness_misses[model] = 0
+            else:
+                self._liveness_misses[model] += 1
+                self.log.warn("{model}: liveness probe failed ({n} in a row)", model=model,
+                              n=self._liveness_misses[model])
+                if self._liveness_misses[model] >= LIVENESS_MISSES:
+                    self._liveness_misses[model] = 0
+                    self._hung(model)
+                    return
+            self._arm_liveness(model)
+
+        timeout = min(self._model_config(model).supervision.liveness_interval, 10.0)
+        process.probe_once(timeout).addCallback(checked).addErrback(self._bug, "liveness")
+
+    @staticmethod
+    def _cancel_timer(timers: dict[str, IDelayedCall], model: str) -> None:
+        timer = timers.pop(model, None)
+        if timer is not None and timer.active():
+            timer.cancel()
 
     # -- unload and shutdown ----------------------------------------------------------------
 
@@ -247,23 +673,16 @@ class Router:
         """
         targets = sorted(self._processes if models is None else set(models))
         for model in targets:
+            self._failures[model] = []  # an operator's unload closes the circuit
             self._fail_waiters_for(model, ModelUnloaded(f"model {model} was unloaded"))
         return Deferred.fromCoroutine(self._stop_all(targets))
 
     async def _stop_all(self, models: list[str]) -> None:
-        await gatherResults([self._processes[m].stop() for m in models], consumeErrors=True)
+        await gatherResults([self._stop(m) for m in models], consumeErrors=True)
 
     def _fail_waiters_for(self, model: str | None, error: Exception) -> None:
-        doomed = [w for w in self._queue if model is None or w.model == model]
-        for target, swap in self._swaps.items():
-            if model is None or target == model:
-                doomed.extend(swap.waiters)
-                swap.waiters.clear()
-        for waiting in doomed:
-            if waiting in self._queue:
-                self._queue.remove(waiting)
-            self._reserved[waiting.model] -= 1
-            waiting.deferred.errback(Failure(error))
+        for ticket in [t for t in self._waiting() if model is None or t.model == model]:
+            self._fail(ticket, error)
 
     def when_idle(self) -> Deferred[None]:
         """Fire when no request is in flight on any model."""
@@ -276,6 +695,10 @@ class Router:
     async def shutdown(self, drain_timeout: float) -> None:
         """Refuse new work, let requests in flight finish (bounded), then stop every model."""
         self._closing = True
+        self._schedule_wake(None)
+        for timers in (self._hang_timers, self._liveness_timers):
+            for model in list(timers):
+                self._cancel_timer(timers, model)
         for model in list(self._ttl_timers):
             self._cancel_ttl(model)
         self._fail_waiters_for(None, ShuttingDown("llamaswap is shutting down"))
@@ -286,8 +709,8 @@ class Router:
         except Exception:
             self.log.warn("shutdown: requests still in flight after {t:g}s; stopping anyway",
                           t=drain_timeout)
-        results = await DeferredList([p.stop() for p in self._processes.values()],
-                                     consumeErrors=True)
+        results = await DeferredList([self._stop(m, reason="shutdown")
+                                      for m in list(self._processes)], consumeErrors=True)
         for ok, failure in results:
             if not ok:
                 self.log.failure("shutdown: a model did not stop cleanly", failure)

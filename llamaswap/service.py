@@ -8,21 +8,28 @@ every model and fires only when all of their processes have exited.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.python.failure import Failure
 from twisted.web.server import Request, Site
 
-from llamaswap.config import Config
-from llamaswap.logs import get_logger, set_log_level
-from llamaswap.process import ModelProcess
+from llamaswap.config import Config, ConfigError, load_config
+from llamaswap.logs import LogStream, get_logger, set_log_level, set_log_to_stdout
+from llamaswap.observability import Observability
+from llamaswap.orphans import StateFile, keeper_marker
+from llamaswap.policy import ModelState
+from llamaswap.process import DEFAULT_MARKER, ModelProcess
+from llamaswap.reload import diff_configs
 from llamaswap.router import Router
 from llamaswap.web.forward import Forwarder
+from llamaswap.web.limits import BodyLimitMixin
 from llamaswap.web.resources import build_root
 
 DEFAULT_DRAIN_TIMEOUT = 10.0
@@ -34,7 +41,10 @@ class LlamaSwapService(MultiService):
     log = get_logger()
 
     def __init__(self, config: Config, reactor: Any = None,
-                 drain_timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+                 drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+                 state_file: str | None = None) -> None:
+        """``state_file``: where running models are recorded so that a restart after a
+        crash reaps what the crashed run left (``llamaswap.orphans``); ``None``: not kept."""
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -42,21 +52,29 @@ class LlamaSwapService(MultiService):
         self.config = config
         self.reactor = reactor
         set_log_level(config.log_level)
+        set_log_to_stdout(config.log_to_stdout)
         self.drain_timeout = drain_timeout
-        self.processes = {
-            model_id: ModelProcess(model, reactor, health_timeout=config.health_check_timeout,
-                                   on_line=_model_logger(model_id))
-            for model_id, model in config.models.items()
-        }
+        self.state = (StateFile(state_file, keeper_marker(state_file))
+                      if state_file else None)
+        self._marker = self.state.marker if self.state else DEFAULT_MARKER
+        self.processes = {model_id: self._new_process(model_id, config)
+                          for model_id in config.models}
         self.router = Router(config, self.processes, reactor)
         self.forwarder = Forwarder(reactor)
+        self.observability = Observability(config, self.processes, self.router, reactor)
+        """Log streams, events, metrics and the activity store (``llamaswap.observability``)."""
+        self.observability.store.setServiceParent(self)
+        self.forwarder.watch = self.observability.watch
         self.resource = build_root(self)
         self._listeners: list[StreamServerEndpointService] = []
 
     def site(self) -> Site:
-        """A ``Site`` serving ``resource`` with one access-log line per request."""
-        site = Site(self.resource)
+        """A ``Site`` serving ``resource`` with one access-log line per request, hardened
+        against clients that send slowly (``llamaswap.web.site``)."""
+        from llamaswap.web.site import HardenedSite
+        site = HardenedSite(self.resource, reactor=self.reactor)
         site.requestFactory = AccessLoggedRequest
+        site.llamaswap_observability = self.observability  # type: ignore[attr-defined]
         site.log = lambda request: None  # type: ignore[method-assign]  # ours is per request
         return site
 
@@ -68,7 +86,92 @@ class LlamaSwapService(MultiService):
         listener.setServiceParent(self)
         self._listeners.append(listener)
 
+    def _new_process(self, model_id: str, config: Config) -> ModelProcess:
+        process = ModelProcess(config.models[model_id], self.reactor,
+                               health_timeout=config.health_check_timeout, output=LogStream(),
+                               marker=self._marker,
+                               on_line=_model_logger(model_id, self._model_line))
+        process.add_observer(self._record_state)
+        return process
+
+    # -- reload -----------------------------------------------------------------------------
+
+    def reload(self) -> dict[str, list[str]]:
+        """Re-read the config file and apply it without downtime; return what changed.
+
+        Raises ``ConfigError`` (and changes nothing) if the new file is invalid. Models whose
+        launch settings are unchanged keep running; changed ones restart once drained;
+        removed ones drain and stop (``llamaswap.reload``).
+        """
+        new = load_config(self.config.path)
+        diff = diff_configs(self.config, new)
+
+        def make(model_id: str) -> ModelProcess:
+            process = self._new_process(model_id, new)
+            self.observability.watch_process(process)
+            return process
+
+        self.router.reconfigure(new, diff, make)
+        self.config = new
+        set_log_level(new.log_level)
+        for warning in new.warnings:
+            self.log.warn("config: {warning}", warning=warning)
+        summary = diff.summary()
+        self.log.info("config reloaded from {path}: {summary}", path=new.path,
+                      summary=", ".join(f"{k}: {' '.join(v)}" for k, v in summary.items() if v)
+                      or "no changes")
+        if any(self.processes[m].state is ModelState.STOPPED for m in new.preload
+               if m in self.processes):
+            Deferred.fromCoroutine(self._preload()).addErrback(
+                lambda f: self.log.failure("preload failed", f))
+        return summary
+
+    def reload_logging_errors(self) -> None:
+        """Reload for signal and file-watch triggers: an invalid config is logged, kept out."""
+        try:
+            self.reload()
+        except ConfigError as e:
+            self.log.error("config reload refused, the running config stays in effect:\n"
+                           "{problems}", problems=str(e))
+        except Exception:
+            self.log.failure("config reload failed")
+
+    def reload_on_sighup(self) -> None:
+        """Reload when the process gets SIGHUP (twistd installs no handler of its own)."""
+        import signal
+
+        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(
+            self.reload_logging_errors))
+
+    def watch_config(self, interval: float = 2.0) -> None:
+        """Reload when the config file changes (checked every ``interval`` seconds)."""
+        self._config_stamp = _stamp(self.config.path)
+        watcher = TimerService(interval, self._check_config_file)
+        watcher.clock = self.reactor
+        watcher.setServiceParent(self)
+
+    def _check_config_file(self) -> None:
+        stamp = _stamp(self.config.path)
+        if stamp is not None and stamp != self._config_stamp:
+            self._config_stamp = stamp
+            self.log.info("{path} changed; reloading", path=self.config.path)
+            self.reload_logging_errors()
+
+    def _record_state(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:
+        if self.state is None:
+            return
+        if new is ModelState.STOPPED:
+            self.state.forget(process.model.id)
+        elif process.pid is not None and old is ModelState.STARTING:
+            self.state.record(process.model.id, process.pid, list(process.model.cmd))
+
     def startService(self) -> None:
+        if self.state is not None:
+            reaped = self.state.reap()  # before anything starts: ports and GPUs freed
+            if reaped:
+                self.log.warn("reaped {n} model process group(s) left by a previous run",
+                              n=len(reaped))
+        self.observability.start()
         for warning in self.config.warnings:
             self.log.warn("config: {warning}", warning=warning)
         super().startService()
@@ -92,6 +195,7 @@ class LlamaSwapService(MultiService):
     async def _stop(self) -> None:
         self.running = False
         self.log.info("stopping: closing listeners, draining requests, stopping models")
+        self.observability.shutting_down()
         await DeferredList([d for d in (s.stopService() for s in self._listeners) if d],
                            consumeErrors=True)
         await self.router.shutdown(self.drain_timeout)
@@ -100,6 +204,10 @@ class LlamaSwapService(MultiService):
                             for s in others], consumeErrors=True)
         await self.forwarder.close()
         self.log.info("stopped")
+        self.observability.stop()
+
+    def _model_line(self, model_id: str, line: str) -> None:
+        self.observability.model_line(model_id, line)
 
 
 async def _as_coroutine(result: Any) -> None:
@@ -107,23 +215,36 @@ async def _as_coroutine(result: Any) -> None:
         await result
 
 
-def _model_logger(model_id: str) -> Any:
+def _model_logger(model_id: str, also: Any = None) -> Any:
     log = get_logger(f"llamaswap.model.{model_id}")
 
     def emit(stream: str, line: str) -> None:
+        if also is not None:
+            also(model_id, line)
         log.info("[{model}] {line}", model=model_id, line=line, stream=stream)
 
     return emit
 
 
 access_log = get_logger("llamaswap.access")
+_request_ids = itertools.count(1)
 
 
-class AccessLoggedRequest(Request):
+class AccessLoggedRequest(BodyLimitMixin, Request):
     """Logs one line per request when it ends, also when the client left early (499)."""
+
+    _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # twisted.web runs every POST's Content-Type through the email package to look for a
+        # form body: ~10% of a proxied JSON request (bench/run.py). Only forms need it.
+        content_type = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0]
+        self._parsePOSTFormSubmission = content_type.lower().startswith(self._FORM_TYPES)
+        super().requestReceived(command, path, version)
 
     def process(self) -> None:
         self._llamaswap_started = time.monotonic()
+        self.llamaswap_request_id = next(_request_ids)
         self.notifyFinish().addBoth(self._log_access)
         super().process()
 
@@ -131,9 +252,24 @@ class AccessLoggedRequest(Request):
         status = 499 if isinstance(result, Failure) else self.code
         client = getattr(self.getClientAddress(), "host", "-")
         access_log.info(
-            '{client} "{method} {path}" {status} {size} model={model} {duration:.3f}s',
+            '{client} "{method} {path}" {status} {size} model={model} {duration:.3f}s '
+            'id={request_id}', request_id=self.llamaswap_request_id,
             client=client, method=self.method.decode("ascii", "replace"),
             path=self.uri.decode("latin-1").encode("unicode_escape").decode("ascii"),
             status=status, size=self.sentLength,
-            model=getattr(self, "llamaswap_model", "-"),
+            model=str(getattr(self, "llamaswap_model", "-")).encode("unicode_escape")
+            .decode("ascii"),  # a requested name is client input: one line per request
             duration=time.monotonic() - self._llamaswap_started)
+        observability = getattr(self.site, "llamaswap_observability", None)
+        if observability is not None:
+            observability.request_finished(self, status,
+                                           time.monotonic() - self._llamaswap_started)
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """What identifies a version of the config file: inode, size, modification time."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)

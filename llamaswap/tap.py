@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_tap -*-
 """twistd integration: ``twistd -n llamaswap -c config.yaml [-l ENDPOINT]...``."""
 
 from __future__ import annotations
@@ -6,36 +7,91 @@ import re
 import sys
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.python import usage
 
 from llamaswap.config import Config, ConfigError, load_config
+from llamaswap.exposure import warn_if_exposed
+from llamaswap.orphans import default_state_path
 from llamaswap.service import DEFAULT_DRAIN_TIMEOUT, LlamaSwapService
+from llamaswap.systemd import SystemdNotifyService
 
 DEFAULT_LISTEN = "tcp:8080"
+DEFAULT_TLS_LISTEN = "ssl:8443"
+"""With ``--tls-cert-file``/``--tls-key-file`` the default becomes llama-swap's ``:8443``."""
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]*):(?P<port>\d+)$")
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 
 
-def endpoint_from_listen(value: str) -> str:
-    """Accept llama-swap's ``:8080`` and ``host:port`` forms besides Twisted endpoint strings."""
+def endpoint_from_listen(value: str, tls: tuple[str, str] | None = None) -> str:
+    """Accept llama-swap's ``:8080`` and ``host:port`` forms besides Twisted endpoint strings.
+
+    With ``tls`` (certificate file, key file) those forms become ``ssl:`` endpoints, as
+    llama-swap serves HTTPS on ``-listen`` when given ``-tls-cert-file``/``-tls-key-file``.
+    Endpoint strings are always taken as written.
+    """
     match = _HOST_PORT.match(value)
-    if not match:
-        return value
+    if not match or match.group("host") in _endpoint_types():
+        return value  # "tcp:8080", "ssl:8443", "unix:..." are endpoint strings, not host:port
     host, port = match.group("host"), match.group("port")
+    if tls is not None:
+        suffix = f":interface={_quote(host.strip('[]'))}" if host else ""
+        return _tls_endpoint(f"ssl:{port}{suffix}", *tls)
     if not host:
         return f"tcp:{port}"
     if host.startswith("["):
-        return f"tcp6:{port}:interface={host[1:-1].replace(':', chr(92) + ':')}"
+        return f"tcp6:{port}:interface={_quote(host[1:-1])}"
     return f"tcp:{port}:interface={host}"
 
 
+def _endpoint_types() -> set[str]:
+    """Twisted's server endpoint types, built in and from plugins (``le:``, ``onion:``...)."""
+    from twisted.internet.interfaces import IStreamServerEndpointStringParser
+    from twisted.plugin import getPlugins
+
+    types = {"tcp", "tcp6", "unix", "ssl", "systemd"}
+    types.update(p.prefix for p in getPlugins(IStreamServerEndpointStringParser))
+    return types
+
+
+def _quote(value: str) -> str:
+    from twisted.internet.endpoints import quoteStringArgument
+    return quoteStringArgument(value)
+
+
+def _tls_endpoint(base: str, cert_file: str, key_file: str) -> str:
+    """``base`` plus the key, the certificate and, when the certificate file holds a chain
+    (``fullchain.pem``), that chain: Twisted's ``certKey`` reads only the first certificate."""
+    endpoint = f"{base}:privateKey={_quote(key_file)}:certKey={_quote(cert_file)}"
+    try:
+        with open(cert_file, "rb") as f:
+            chained = f.read().count(_PEM_CERTIFICATE) > 1
+    except OSError:
+        chained = False  # reported when the endpoint is checked
+    return endpoint + (f":extraCertChain={_quote(cert_file)}" if chained else "")
+
+
 class Options(usage.Options):
-    synopsis = "-c CONFIG [-l ENDPOINT]..."
+    synopsis = "-c CONFIG [-l ENDPOINT]... [--tls-cert-file CERT --tls-key-file KEY]"
     longdesc = ("Serve many local model servers behind one OpenAI-compatible endpoint, "
-                "starting and swapping them on demand.")
+                "starting and swapping them on demand. SIGHUP reloads the config without "
+                "downtime.")
+    optFlags = [
+        ["watch-config", None, "Reload the config (without downtime) whenever the file "
+         "changes."],
+    ]
     optParameters = [
         ["config", "c", None, "The YAML configuration file (llama-swap compatible)."],
         ["drain-timeout", None, DEFAULT_DRAIN_TIMEOUT,
          "Seconds to let in-flight requests finish on shutdown.", float],
+        ["tls-cert-file", None, None,
+         "PEM certificate (a full chain allowed) for HTTPS on host:port listen addresses; "
+         "needs --tls-key-file. The default listen address becomes ssl:8443."],
+        ["tls-key-file", None, None, "PEM private key for --tls-cert-file."],
+        ["state-file", None, None,
+         "Where running models are recorded, so a restart after a crash kills what the "
+         "crashed run left. Default: one file per config in $XDG_RUNTIME_DIR or /tmp; "
+         "--state-file= turns it off."],
     ]
 
     def __init__(self) -> None:
@@ -44,16 +100,28 @@ class Options(usage.Options):
 
     def opt_listen(self, value: str) -> None:
         """Listen on a Twisted endpoint (tcp:8080:interface=127.0.0.1, unix:/run/x.sock,
-        ssl:8443:privateKey=k.pem:certKey=c.pem) or host:port. Repeatable. Default tcp:8080."""
-        self["listen"].append(endpoint_from_listen(value))
+        ssl:8443:privateKey=k.pem:certKey=c.pem, systemd:domain=INET:index=0) or host:port.
+        Repeatable. Default tcp:8080."""
+        self["listen"].append(value)
 
     opt_l = opt_listen
 
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config is required")
-        if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
+        cert, key = self["tls-cert-file"], self["tls-key-file"]
+        if bool(cert) != bool(key):
+            raise usage.UsageError("--tls-cert-file and --tls-key-file must be given together")
+        tls = (cert, key) if cert else None
+        given: list[str] = self["listen"]
+        if given:
+            self["listen"] = [endpoint_from_listen(value, tls) for value in given]
+        elif tls:
+            given, self["listen"] = [DEFAULT_TLS_LISTEN], [_tls_endpoint(DEFAULT_TLS_LISTEN, *tls)]
+        else:
+            given, self["listen"] = [DEFAULT_LISTEN], [DEFAULT_LISTEN]
+        for value, endpoint in zip(given, self["listen"], strict=True):
+            _check_endpoint(value, endpoint)
         try:
             self["loaded"] = load_config(self["config"])
         except ConfigError as e:
@@ -61,9 +129,43 @@ class Options(usage.Options):
             raise SystemExit(1) from None
 
 
-def makeService(options: Any) -> LlamaSwapService:
+def _check_endpoint(given: str, endpoint: str) -> None:
+    """Parse the endpoint now (reading TLS files), so that a typo is a usage error before
+    anything starts, not a traceback from inside ``makeService``."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, endpoint)
+    except Exception as e:  # the parsers raise ValueError, KeyError, OSError, SSL errors ...
+        detail = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
+        if isinstance(e, IndexError | KeyError) and endpoint.startswith("systemd:"):
+            detail = "no such socket was passed by systemd (LISTEN_FDS/LISTEN_FDNAMES)"
+        raise usage.UsageError(f"--listen {given}: {detail}") from None
+
+
+def makeService(options: Any) -> MultiService:
+    """The llamaswap service, then the systemd notifier.
+
+    ``MultiService`` starts children in order and stops them in reverse: ``READY=1`` goes
+    out once llamaswap is listening, ``STOPPING=1`` before it starts draining.
+    """
     config: Config = options["loaded"]
-    service = LlamaSwapService(config, drain_timeout=options["drain-timeout"])
+    top = MultiService()
+    state_file = options["state-file"]
+    if state_file is None:
+        state_file = default_state_path(options["config"])
+    swapper = LlamaSwapService(config, drain_timeout=options["drain-timeout"],
+                               state_file=state_file or None)
     for endpoint in options["listen"]:
-        service.listen(endpoint)
-    return service
+        swapper.listen(endpoint)
+    warn_if_exposed(options["listen"], config)  # once per address reachable beyond loopback
+    swapper.reload_on_sighup()
+    if options["watch-config"]:
+        swapper.watch_config()
+    swapper.setName("llamaswap")
+    swapper.setServiceParent(top)
+    notifier = SystemdNotifyService(status=f"serving {len(config.models)} models")
+    notifier.setName("systemd-notify")
+    notifier.setServiceParent(top)
+    return top

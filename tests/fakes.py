@@ -39,8 +39,9 @@ class FakeProcess:
 
     @property
     def model_argv(self) -> list[str]:
-        """The model's own argv, after the trampoline's ``-c CODE parentpid``."""
-        return self.args[self.args.index("-c") + 3:]
+        """The model's own argv, after ``keeper.py OWNER_PID MARKER``."""
+        keeper = next(i for i, a in enumerate(self.args) if a.endswith("keeper.py"))
+        return self.args[keeper + 3:]
 
 
 class FakeProcessReactor(MemoryReactorClock):

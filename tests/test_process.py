@@ -26,7 +26,7 @@ def result_of(d: Deferred) -> list:
     return out
 
 
-def test_start_spawns_the_command_in_a_trampoline_with_inherited_env_plus_model_env(
+def test_start_spawns_the_command_under_a_keeper_with_inherited_env_plus_model_env(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INHERITED", "yes")
     reactor = FakeProcessReactor()
@@ -34,7 +34,7 @@ def test_start_spawns_the_command_in_a_trampoline_with_inherited_env_plus_model_
     process.ensure_ready()
     spawned = reactor.last
     assert spawned.model_argv == ["server", "--model", "m"]
-    assert "setpgid" in spawned.args[spawned.args.index("-c") + 1]
+    assert spawned.args[3].endswith("keeper.py")  # the model's parent: own group, dies with us
     assert spawned.env["INHERITED"] == "yes" and spawned.env["MODEL_VAR"] == "1"
     assert process.state is ModelState.STARTING and process.pid == spawned.pid
 
@@ -214,3 +214,30 @@ def test_output_lines_are_kept_in_a_bounded_log() -> None:
     assert process.output.tail(2) == ["partial line", "next"]
     reactor.last.output(b"x" * 300_000 + b"\n")
     assert len(process.output.text()) <= 110 * 1024
+
+
+def test_progress_output_extends_the_readiness_deadline_when_configured() -> None:
+    from llamaswap.supervision import SupervisionConfig
+    reactor = FakeProcessReactor()
+    process = make(reactor, health_timeout=15,
+                   supervision=SupervisionConfig(progress_resets_timeout=True))
+    got = result_of(process.ensure_ready())
+    reactor.advance(10)
+    reactor.last.output(b"load_tensors: 60% done\n")
+    for _ in range(56):
+        reactor.advance(0.25)  # t = 24: past the plain deadline, within the extended one
+    assert got == []
+    for _ in range(12):
+        reactor.advance(0.25)  # t = 27 > 10 + 15
+    assert len(got) == 1 and got[0].check(StartError)
+
+
+def test_without_progress_reset_the_deadline_is_fixed() -> None:
+    reactor = FakeProcessReactor()
+    process = make(reactor, health_timeout=15)
+    got = result_of(process.ensure_ready())
+    reactor.advance(10)
+    reactor.last.output(b"load_tensors: 60% done\n")
+    for _ in range(24):
+        reactor.advance(0.25)
+    assert len(got) == 1 and got[0].check(StartError)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.application.internet import StreamServerEndpointService
 from twisted.python.usage import UsageError
 
 from llamaswap.tap import Options, endpoint_from_listen, makeService
@@ -15,6 +16,10 @@ from llamaswap.tap import Options, endpoint_from_listen, makeService
     ("127.0.0.1:9000", "tcp:9000:interface=127.0.0.1"),
     ("[::1]:8080", r"tcp6:8080:interface=\:\:1"),
     ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.0.1"),
+    ("tcp:8080", "tcp:8080"),
+    ("tcp6:8080", "tcp6:8080"),
+    ("ssl:8443", "ssl:8443"),
+    ("localhost:8080", "tcp:8080:interface=localhost"),
     ("unix:/run/llamaswap.sock:mode=660", "unix:/run/llamaswap.sock:mode=660"),
     ("ssl:8443:privateKey=k.pem:certKey=c.pem", "ssl:8443:privateKey=k.pem:certKey=c.pem"),
 ])
@@ -37,7 +42,9 @@ def test_listen_is_repeatable_and_defaults_to_8080(tmp_path: Path) -> None:
     options.parseOptions(["-c", config, "-l", ":1", "--listen", "unix:/tmp/x.sock"])
     assert options["listen"] == ["tcp:1", "unix:/tmp/x.sock"]
     service = makeService(options)
-    assert len(list(service)) == 2  # one listening service per address
+    swapper = service.getServiceNamed("llamaswap")
+    listeners = [s for s in swapper if isinstance(s, StreamServerEndpointService)]
+    assert len(listeners) == 2  # one listening service per address
 
 
 def test_config_is_required() -> None:

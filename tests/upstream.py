@@ -11,7 +11,8 @@ Extra flags: ``--pid-file``, ``--ignore-sigterm``, ``--grandchild PIDFILE``,
 Extra request fields on the inference endpoints: ``"test_delay": S`` (wait S seconds before
 answering) and ``"test_crash_after": N`` (streaming: send N tokens then ``os._exit(7)``; if the
 reply has fewer tokens, crash after the last one, before the finish chunk; non-streaming: crash
-without answering).
+without answering) and ``"test_stall_after": N`` (streaming: send N tokens, then nothing more,
+keeping the connection open and ``/health`` answering: a hung model).
 
 Extra endpoints (any method): ``/echo-headers`` (received headers as a JSON object keyed by
 lower-case name), ``/echo`` and ``/echo/...`` (``{"path", "method", "headers", "body",
@@ -19,13 +20,28 @@ lower-case name), ``/echo`` and ``/echo/...`` (``{"path", "method", "headers", "
 ``"test_echo": true`` in a POST body on any path answers like ``/echo``;
 ``/slow?n=K&delay=S`` (K plain-text chunks ``chunk-i\\n``, S seconds apart) and ``/env``
 (the process environment as JSON).
+
+The other APIs local-AI clients speak, answered in their real shapes (enough for the official
+``openai`` and ``anthropic`` SDKs to parse) and each carrying ``received``, a description of
+what arrived (path, query, headers, the JSON body, or a multipart summary with each file's
+name, size and sha256): ``/v1/responses`` (also streaming), ``/v1/messages`` (also
+streaming) and ``/v1/messages/count_tokens`` (Anthropic), ``/v1/audio/transcriptions`` and
+``/translations`` (multipart), ``/v1/audio/speech`` (``audio/mpeg`` bytes ``ID3`` + the
+input), ``/v1/images/generations`` and ``/v1/images/edits`` (multipart), llama.cpp's
+``/completion`` and ``/infill``, stable-diffusion's ``/sdapi/v1/txt2img`` and ``img2img``,
+and GET ``/v1/audio/voices``, ``/props``, ``/sdapi/v1/loras``; ``/v1/tasks/run`` and the
+versionless ``/responses``, ``/messages``... answer like their ``/v1`` forms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import email.parser
+import hashlib
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -178,10 +194,13 @@ class FaultyUpstream(DemoServer):
             crash(CRASH_STATUS, "test_crash_after on a non-streaming request")
 
     async def on_stream_token(self, body: dict[str, Any], index: int) -> None:
-        """Crash after ``test_crash_after`` tokens have been sent."""
+        """Crash after ``test_crash_after`` tokens; go silent after ``test_stall_after``."""
         limit = body.get("test_crash_after")
         if isinstance(limit, int) and index >= limit:
             crash(CRASH_STATUS, f"test_crash_after={limit}")
+        stall = body.get("test_stall_after")
+        if isinstance(stall, int) and index >= stall:
+            await asyncio.sleep(3600)  # connection open, process alive, /health still ok
 
     async def on_stream_end(self, body: dict[str, Any], n_tokens: int) -> None:
         """A reply shorter than ``test_crash_after`` still crashes before finishing."""
@@ -203,7 +222,175 @@ class FaultyUpstream(DemoServer):
             return self.handle_env
         if request.method == "POST" and b'"test_echo"' in request.body:
             return self.handle_echo  # any endpoint: show exactly what the proxy sent
-        return None
+        api_path = path[3:] if path.startswith("/v1/") else path
+        return {
+            "/responses": self.handle_responses,
+            "/messages": self.handle_messages,
+            "/messages/count_tokens": self.handle_count_tokens,
+            "/audio/transcriptions": self.handle_transcription,
+            "/audio/translations": self.handle_transcription,
+            "/audio/speech": self.handle_speech,
+            "/images/generations": self.handle_images,
+            "/images/edits": self.handle_images,
+            "/completion": self.handle_llama_completion,
+            "/infill": self.handle_llama_completion,
+            "/sdapi/v1/txt2img": self.handle_sdapi,
+            "/sdapi/v1/img2img": self.handle_sdapi,
+            "/sdapi/v1/loras": self.handle_received,
+            "/audio/voices": self.handle_received,
+            "/props": self.handle_received,
+            "/tasks/run": self.handle_received,
+        }.get(api_path)
+
+    # ------------------------------------------------- the other APIs, echoing
+
+    def received(self, request: Request) -> dict[str, Any]:
+        """What arrived: path, query, headers, and the JSON body or a multipart summary."""
+        seen: dict[str, Any] = {"path": request.target, "method": request.method,
+                                "query": request.query, "headers": request.headers_dict(),
+                                "body_length": len(request.body)}
+        content_type = request.header("content-type") or ""
+        if content_type.startswith("multipart/form-data"):
+            message = email.parser.BytesParser().parsebytes(
+                f"Content-Type: {content_type}\r\n\r\n".encode() + request.body)
+            fields: dict[str, str] = {}
+            files: dict[str, Any] = {}
+            for part in message.get_payload() or []:
+                data = part.get_payload(decode=True) or b""
+                name = part.get_param("name", header="content-disposition")
+                filename = part.get_filename()
+                if filename is None:
+                    fields[name] = data.decode("utf-8", "replace")
+                else:
+                    files[name] = {"filename": filename, "size": len(data),
+                                   "sha256": hashlib.sha256(data).hexdigest(),
+                                   "content_type": part.get_content_type()}
+            seen["fields"], seen["files"] = fields, files
+        elif request.body[:1] == b"{":
+            try:
+                seen["json"] = json.loads(request.body)
+            except ValueError:
+                pass
+        return seen
+
+    async def handle_received(self, request: Request, responder: Responder) -> None:
+        await responder.send_json(200, {"model": self.options.model,
+                                        "received": self.received(request)})
+
+    async def handle_responses(self, request: Request, responder: Responder) -> None:
+        """OpenAI Responses API: ``output_text`` echoes the input; SSE when streaming."""
+        seen = self.received(request)
+        body = seen.get("json", {})
+        await self.before_inference(request, body)  # honours test_delay
+        prompt = body.get("input")
+        text = self.reply_text(prompt if isinstance(prompt, str) else json.dumps(prompt))
+        response_id = f"resp_{os.urandom(8).hex()}"
+        message = {"type": "message", "id": f"msg_{os.urandom(8).hex()}", "status": "completed",
+                   "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        words = len(text.split())
+        done = {"id": response_id, "object": "response", "created_at": int(time.time()),
+                "model": body.get("model", self.options.model), "status": "completed",
+                "output": [message], "parallel_tool_calls": False, "tool_choice": "auto",
+                "tools": [], "received": seen,
+                "usage": {"input_tokens": 3, "output_tokens": words, "total_tokens": 3 + words,
+                          "input_tokens_details": {"cached_tokens": 0},
+                          "output_tokens_details": {"reasoning_tokens": 0}}}
+        if body.get("stream") is not True:
+            await responder.send_json(200, done)
+            return
+        await responder.start_stream("text/event-stream")
+        events: list[dict[str, Any]] = [
+            {"type": "response.created",
+             "response": {**done, "status": "in_progress", "output": []}}]
+        where = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        events += [{"type": "response.output_item.added", "output_index": 0,
+                    "item": {**message, "status": "in_progress", "content": []}},
+                   {"type": "response.content_part.added", **where, "part": part}]
+        tokens = text.split(" ")
+        for index, token in enumerate(tokens):
+            events.append({"type": "response.output_text.delta", **where, "logprobs": [],
+                           "delta": token + (" " if index + 1 < len(tokens) else "")})
+        events += [{"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+                   {"type": "response.content_part.done", **where,
+                    "part": message["content"][0]},
+                   {"type": "response.output_item.done", "output_index": 0, "item": message},
+                   {"type": "response.completed", "response": done}]
+        for number, event in enumerate(events):
+            event["sequence_number"] = number
+            await responder.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                                  .encode())
+            await asyncio.sleep(self.options.token_delay)
+        await responder.end_stream()
+
+    async def handle_messages(self, request: Request, responder: Responder) -> None:
+        """Anthropic Messages API, plain or streamed as its named SSE events."""
+        seen = self.received(request)
+        body = seen.get("json", {})
+        await self.before_inference(request, body)  # honours test_delay
+        messages = body.get("messages") or [{}]
+        last = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
+        text = self.reply_text(last if isinstance(last, str) else json.dumps(last))
+        message = {"id": f"msg_{os.urandom(8).hex()}", "type": "message", "role": "assistant",
+                   "model": body.get("model", self.options.model),
+                   "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                   "stop_sequence": None, "received": seen,
+                   "usage": {"input_tokens": 3, "output_tokens": len(text.split())}}
+        if body.get("stream") is not True:
+            await responder.send_json(200, message)
+            return
+        await responder.start_stream("text/event-stream")
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": {**message, "content": [],
+                                                  "stop_reason": None}},
+            {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}}]
+        for token in text.split(" "):
+            events.append({"type": "content_block_delta", "index": 0,
+                           "delta": {"type": "text_delta", "text": token + " "}})
+        events += [{"type": "content_block_stop", "index": 0},
+                   {"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                                                       "stop_sequence": None},
+                    "usage": {"output_tokens": len(text.split())}},
+                   {"type": "message_stop"}]
+        for event in events:
+            await responder.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                                  .encode())
+            await asyncio.sleep(self.options.token_delay)
+        await responder.end_stream()
+
+    async def handle_count_tokens(self, request: Request, responder: Responder) -> None:
+        seen = self.received(request)
+        words = len(json.dumps(seen.get("json", {}).get("messages", [])).split())
+        await responder.send_json(200, {"input_tokens": words, "received": seen})
+
+    async def handle_transcription(self, request: Request, responder: Responder) -> None:
+        seen = self.received(request)
+        audio = seen.get("files", {}).get("file", {})
+        await responder.send_json(200, {"text": f"{audio.get('size', 0)} bytes of audio",
+                                        "received": seen})
+
+    async def handle_speech(self, request: Request, responder: Responder) -> None:
+        text = str(self.received(request).get("json", {}).get("input", ""))
+        await responder.send(200, b"ID3" + text.encode(), "audio/mpeg")
+
+    async def handle_images(self, request: Request, responder: Responder) -> None:
+        seen = self.received(request)
+        image = base64.b64encode(json.dumps(seen.get("files", {})).encode()).decode()
+        await responder.send_json(200, {"created": int(time.time()),
+                                        "data": [{"b64_json": image}], "received": seen})
+
+    async def handle_llama_completion(self, request: Request, responder: Responder) -> None:
+        seen = self.received(request)
+        prompt = str(seen.get("json", {}).get("prompt", ""))
+        await responder.send_json(200, {"content": self.reply_text(prompt),
+                                        "model": self.options.model, "received": seen})
+
+    async def handle_sdapi(self, request: Request, responder: Responder) -> None:
+        seen = self.received(request)
+        await responder.send_json(200, {"images": [base64.b64encode(b"PNG").decode()],
+                                        "info": json.dumps(seen), "received": seen})
 
     async def handle_echo_headers(self, request: Request, responder: Responder) -> None:
         """The headers exactly as received (lower-case names, repeats joined by ", ")."""

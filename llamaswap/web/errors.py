@@ -13,6 +13,8 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from llamaswap.web.anthropic import ANTHROPIC_API, anthropic_error_body
+
 _TYPES = {
     400: ("invalid_request_error", "bad_request"),
     401: ("authentication_error", "unauthorized"),
@@ -48,7 +50,10 @@ def send_error(request: Request, status: int, message: str, code: str | None = N
     for name, value in (headers or {}).items():
         request.setHeader(name, value)
     accept = (request.getHeader("accept") or "").lower()
-    if "text/plain" in accept:
+    if getattr(request, "llamaswap_api", None) == ANTHROPIC_API:  # set by resources
+        request.setHeader("content-type", "application/json")
+        body = json.dumps(anthropic_error_body(status, message)).encode()
+    elif "text/plain" in accept:
         request.setHeader("content-type", "text/plain; charset=utf-8")
         body = f"llamaswap: {message}\n".encode()
     elif "text/html" in accept and "application/json" not in accept:

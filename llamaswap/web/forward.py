@@ -1,24 +1,25 @@
 """Sends one client request to an upstream and relays the answer back, streaming.
 
-treq's ``HTTPClient`` over our own persistent ``HTTPConnectionPool``; bodies are never
-buffered on the way back (``unbuffered=True`` plus ``Relay``). Two treq defaults are wrong for
-a proxy and are turned off: following redirects, and a shared cookie jar (which would hand
-one client's upstream cookies to the next client).
+A bare ``twisted.web.client.Agent`` over our own persistent ``HTTPConnectionPool``; bodies
+are never buffered on the way back (``Relay``). Not treq: what treq adds is wrong for a proxy
+(following redirects, a cookie jar shared by all clients, gzip decoding) and cost ~15% of a
+proxied request's CPU time (``bench/run.py``, README "Performance").
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
-from treq.client import HTTPClient
-from treq.cookies import IndexableCookieJar
+import treq
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from llamaswap.web.connect import model_agent
 from llamaswap.web.pool import QuietPool
 from llamaswap.web.relay import Relay
 
@@ -33,19 +34,9 @@ class UpstreamUnavailable(Exception):
     """The upstream could not be reached or answered nothing (before any byte was sent)."""
 
 
-class _NoCookies(IndexableCookieJar):
-    """A jar that never stores or adds a cookie: Set-Cookie and Cookie pass through as is."""
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        pass
-
-    def add_cookie_header(self, request: Any) -> None:
-        pass
-
-
 @implementer(IBodyProducer)
 class BytesProducer:
-    """Writes an in-memory body at once (treq's default goes through a cooperator tick)."""
+    """Writes an in-memory body at once (``FileBodyProducer`` goes through a cooperator)."""
 
     def __init__(self, body: bytes) -> None:
         self._body = body
@@ -107,35 +98,83 @@ def copy_response_headers(response: Any, request: Request) -> None:
 class Forwarder:
     """The data-path HTTP client to local model servers."""
 
-    def __init__(self, reactor: Any, max_per_host: int = 64) -> None:
+    # Idle upstream connections kept per model server. Fewer than the streams in flight means
+    # reconnecting (and resolving the name) under load: at 200 streams, 64 cost ~7% of CPU.
+    def __init__(self, reactor: Any, max_per_host: int = 256, tls_policy: Any = None,
+                 connect_timeout: float | None = None) -> None:
         self.pool = QuietPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = max_per_host
-        self._client = HTTPClient(Agent(reactor, pool=self.pool), cookiejar=_NoCookies())
+        self._agent = model_agent(reactor, self.pool, tls_policy, connect_timeout)
+        self.watch: Callable[[Request, str], Any] | None = None
+        """Called as a request is sent upstream; may return an object whose ``response(code,
+        headers)`` and ``chunk(data)`` see the answer pass (``observability.Exchange``)."""
 
-    async def forward(self, request: Request, url: str, body: bytes | None) -> int:
+    async def forward(self, request: Request, url: str, body: bytes | IBodyProducer | None,
+                      headers: Headers | None = None,
+                      activity: Callable[[], None] | None = None) -> int:
         """Relay ``request`` to ``url``; return the body bytes relayed.
+
+        ``body`` is the request body (bytes, or a producer for large ones); ``headers``
+        replaces ``upstream_headers(request)`` when the caller adjusted them; ``activity``
+        is called whenever the upstream sends something (hang detection).
 
         Raises ``UpstreamUnavailable`` if nothing came back (nothing was written to the
         client yet) and ``relay.UpstreamBroke`` if the body broke off (client aborted).
         """
-        method = request.method.decode("ascii")
-        producer = BytesProducer(body) if body is not None else None
+        producer = BytesProducer(body) if isinstance(body, bytes) else body
+        if headers is None:
+            headers = upstream_headers(request)
+        watch = self.watch(request, url) if self.watch is not None else None
         try:
-            response = await self._client.request(
-                method, url, headers=upstream_headers(request), data=producer,
-                unbuffered=True, allow_redirects=False)
+            response = await self._agent.request(request.method, url.encode("latin-1"),
+                                                 headers, producer)
         except CancelledError:
             raise
         except Exception as e:
             raise UpstreamUnavailable(_describe(e)) from e
-        request.setResponseCode(response.code, response.phrase)
-        copy_response_headers(response, request)
-        relay = Relay(request)
+        if getattr(request, "headers_sent_early", False):
+            if response.code >= 400:  # a waiting stream already said 200: report it inside
+                return await _error_as_event(request, response)
+        else:
+            request.setResponseCode(response.code, response.phrase)
+            copy_response_headers(response, request)
+        if watch is not None:
+            watch.response(response.code, response.headers)
+        if activity is not None:
+            activity()
+        relay = Relay(request, on_chunk=_chunk_observer(
+            watch.chunk if watch is not None else None, activity))
         response.deliverBody(relay)
         return await relay.done
 
     def close(self) -> Deferred[None]:
         return self.pool.closeCachedConnections()
+
+
+def _chunk_observer(watch: Callable[[bytes], None] | None,
+                    activity: Callable[[], None] | None) -> Callable[[bytes], None] | None:
+    if activity is None:
+        return watch
+    if watch is None:
+        return lambda _: activity()
+
+    def both(data: bytes) -> None:
+        watch(data)
+        activity()
+
+    return both
+
+
+async def _error_as_event(request: Request, response: Any) -> int:
+    """An upstream error after a keep-alive stream began: one SSE ``error`` event, then end."""
+    body: bytes = await treq.content(response)  # an error answer: small, and read to its end
+    text = body.decode("utf-8", "replace").strip().replace("\n", " ") or json.dumps(
+        {"error": {"message": f"upstream answered {response.code}", "code": response.code}})
+    event = f"event: error\ndata: {text}\n\n".encode()
+    if not getattr(request, "_llamaswap_gone", False):
+        request.write(event)
+        request.finish()
+    return len(event)
 
 
 def _describe(error: Exception) -> str:

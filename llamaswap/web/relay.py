@@ -8,6 +8,7 @@ fails mid-body aborts the client connection instead of pretending the body was c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -31,8 +32,11 @@ class Relay(Protocol):
     Cancelling ``done`` (the client left) stops the upstream body.
     """
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request,
+                 on_chunk: Callable[[bytes], None] | None = None) -> None:
         self._request = request
+        self._on_chunk = on_chunk
+        """Sees each chunk after it was written to the client (token metering)."""
         self.bytes_relayed = 0
         self._client_gone = False
         self.done: Deferred[int] = Deferred(lambda _: self.client_gone())
@@ -44,6 +48,8 @@ class Relay(Protocol):
         if not self._client_gone:
             self.bytes_relayed += len(data)
             self._request.write(data)
+            if self._on_chunk is not None:
+                self._on_chunk(data)
 
     def client_gone(self) -> None:
         """The client disconnected: stop reading the upstream, which closes it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shlex
 import socket
 import sys
@@ -27,7 +28,24 @@ from llamaswap.service import LlamaSwapService
 UPSTREAM = Path(__file__).resolve().parents[1] / "upstream.py"
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(span: int = 8) -> int:
+    """A free loopback port with the next ``span`` ports free too (a config's ``startPort``
+    hands out consecutive ports), below the kernel's ephemeral range so that outgoing
+    connections do not take them meanwhile."""
+    for _ in range(500):
+        base = random.randrange(20000, 32000 - span)
+        if all(_bindable(base + i) for i in range(span)):
+            return base
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -106,11 +124,14 @@ async def llamaswap(tmp_path: Path) -> AsyncIterator[Any]:
     """Factory: ``await llamaswap(yaml_text)`` starts a llamaswap for that config."""
     running: list[tuple[Swapper, Any]] = []
 
-    async def start(yaml_text: str) -> Swapper:
+    async def start(yaml_text: str, adjust: Any = None) -> Swapper:
+        """``adjust(config) -> config`` may change what the loader would refuse (e.g. a
+        ``healthCheckTimeout`` below its minimum of 15 s, to keep a test short)."""
         text = f"startPort: {free_port()}\n" + textwrap.dedent(yaml_text)
         path = tmp_path / "config.yaml"
         path.write_text(text)
         config = parse_config(text, str(path))
+        config = adjust(config) if adjust is not None else config
         service = LlamaSwapService(config, reactor, drain_timeout=2.0)
         service.startService()
         listening = reactor.listenTCP(0, service.site(), interface="127.0.0.1")

@@ -172,8 +172,8 @@ models:
     cmd: {upstream_cmd("single")}
     concurrencyLimit: 1
 """)
-    slow = swapper.chat("single", test_delay=1.0)
-    await sleep(0.3)
+    slow = swapper.chat("single", test_delay=2.0)
+    await wait_for(lambda: swapper.service.router.in_flight("single") == 1, timeout=20)
     response = await swapper.chat("single")
     assert response.code == 429
     assert response.headers.getRawHeaders(b"retry-after") == [b"1"]

@@ -99,3 +99,44 @@ def _listening(port: int) -> bool:
     import socket
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_sighup_reloads_the_config_without_restarting(tmp_path: Path) -> None:
+    port, start_port = free_port(), free_port()
+    config = tmp_path / "config.yaml"
+
+    def write(reply: str) -> None:
+        config.write_text(f"startPort: {start_port}\nmodels:\n  m:\n"
+                          f"    cmd: {upstream_cmd('m', '--reply', reply)}\n")
+
+    async def reply() -> str:
+        response = await treq.post(url + "/v1/chat/completions", json.dumps(
+            {"model": "m", "messages": [{"role": "user", "content": "x"}]}).encode(),
+            headers={"Content-Type": "application/json"}, persistent=False)
+        return str(json.loads(await treq.content(response))["choices"][0]["message"]["content"])
+
+    write("before")
+    server = twistd(config, "-l", f"tcp:{port}:interface=127.0.0.1", "--state-file=",
+                    cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_for(lambda: _listening(port), timeout=30)
+        assert await reply() == "before"
+        write("after")
+        server.send_signal(signal.SIGHUP)
+        await wait_for(lambda: server.poll() is None, timeout=1)
+        got = ""
+        for _ in range(50):
+            got = await reply()
+            if got == "after":
+                break
+            await sleep(0.1)
+        assert got == "after" and server.poll() is None  # same daemon, new model settings
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.communicate(timeout=20)
+        finally:
+            if server.poll() is None:
+                server.kill()

@@ -1,0 +1,262 @@
+"""The activity history: one SQLite row per finished model request (reference §5.4).
+
+SQLite (standard library) runs on one dedicated thread, so the reactor never waits for a
+disk and the connection is only ever used by the thread that opened it. The table is cut
+to a row cap after each insert. ``CaptureCache`` keeps request and response bodies in
+memory, oldest first out, within a byte budget.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from llamaswap.logs import get_logger
+
+T = TypeVar("T")
+
+COLUMNS = ("id", "ts", "model", "endpoint", "method", "status", "duration_ms", "ttfb_ms",
+           "wait_ms", "input_tokens", "output_tokens", "cached_tokens", "prompt_per_second",
+           "tokens_per_second", "client", "error", "has_capture")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS activity (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    model TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    method TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    ttfb_ms REAL,
+    wait_ms REAL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    cached_tokens INTEGER,
+    prompt_per_second REAL,
+    tokens_per_second REAL,
+    client TEXT,
+    error TEXT,
+    has_capture INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id DESC);
+"""
+
+SORTABLE = {"id": "id", "time": "id", "model": "model", "endpoint": "endpoint",
+            "status": "status", "duration": "duration_ms", "ttfb": "ttfb_ms",
+            "prompt": "input_tokens", "generated": "output_tokens",
+            "prompt_speed": "prompt_per_second", "gen_speed": "tokens_per_second"}
+MAX_PAGE_SIZE = 999
+
+
+@dataclass(frozen=True)
+class Query:
+    models: Sequence[str] = ()
+    page: int = 1
+    limit: int = 25
+    sort: str = "id"
+    descending: bool = True
+
+
+class ActivityStore(Service):
+    """Rows in, pages and per-model stats out; every call returns a ``Deferred``."""
+
+    log = get_logger()
+
+    def __init__(self, reactor: Any, path: str | None, max_rows: int) -> None:
+        self._reactor = reactor
+        self.path = path
+        self.max_rows = max_rows
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="llamaswap-activity")
+        self._db: sqlite3.Connection | None = None
+        self._shutdown_trigger: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._pool.start()
+        # A store that is never stopped (an embedding app that forgets) must not keep the
+        # process alive: its thread is not a daemon, so stop it when the reactor stops.
+        self._shutdown_trigger = self._reactor.addSystemEventTrigger(
+            "during", "shutdown", self._pool.stop)
+        self._run(self._open).addErrback(
+            lambda f: self.log.failure("cannot open the activity store {path}", f,
+                                       path=self.path or ":memory:"))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        trigger, self._shutdown_trigger = self._shutdown_trigger, None
+        if trigger is not None:
+            try:
+                self._reactor.removeSystemEventTrigger(trigger)
+            except (ValueError, KeyError):
+                pass
+        if not self._pool.started:  # never started, or stopped already
+            return succeed(None)
+        d = self._run(self._close)
+        d.addErrback(lambda f: self.log.failure("closing the activity store", f))
+        d.addBoth(lambda _: self._pool.stop())
+        return d
+
+    def _run(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        return deferToThreadPool(self._reactor, self._pool, work, *args)
+
+    # -- on the store's thread --------------------------------------------------------------
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path or ":memory:", check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=5000")
+        if self.path:
+            db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _insert(self, row: dict[str, Any]) -> int:
+        assert self._db is not None, "the activity store is not open"
+        names = [c for c in COLUMNS if c != "id" and c in row]
+        with self._db:
+            cursor = self._db.execute(
+                f"INSERT INTO activity ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' for _ in names)})", [row[n] for n in names])
+            row_id = int(cursor.lastrowid or 0)
+            self._db.execute("DELETE FROM activity WHERE id <= ?", (row_id - self.max_rows,))
+        return row_id
+
+    def _select(self, query: Query) -> dict[str, Any]:
+        assert self._db is not None, "the activity store is not open"
+        where, params = _where(query.models)
+        total = self._db.execute(f"SELECT COUNT(*) FROM activity{where}", params).fetchone()[0]
+        column = SORTABLE.get(query.sort, "id")
+        order = "DESC" if query.descending else "ASC"
+        rows = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM activity{where} "
+            f"ORDER BY {column} {order}, id {order} LIMIT ? OFFSET ?",
+            [*params, query.limit, (query.page - 1) * query.limit]).fetchall()
+        return {"data": [_row(r) for r in rows], "page": query.page, "limit": query.limit,
+                "total": total, "total_pages": max(1, math.ceil(total / query.limit))}
+
+    def _stats(self, models: Sequence[str]) -> dict[str, Any]:
+        assert self._db is not None, "the activity store is not open"
+        where, params = _where(models)
+        per_model = {}
+        for model, count, inputs, outputs, cached, errors, duration in self._db.execute(
+                "SELECT model, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
+                "SUM(cached_tokens), SUM(status >= 400), AVG(duration_ms) "
+                f"FROM activity{where} GROUP BY model ORDER BY model", params):
+            speeds = [r[0] for r in self._db.execute(
+                "SELECT tokens_per_second FROM activity WHERE model = ? "
+                "AND tokens_per_second > 0", (model,))]
+            prompt_speeds = [r[0] for r in self._db.execute(
+                "SELECT prompt_per_second FROM activity WHERE model = ? "
+                "AND prompt_per_second > 0", (model,))]
+            ttfbs = [r[0] for r in self._db.execute(
+                "SELECT ttfb_ms FROM activity WHERE model = ? AND ttfb_ms IS NOT NULL",
+                (model,))]
+            per_model[model] = {
+                "total_requests": count, "errors": errors or 0,
+                "total_input_tokens": inputs or 0, "total_output_tokens": outputs or 0,
+                "total_cache_tokens": cached or 0, "avg_duration_ms": duration,
+                "gen_histogram": histogram(speeds), "prompt_histogram": histogram(prompt_speeds),
+                "ttfb_ms": histogram(ttfbs)}
+        totals = {key: sum(m[key] for m in per_model.values()) for key in (
+            "total_requests", "errors", "total_input_tokens", "total_output_tokens",
+            "total_cache_tokens")}
+        return {**totals, "models": per_model}
+
+    # -- on the reactor ---------------------------------------------------------------------
+
+    def add(self, row: dict[str, Any]) -> Deferred[int]:
+        """Store one finished request; fires with its row id."""
+        return self._run(self._insert, row)
+
+    def page(self, query: Query) -> Deferred[dict[str, Any]]:
+        """``{"data", "page", "limit", "total", "total_pages"}`` as llama-swap answers."""
+        return self._run(self._select, query)
+
+    def stats(self, models: Sequence[str] = ()) -> Deferred[dict[str, Any]]:
+        """Totals and per-model token counts, speed and time-to-first-byte histograms."""
+        return self._run(self._stats, models)
+
+
+def _where(models: Sequence[str]) -> tuple[str, list[Any]]:
+    if not models:
+        return "", []
+    return f" WHERE model IN ({', '.join('?' for _ in models)})", list(models)
+
+
+def _row(values: Sequence[Any]) -> dict[str, Any]:
+    row = dict(zip(COLUMNS, values, strict=True))
+    row["has_capture"] = bool(row["has_capture"])
+    return row
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """Linear-interpolated percentile of sorted values."""
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def histogram(values: Sequence[float]) -> dict[str, Any] | None:
+    """llama-swap's histogram: Sturges' rule bins (5 to 20) and p50/p95/p99; ``None`` if
+    there is no positive value."""
+    ordered = sorted(v for v in values if v is not None and v > 0)
+    if not ordered:
+        return None
+    low, high = ordered[0], ordered[-1]
+    count = min(20, max(5, math.ceil(math.log2(len(ordered))) + 1))
+    size = (high - low) / count or 1.0
+    bins = [0] * count
+    for value in ordered:
+        bins[min(int((value - low) / size), count - 1)] += 1
+    return {"bins": bins, "min": low, "max": high, "binSize": size,
+            "p50": percentile(ordered, 0.5), "p95": percentile(ordered, 0.95),
+            "p99": percentile(ordered, 0.99)}
+
+
+SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie",
+                               "x-api-key"})
+
+
+def redact(headers: dict[str, str]) -> dict[str, str]:
+    return {k: "[REDACTED]" if k.lower() in SENSITIVE_HEADERS else v for k, v in headers.items()}
+
+
+class CaptureCache:
+    """Captured exchanges by activity id, evicting the oldest beyond ``budget`` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._items: OrderedDict[int, tuple[int, dict[str, Any]]] = OrderedDict()
+        self._size = 0
+
+    def put(self, row_id: int, capture: dict[str, Any], size: int) -> bool:
+        if size > self.budget:
+            return False
+        self._items[row_id] = (size, capture)
+        self._size += size
+        while self._size > self.budget:
+            _, (old_size, _) = self._items.popitem(last=False)
+            self._size -= old_size
+        return True
+
+    def get(self, row_id: int) -> dict[str, Any] | None:
+        item = self._items.get(row_id)
+        return item[1] if item else None
+
+    def __contains__(self, row_id: object) -> bool:
+        return row_id in self._items

@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.test_cli -*-
+"""The ``llamaswap`` command: ``llamaswap check-config CONFIG`` and ``llamaswap --version``.
+
+The server itself runs under twistd (``twistd llamaswap``); this command only inspects.
+``check-config`` loads the config exactly as the daemon does and prints what the daemon
+would run: macros expanded, ``${PORT}`` assigned, groups completed with ``(default)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from llamaswap import __version__
+from llamaswap.config import Config, ConfigError, ModelConfig, load_config
+
+__all__ = ["main", "resolved"]
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def _model(model: ModelConfig) -> dict[str, Any]:
+    """One model; ``cmd`` as the argv llamaswap executes, shell-quoted to read unambiguously."""
+    fields = {
+        "cmd": shlex.join(model.cmd),
+        "cmdStop": model.cmd_stop or None,
+        "port": model.port,
+        "proxy": model.proxy,
+        "checkEndpoint": model.check_endpoint or "none",
+        "aliases": list(model.aliases),
+        "env": [f"{name}={value}" for name, value in model.env],
+        "ttl": _number(model.ttl),
+        "unloadTimeout": _number(model.unload_timeout),
+        "concurrencyLimit": model.concurrency_limit,
+        "useModelName": model.use_model_name or None,
+        "unlisted": model.unlisted,
+        "name": model.name or None,
+        "description": model.description or None,
+        "metadata": dict(model.metadata) or None,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def resolved(config: Config) -> dict[str, Any]:
+    """The config as the daemon uses it, in llama-swap's key names, as plain data."""
+    return {
+        "healthCheckTimeout": _number(config.health_check_timeout),
+        "logLevel": config.log_level,
+        "startPort": config.start_port,
+        "globalTTL": _number(config.global_ttl),
+        "unloadTimeout": _number(config.unload_timeout),
+        "includeAliasesInList": config.include_aliases_in_list,
+        "preload": list(config.preload),
+        "models": {model_id: _model(model) for model_id, model in config.models.items()},
+        "groups": {
+            group.id: {"swap": group.swap, "exclusive": group.exclusive,
+                       "persistent": group.persistent, "members": list(group.members)}
+            for group in config.groups.values()
+        },
+    }
+
+
+def check_config(path: str, output_format: str) -> int:
+    """Print the resolved config (stdout) and the findings (stderr); 0 if usable, else 1."""
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)  # the very lines twistd prints for this config
+        return 1
+    data = resolved(config)
+    if output_format == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 16), end="")
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: OK ({len(config.models)} models, {len(config.groups)} groups"
+          f"{f', {len(config.warnings)} warnings' if config.warnings else ''})",
+          file=sys.stderr)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llamaswap",
+        description="Inspect llamaswap configurations. Run the server with "
+                    "`twistd -n llamaswap -c CONFIG` (see `twistd llamaswap --help`).")
+    parser.add_argument("--version", action="version", version=f"llamaswap {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser(
+        "check-config", help="validate a config and print it resolved, starting nothing",
+        description="Validate CONFIG as the daemon would and print it resolved (macros "
+                    "expanded, ports assigned, groups). Problems and warnings go to stderr, "
+                    "one line each. Exit status 0 if the config is usable, 1 if not.")
+    check.add_argument("config", metavar="CONFIG", help="the YAML configuration file")
+    check.add_argument("--format", choices=("yaml", "json"), default="yaml",
+                       help="output format of the resolved config (default: yaml)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.config, args.format)
+    raise AssertionError(args.command)  # argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""What llamaswap knows about itself, in one place: logs, live events, metrics, activity.
+
+``Observability`` is created by ``LlamaSwapService`` and fed from three hooks:
+
+- model state changes (``ModelProcess.add_observer``) -> ``modelStatus`` events, metrics;
+- the forwarder (``Forwarder.watch``) -> an ``Exchange`` per relayed request that reads the
+  response bytes after they were written to the client (time to first byte, token figures,
+  an optional capture) and records the request when it ends;
+- the access-logged request (``request_finished``) -> request counts, and activity rows for
+  model requests that never reached their model (404, 429, start failures).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+
+from llamaswap import events
+from llamaswap.activity import ActivityStore, CaptureCache, redact
+from llamaswap.events import EventBus
+from llamaswap.logs import LogStream, ProxyLogCollector, get_logger, llamaswap_events
+from llamaswap.metrics import Metrics, endpoint_label
+from llamaswap.policy import ModelState
+from llamaswap.process import ModelProcess
+from llamaswap.tokens import TokenMeter
+
+if TYPE_CHECKING:
+    from llamaswap.config import Config
+
+log = get_logger()
+
+INFLIGHT_UPDATE_INTERVAL = 0.25
+QUEUE_POLL_INTERVAL = 0.5
+ERROR_BODY_BYTES = 4096
+
+
+def relative_path(request: Request) -> str:
+    """The request path below llamaswap's mount point, without the query."""
+    depth = getattr(request, "llamaswap_depth", 0)
+    segments = request.path.split(b"/")[1 + depth:]
+    return "/" + b"/".join(segments).decode("latin-1")
+
+
+def client_of(request: Request) -> str:
+    return getattr(request.getClientAddress(), "host", "") or ""
+
+
+class Observability:
+    """Log streams, the event bus, the metrics registry, the activity store and captures."""
+
+    def __init__(self, config: Config, processes: Mapping[str, ModelProcess], router: Any,
+                 reactor: Any) -> None:
+        self._config = config
+        self._processes = processes
+        self._router = router
+        self._clock = reactor
+        self.bus = EventBus()
+        self.proxy_log = LogStream()
+        self.upstream_log = LogStream()
+        self.combined_log = LogStream()
+        """``/logs``: what ``logToStdout`` sends to the process log, as llama-swap's mux."""
+        if config.log_to_stdout in ("proxy", "both"):
+            self.proxy_log.subscribe(self.combined_log.append)
+        if config.log_to_stdout in ("upstream", "both"):
+            self.upstream_log.subscribe(self.combined_log.append)
+        self._collector = ProxyLogCollector(self.proxy_log, config.log_time_format)
+        self.proxy_log.subscribe(lambda line: self._log_event("proxy", line))
+        self.upstream_log.subscribe(lambda line: self._log_event("upstream", line))
+        self.metrics = Metrics(processes, router, reactor)
+        self.store = ActivityStore(reactor, config.store_path,
+                                   config.store_max_rows if config.store_path
+                                   else config.metrics_max_in_memory)
+        self.captures = CaptureCache(config.capture_buffer_bytes)
+        self._ids = itertools.count(1)
+        self.in_flight: dict[int, Exchange] = {}
+        self.open_streams: set[Callable[[], None]] = set()
+        """Closers of the log and event streams being served, ended by ``stop``."""
+        self._queued = 0
+        self._queue_poll = LoopingCall(self._poll_queue)
+        self._queue_poll.clock = reactor
+        for process in processes.values():
+            process.add_observer(self._state_changed)
+
+    def watch_process(self, process: ModelProcess) -> None:
+        """Also follow a process created later (a config reload added or relaunched it)."""
+        process.add_observer(self._state_changed)
+        self.metrics.watch_process(process)
+
+    def model_line(self, model_id: str, line: str) -> None:
+        """A line a model printed (its own ring already has it)."""
+        self.upstream_log.append(f"[{model_id}] {line}")
+
+    def start(self) -> None:
+        llamaswap_events.addObserver(self._collector)
+        self.metrics.start()
+        self._queue_poll.start(QUEUE_POLL_INTERVAL, now=False)
+
+    def stop(self) -> None:
+        llamaswap_events.removeObserver(self._collector)
+        self.metrics.stop()
+        if self._queue_poll.running:
+            self._queue_poll.stop()
+        for close in list(self.open_streams):
+            close()
+
+    def shutting_down(self) -> None:
+        self.metrics.shutting_down = True
+
+    # -- live events ------------------------------------------------------------------------
+
+    def _log_event(self, source: str, line: str) -> None:
+        self.bus.publish(events.LOG_DATA, {"source": source, "data": line + "\n"})
+
+    def model_status(self) -> list[dict[str, Any]]:
+        """Every configured model with its state (``modelStatus`` / the UI's model list)."""
+        result = []
+        for model_id, process in sorted(self._processes.items()):
+            model = process.model
+            result.append({
+                "id": model_id, "name": model.name, "description": model.description,
+                "state": process.state.value, "unlisted": model.unlisted,
+                "aliases": list(model.aliases), "ttl": model.ttl, "pid": process.pid,
+                "inFlight": self._router.in_flight(model_id), "lastError": process.last_error})
+        return result
+
+    def _state_changed(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:
+        self.bus.publish(events.MODEL_STATUS, self.model_status())
+
+    def _poll_queue(self) -> None:
+        queued = self._router.queued()
+        if queued != self._queued:
+            self._queued = queued
+            self.bus.publish(events.QUEUE, {"queued": queued})
+
+    def queue_status(self) -> dict[str, int]:
+        return {"queued": self._router.queued()}
+
+    def in_flight_snapshot(self) -> dict[str, Any]:
+        return {"operation": "snapshot",
+                "requests": [e.entry() for e in self.in_flight.values()]}
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def watch(self, request: Request, url: str) -> Exchange:
+        """The forwarder's hook: a request is about to be sent to its model."""
+        exchange_id = getattr(request, "llamaswap_request_id", None) or next(self._ids)
+        return Exchange(self, request, exchange_id)
+
+    def request_finished(self, request: Request, status: int, seconds: float) -> None:
+        """The access log's hook: every request, once it is over."""
+        path = relative_path(request)
+        model = getattr(request, "llamaswap_model", None)
+        self.metrics.request_finished(endpoint_label(path), model or "", status, seconds)
+        if model and getattr(request, "llamaswap_exchange", None) is None:
+            self.record({"ts": time.time(), "model": model, "endpoint": path,
+                         "method": request.method.decode("ascii", "replace"), "status": status,
+                         "duration_ms": seconds * 1000, "client": client_of(request),
+                         "error": f"{status} {_phrase(request)}"}, None)
+
+    def record(self, row: dict[str, Any], capture: tuple[dict[str, Any], int] | None) -> None:
+        """Store a finished request; then announce it (``activity`` event)."""
+        def stored(row_id: int) -> None:
+            if capture is not None:
+                capture[0]["id"] = row_id
+                self.captures.put(row_id, *capture)
+            self.bus.publish(events.ACTIVITY, {"id": row_id})
+
+        def failed(failure: Failure) -> None:
+            log.failure("could not record a request in the activity store", failure)
+
+        self.store.add(row).addCallbacks(stored, failed)
+
+
+def _phrase(request: Request) -> str:
+    phrase = getattr(request, "code_message", b"")
+    return phrase.decode("latin-1") if isinstance(phrase, bytes) else str(phrase or "")
+
+
+class Exchange:
+    """One request relayed to a model, followed as its response passes by."""
+
+    def __init__(self, owner: Observability, request: Request, exchange_id: int) -> None:
+        self._owner = owner
+        self._clock = owner._clock
+        self._request = request
+        self.id = exchange_id
+        self.model = getattr(request, "llamaswap_model", "") or ""
+        self.path = relative_path(request)
+        self.method = request.method.decode("ascii", "replace")
+        self.client = client_of(request)
+        self.started_wall = time.time()
+        self.dispatched = self._clock.seconds()
+        began = getattr(request, "_llamaswap_started", None)
+        self.wait = time.monotonic() - began if began is not None else None
+        self.status: int | None = None
+        self.first_byte: float | None = None
+        self.bytes = 0
+        self._last_update = self.dispatched
+        self._meter: TokenMeter | None = None
+        self._error_body = b""
+        self._broken = False
+        budget = owner.captures.budget
+        self._capture: dict[str, Any] | None = None
+        self._capture_size = 0
+        body = b""
+        if budget > 0 and request.content is not None:
+            # The body may be a spooled file the forwarder streams from: leave it as found.
+            position = request.content.tell()
+            size = request.content.seek(0, 2)
+            if size <= budget:
+                request.content.seek(0)
+                body = request.content.read()
+            request.content.seek(position)
+        else:
+            size = 0
+        if budget > 0 and size <= budget:
+            self._capture = {
+                "id": exchange_id, "req_path": self.path, "req_method": self.method,
+                "req_headers": redact(_headers(request.requestHeaders)),
+                "req_body": body.decode("utf-8", "replace"), "resp_headers": {},
+                "resp_body": ""}
+            self._capture_size = len(body)
+            self._resp_body: list[bytes] = []
+        request.llamaswap_exchange = self  # type: ignore[attr-defined]
+        owner.in_flight[exchange_id] = self
+        owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert", "request": self.entry()})
+        request.notifyFinish().addBoth(self._finished)
+
+    def entry(self) -> dict[str, Any]:
+        """The ``inflight`` event's view of this request."""
+        return {"id": str(self.id), "timestamp": self.started_wall, "model": self.model,
+                "req_path": self.path, "method": self.method, "remote_ip": self.client,
+                "status": self.status, "resp_bytes": self.bytes,
+                "elapsed_ms": round((self._clock.seconds() - self.dispatched) * 1000)}
+
+    # -- the forwarder calls these ----------------------------------------------------------
+
+    def response(self, code: int, headers: Any) -> None:
+        """The upstream's status line and headers arrived."""
+        self.status = code
+        content_type = _first(headers, b"content-type")
+        self._meter = TokenMeter(content_type, _first(headers, b"content-encoding"))
+        if self._capture is not None:
+            self._capture["resp_headers"] = redact(
+                {k: v for k, v in _headers(headers).items() if k.lower() != "content-encoding"})
+        self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
+                                                   "request": self.entry()})
+
+    def chunk(self, data: bytes) -> None:
+        """A body chunk, already written to the client. Must stay cheap and never raise."""
+        if self._broken:
+            return
+        try:
+            self._chunk(data)
+        except Exception:
+            self._broken = True
+            log.failure("measuring a response of {model} failed; measuring stops",
+                        model=self.model)
+
+    def _chunk(self, data: bytes) -> None:
+        now = self._clock.seconds()
+        if self.first_byte is None:
+            self.first_byte = now
+        self.bytes += len(data)
+        if self._meter is not None:
+            self._meter.feed(data)
+        if self.status is not None and self.status >= 400 and \
+                len(self._error_body) < ERROR_BODY_BYTES:
+            self._error_body += data[:ERROR_BODY_BYTES - len(self._error_body)]
+        if self._capture is not None:
+            if self._capture_size + len(data) <= self._owner.captures.budget:
+                self._resp_body.append(data)
+                self._capture_size += len(data)
+            else:
+                self._capture = None  # too big to keep: no capture rather than a partial one
+        if now - self._last_update >= INFLIGHT_UPDATE_INTERVAL:
+            self._last_update = now
+            self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
+                                                       "request": self.entry()})
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _finished(self, result: object) -> None:
+        owner = self._owner
+        owner.in_flight.pop(self.id, None)
+        owner.bus.publish(events.IN_FLIGHT, {"operation": "remove", "id": str(self.id)})
+        try:
+            self._record(499 if isinstance(result, Failure) else self._request.code)
+        except Exception:
+            log.failure("recording a request of {model} failed", model=self.model)
+
+    def _record(self, status: int) -> None:
+        now = self._clock.seconds()
+        figures = self._meter.finish() if self._meter is not None else None
+        ttfb = self.first_byte - self.dispatched if self.first_byte is not None else None
+        tokens_per_second = figures.tokens_per_second if figures else None
+        if (figures and not tokens_per_second and figures.output_tokens and
+                self.first_byte is not None and figures.output_tokens > 1 and
+                now - self.first_byte > 0):
+            # No timings from the server: output tokens over the time they streamed.
+            tokens_per_second = (figures.output_tokens - 1) / (now - self.first_byte)
+        duration = self.wait or 0.0
+        duration += now - self.dispatched
+        row = {
+            "ts": self.started_wall, "model": self.model, "endpoint": self.path,
+            "method": self.method, "status": status, "duration_ms": duration * 1000,
+            "ttfb_ms": ttfb * 1000 if ttfb is not None else None,
+            "wait_ms": self.wait * 1000 if self.wait is not None else None,
+            "input_tokens": figures.input_tokens if figures else None,
+            "output_tokens": figures.output_tokens if figures else None,
+            "cached_tokens": figures.cached_tokens if figures else None,
+            "prompt_per_second": figures.prompt_per_second if figures else None,
+            "tokens_per_second": tokens_per_second, "client": self.client,
+            "error": _error_message(status, self._error_body) if status >= 400 else None,
+            "has_capture": self._capture is not None,
+        }
+        self._owner.metrics.exchange_finished(
+            self.model, wait=self.wait, ttfb=ttfb,
+            input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
+            cached_tokens=row["cached_tokens"], prompt_per_second=row["prompt_per_second"],
+            tokens_per_second=tokens_per_second)
+        capture = None
+        if self._capture is not None:
+            self._capture["resp_body"] = b"".join(self._resp_body).decode("utf-8", "replace")
+            capture = (self._capture, self._capture_size)
+        self._owner.record(row, capture)
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    return {name.decode("latin-1"): b", ".join(values).decode("latin-1")
+            for name, values in headers.getAllRawHeaders()}
+
+
+def _first(headers: Any, name: bytes) -> str:
+    values = headers.getRawHeaders(name) or [b""]
+    value = values[0]
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def _error_message(status: int, body: bytes) -> str:
+    """The first message found in an error body (as llama-swap), else the status."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        for candidate in (data.get("error"), data.get("message"), data.get("detail")):
+            if isinstance(candidate, dict):
+                candidate = candidate.get("message")
+            if isinstance(candidate, str) and candidate:
+                return candidate[:500]
+    text = body.decode("utf-8", "replace").strip()
+    return text[:500] if text else str(status)

@@ -1,0 +1,169 @@
+"""Token figures read from upstream responses as their bytes pass by (reference §5.4).
+
+``TokenMeter.feed`` sees every chunk the relay writes to the client, after it was written:
+it never holds a chunk back. Server-sent events are split into lines and only ``data:``
+lines that mention ``usage``, ``timings`` or ``metrics`` are decoded. A plain JSON body is
+not kept whole: only its last ``JSON_TAIL_BYTES`` are, because ``usage`` and llama.cpp's
+``timings`` sit at the end of a completion object.
+
+Pure code: no Twisted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+JSON_TAIL_BYTES = 64 * 1024
+MAX_SSE_LINE = 1024 * 1024
+_KEYS = (b'"usage"', b'"timings"', b'"metrics"')
+
+
+@dataclass
+class TokenFigures:
+    """What one response said about its tokens; ``None`` where it said nothing."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    prompt_per_second: float | None = None
+    tokens_per_second: float | None = None
+    upstream_ms: float | None = None
+    """llama.cpp's ``prompt_ms + predicted_ms``."""
+
+    def merge(self, obj: Any) -> None:
+        """Take the figures of one decoded JSON object (a stream event or a whole body)."""
+        if not isinstance(obj, dict):
+            return
+        for usage in (obj.get("usage"), _get(obj, "response", "usage"),
+                      _get(obj, "message", "usage")):
+            if isinstance(usage, dict):
+                self._usage(usage)
+        timings = obj.get("timings")
+        if isinstance(timings, dict):
+            self._timings(timings)
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        self.input_tokens = _positive(usage, "prompt_tokens", "input_tokens") or self.input_tokens
+        self.output_tokens = (_positive(usage, "completion_tokens", "output_tokens")
+                              or self.output_tokens)
+        cached = (_positive(usage, "cache_read_input_tokens")
+                  or _positive(_dict(usage.get("input_tokens_details")), "cached_tokens")
+                  or _positive(_dict(usage.get("prompt_tokens_details")), "cached_tokens"))
+        self.cached_tokens = cached or self.cached_tokens
+
+    def _timings(self, t: dict[str, Any]) -> None:
+        """llama.cpp's own measurements win over ``usage`` (they are what it did)."""
+        self.input_tokens = _positive(t, "prompt_n") or self.input_tokens
+        self.output_tokens = _positive(t, "predicted_n") or self.output_tokens
+        self.cached_tokens = _positive(t, "cache_n") or self.cached_tokens
+        self.prompt_per_second = _positive(t, "prompt_per_second") or self.prompt_per_second
+        self.tokens_per_second = _positive(t, "predicted_per_second") or self.tokens_per_second
+        total = (_number(t.get("prompt_ms")) or 0.0) + (_number(t.get("predicted_ms")) or 0.0)
+        if total > 0:
+            self.upstream_ms = total
+
+
+class TokenMeter:
+    """Follows one response body; ``figures`` is up to date after every ``feed``."""
+
+    def __init__(self, content_type: str, content_encoding: str = "") -> None:
+        self.figures = TokenFigures()
+        self._sse = content_type.lower().startswith("text/event-stream")
+        # A compressed body cannot be read incrementally here; llama-server does not compress.
+        self._off = bool(content_encoding and content_encoding.lower() != "identity")
+        self._json = not self._sse and "json" in content_type.lower()
+        self._buffer = b""
+        self._skip_line = False
+
+    def feed(self, data: bytes) -> None:
+        if self._off:
+            return
+        if self._sse:
+            self._feed_sse(data)
+        elif self._json:
+            self._buffer = (self._buffer + data)[-JSON_TAIL_BYTES:]
+
+    def finish(self) -> TokenFigures:
+        """The body is complete: read what is still pending and return the figures."""
+        if self._sse and self._buffer:
+            self._sse_line(self._buffer)
+        elif self._json and self._buffer:
+            self._read_json_tail(self._buffer)
+        self._buffer = b""
+        return self.figures
+
+    def _feed_sse(self, data: bytes) -> None:
+        data = self._buffer + data
+        *lines, self._buffer = data.split(b"\n")
+        for line in lines:
+            if self._skip_line:
+                self._skip_line = False
+                continue
+            self._sse_line(line)
+        if len(self._buffer) > MAX_SSE_LINE:  # an absurd line: skip it rather than hold it
+            self._buffer = b""
+            self._skip_line = True
+
+    def _sse_line(self, line: bytes) -> None:
+        if not line.startswith(b"data:") or not any(k in line for k in _KEYS):
+            return
+        try:
+            self.figures.merge(json.loads(line[5:]))
+        except ValueError:
+            pass
+
+    def _read_json_tail(self, tail: bytes) -> None:
+        """Decode the objects that follow the last ``"usage":``/``"timings":`` keys."""
+        text = tail.decode("utf-8", "replace")
+        decoder = json.JSONDecoder()
+        found: dict[str, Any] = {}
+        for key in ("usage", "timings"):
+            at = len(text)
+            while True:
+                at = text.rfind(f'"{key}"', 0, at)
+                if at < 0:
+                    break
+                brace = text.find("{", at)
+                colon = text.find(":", at)
+                if brace < 0 or colon < 0 or text[colon + 1:brace].strip():
+                    continue
+                try:
+                    found[key], _ = decoder.raw_decode(text, brace)
+                    break
+                except ValueError:
+                    continue
+        if not found and tail.lstrip()[:1] == b"{":
+            try:
+                found = json.loads(tail)
+            except ValueError:
+                return
+        self.figures.merge(found)
+
+
+def _get(obj: dict[str, Any], *keys: str) -> Any:
+    value: Any = obj
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _positive(d: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = _number(d.get(key))
+        if value is not None and value > 0:
+            return int(value) if isinstance(d.get(key), int) else value
+    return None

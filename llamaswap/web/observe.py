@@ -1,0 +1,332 @@
+"""``/logs*``, ``/api/events``, ``/metrics``, ``/api/metrics/*`` and ``/api/captures/<id>``.
+
+Streams (logs, events) are push producers registered on their request: when a client reads
+slower than llamaswap writes, the transport pauses the producer and lines are dropped for
+that client only (a note says how many bytes were lost), so a slow reader never slows a
+model's pipes or the proxy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from llamaswap import events
+from llamaswap.activity import MAX_PAGE_SIZE, SORTABLE, Query
+from llamaswap.logs import LogStream
+from llamaswap.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from llamaswap.web.errors import send_error
+from llamaswap.web.resources import _Endpoint, _NotFound, mount, send_json, send_text
+
+if TYPE_CHECKING:
+    from llamaswap.service import LlamaSwapService
+
+
+@implementer(IPushProducer)
+class _Follower:
+    """One client following a stream; drops what it cannot take while paused."""
+
+    def __init__(self, request: Request, on_resume_after_drop: Callable[[int], None]) -> None:
+        self._request = request
+        self._paused = False
+        self._dropped = 0
+        self._on_resume_after_drop = on_resume_after_drop
+        self._closed = False
+        self._cleanups: list[Callable[[], None]] = []
+        request.registerProducer(self, True)
+        request.notifyFinish().addBoth(self._gone)
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    def send(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._paused:
+            self._dropped += len(data)
+            return
+        self._request.write(data)
+
+    def close(self) -> None:
+        """End the stream from our side (shutdown)."""
+        if not self._closed:
+            self._request.unregisterProducer()
+            self._request.finish()
+            self._gone(None)
+
+    def _gone(self, _: object) -> None:
+        self._closed = True
+        cleanups, self._cleanups = self._cleanups, []
+        for cleanup in cleanups:
+            cleanup()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        dropped, self._dropped = self._dropped, 0
+        if dropped and not self._closed:
+            self._on_resume_after_drop(dropped)
+
+    def stopProducing(self) -> None:
+        self._gone(None)
+
+
+def _follow(app: LlamaSwapService, request: Request,
+            on_resume_after_drop: Callable[[int], None]) -> _Follower:
+    follower = _Follower(request, on_resume_after_drop)
+    streams = app.observability.open_streams
+    streams.add(follower.close)
+    follower.on_close(lambda: streams.discard(follower.close))
+    return follower
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def _wants_html(request: Request) -> bool:
+    accept = (request.getHeader("accept") or "").lower()
+    return "text/html" in accept
+
+
+class Logs(_Endpoint):
+    """``GET /logs``: the combined log's history as text; browsers go to the UI."""
+
+    def __init__(self, app: LlamaSwapService) -> None:
+        super().__init__()
+        self._app = app
+
+    def handle_GET(self, request: Request) -> None:
+        if _wants_html(request):
+            request.setResponseCode(302)
+            request.setHeader("location", b"ui/#/logs")
+            request.finish()
+            return
+        send_text(request, self._app.observability.combined_log.text())
+
+
+def _has_flag(request: Request, name: bytes) -> bool:
+    """``?name`` or ``?name=...`` (twisted.web drops parameters without ``=``)."""
+    query = request.uri.partition(b"?")[2]
+    return any(part.partition(b"=")[0] == name for part in query.split(b"&"))
+
+
+class LogStreamEndpoint(_Endpoint):
+    """``/logs/stream``, ``/logs/stream/proxy``, ``/logs/stream/upstream``,
+    ``/logs/stream/<model>`` (IDs may contain ``/``): history first unless ``?no-history``."""
+
+    allow_subpaths = True
+
+    def __init__(self, app: LlamaSwapService) -> None:
+        super().__init__()
+        self._app = app
+
+    def _stream_for(self, name: str) -> LogStream | None:
+        obs = self._app.observability
+        if not name:
+            return obs.combined_log
+        if name == "proxy":
+            return obs.proxy_log
+        if name == "upstream":
+            return obs.upstream_log
+        model_id = self._app.config.resolve(name)
+        if model_id is None:
+            return None
+        output = self._app.processes[model_id].output
+        return output if isinstance(output, LogStream) else None
+
+    def handle_GET(self, request: Request) -> None:
+        name = unquote("/".join(s.decode("latin-1") for s in request.postpath or []).strip("/"))
+        stream = self._stream_for(name)
+        if stream is None:
+            send_error(request, 404, f"no log named '{name}' (proxy, upstream or a model ID)",
+                       code="model_not_found")
+            return
+        request.setHeader("content-type", "text/plain; charset=utf-8")
+        request.setHeader("cache-control", "no-cache")
+        request.setHeader("x-content-type-options", "nosniff")
+        request.setHeader("x-accel-buffering", "no")
+        follower = _follow(self._app, request, lambda n: follower.send(
+            f"\n— {n} bytes dropped —\n".encode()))
+        history = "" if _has_flag(request, b"no-history") else stream.text()
+        request.write(history.encode())  # also sends the headers when there is no history
+        follower.on_close(stream.subscribe(lambda line: follower.send((line + "\n").encode())))
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def _sse(message: dict[str, str]) -> bytes:
+    return b"event:message\ndata:" + json.dumps(message, separators=(",", ":")).encode() + \
+        b"\n\n"
+
+
+class Events(_Endpoint):
+    """``GET /api/events``: server-sent events, starting with a snapshot (§5.2)."""
+
+    def __init__(self, app: LlamaSwapService) -> None:
+        super().__init__()
+        self._app = app
+
+    def _snapshot(self, follower: _Follower, with_logs: bool) -> None:
+        obs = self._app.observability
+        if with_logs:
+            for source, stream in (("proxy", obs.proxy_log), ("upstream", obs.upstream_log)):
+                follower.send(_sse(events.envelope(events.LOG_DATA,
+                                                   {"source": source, "data": stream.text()})))
+        follower.send(_sse(events.envelope(events.MODEL_STATUS, obs.model_status())))
+        follower.send(_sse(events.envelope(events.IN_FLIGHT, obs.in_flight_snapshot())))
+        follower.send(_sse(events.envelope(events.QUEUE, obs.queue_status())))
+
+    def handle_GET(self, request: Request) -> None:
+        for name, value in (("content-type", "text/event-stream"), ("cache-control", "no-cache"),
+                            ("x-content-type-options", "nosniff"),
+                            ("x-accel-buffering", "no")):
+            request.setHeader(name, value)
+        # After drops the client's picture is stale: send the state again (not the logs).
+        follower = _follow(self._app, request,
+                           lambda _: self._snapshot(follower, with_logs=False))
+        self._snapshot(follower, with_logs=True)
+        follower.on_close(self._app.observability.bus.subscribe(
+            lambda message: follower.send(_sse(message))))
+
+
+# -- metrics and activity ------------------------------------------------------------------
+
+
+class Metrics(_Endpoint):
+    """``GET /metrics``: Prometheus text format."""
+
+    def __init__(self, app: LlamaSwapService) -> None:
+        super().__init__()
+        self._app = app
+
+    def handle_GET(self, request: Request) -> None:
+        body = self._app.observability.metrics.render()
+        request.setHeader("content-type", METRICS_CONTENT_TYPE)
+        request.setHeader("content-length", str(len(body)))
+        request.write(body)
+        request.finish()
+
+
+def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name.encode())
+    if not raw:
+        return default
+    try:
+        value = int(raw[0])
+    except ValueError:
+        raise ValueError(f"'{name}' must be an integer, got {raw[0].decode('latin-1')!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"'{name}' must be between {low} and {high}, got {value}")
+    return value
+
+
+def _models_arg(request: Request) -> list[str]:
+    return [m.decode("utf-8", "replace") for m in request.args.get(b"model", []) if m]
+
+
+class Activity(_Endpoint):
+    """``GET /api/metrics/activity?model=&page=&limit=&sort=&order=``."""
+
+    def __init__(self, app: LlamaSwapService) -> None:
+        super().__init__()
+        self._app = app
+
+    async def handle_GET(self, request: Request) -> None:
+        try:
+            page = _int_arg(request, "page", 1, 1, 1_000_000)
+            limit = _int_arg(request, "limit", 25, 1, MAX_PAGE_SIZE)
+            sort = request.args.get(b"sort", [b"id"])[0].decode("latin-1")
+            order = request.args.get(b"order", [b"desc"])[0].decode("latin-1")
+            if sort not in SORTABLE:
+                raise ValueError(f"'sort' must be one of {', '.join(SORTABLE)}")
+            if order not in ("asc", "desc"):
+                raise ValueError("'order' must be asc or desc")
+        except ValueError as e:
+            send_error(request, 400, str(e), code="invalid_query")
+            return
+        result = await self._app.observability.store.page(Query(
+            models=_models_arg(request), page=page, limit=limit, sort=sort,
+            descending=order == "desc"))
+        captures = self._app.observability.captures
+        for row in result["data"]:
+            row["has_capture"] = row["id"] in captures
+        send_json(request, result)
+
+
+class Stats(_Endpoint):
+    """``GET /api/metrics/stats?model=``: totals and per-model token and speed stats."""
+
+    def __init__(self, app: LlamaSwapService) -> None:
+        super().__init__()
+        self._app = app
+
+    async def handle_GET(self, request: Request) -> None:
+        send_json(request, await self._app.observability.store.stats(_models_arg(request)))
+
+
+class Captures(_Endpoint):
+    """``GET /api/captures/<id>``: the captured request and response of an activity row."""
+
+    allow_subpaths = True
+
+    def __init__(self, app: LlamaSwapService) -> None:
+        super().__init__()
+        self._app = app
+
+    def handle_GET(self, request: Request) -> None:
+        raw = b"/".join(request.postpath or []).strip(b"/")
+        capture = None
+        if raw.isdigit():
+            capture = self._app.observability.captures.get(int(raw))
+        if capture is None:
+            send_error(request, 404, f"no capture with id {raw.decode('latin-1')!r}",
+                       code="not_found")
+            return
+        send_json(request, capture)
+
+
+class InFlight(_Endpoint):
+    """``GET /api/inflight``: requests being relayed right now."""
+
+    def __init__(self, app: LlamaSwapService) -> None:
+        super().__init__()
+        self._app = app
+
+    def handle_GET(self, request: Request) -> None:
+        send_json(request, self._app.observability.in_flight_snapshot())
+
+
+class _LogsNode(Resource):
+    """``/logs`` itself, with ``/logs/stream...`` below it."""
+
+    def __init__(self, app: LlamaSwapService) -> None:
+        super().__init__()
+        self._logs = Logs(app)
+        self.putChild(b"stream", LogStreamEndpoint(app))
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self._logs if path == b"" else _NotFound()
+
+    def render(self, request: Request) -> bytes | int:
+        return self._logs.render(request)
+
+
+def mount_observability(root: Resource, app: LlamaSwapService) -> None:
+    """Put the observability endpoints into ``root`` (called by ``build_root``)."""
+    mount(root, b"/logs", _LogsNode(app))
+    mount(root, b"/api/events", Events(app))
+    mount(root, b"/metrics", Metrics(app))
+    mount(root, b"/api/metrics/activity", Activity(app))
+    mount(root, b"/api/metrics/stats", Stats(app))
+    mount(root, b"/api/captures", Captures(app))
+    mount(root, b"/api/inflight", InFlight(app))

@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_site -*-
+"""A ``Site`` whose connections cannot be held open by clients that send slowly.
+
+twisted.web's ``HTTPChannel`` has one timer, an idle timeout that every received byte resets,
+so a client that trickles one header byte every few seconds (slowloris) keeps a connection,
+and its file descriptor, forever. ``HardenedChannel`` adds two deadlines that bytes do not
+reset:
+
+- the request line and headers must be complete ``header_timeout`` seconds after the
+  request's first byte arrived;
+- the body must arrive at ``min_body_rate`` bytes per second on average, after a grace of
+  ``body_timeout`` seconds (a deadline that each received byte pushes back by
+  ``1 / min_body_rate`` seconds, never more).
+
+A client that misses one gets ``408 Request Timeout`` and is disconnected (aborted
+``abortTimeout`` seconds later if it does not read). Between requests the idle keep-alive
+timeout (``idle_timeout``) applies; while a request is being answered none does, so long
+generations are never cut. Header size and count stay bounded by ``HTTPChannel`` itself
+(16 KiB, 500 headers: 400 beyond).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Site
+
+from llamaswap.logs import get_logger
+
+HEADER_TIMEOUT = 30.0
+BODY_TIMEOUT = 30.0
+MIN_BODY_RATE = 1024.0
+IDLE_TIMEOUT = 60.0
+
+log = get_logger("llamaswap.web.site")
+
+_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+
+
+class HardenedChannel(HTTPChannel):
+    """``HTTPChannel`` plus a header deadline and a minimum body rate (module docstring)."""
+
+    header_timeout = HEADER_TIMEOUT
+    body_timeout = BODY_TIMEOUT
+    min_body_rate = MIN_BODY_RATE
+
+    def __init__(self, clock: IReactorTime) -> None:
+        super().__init__()
+        self.clock = clock
+        self._phase = "idle"  # idle -> headers -> body -> answering -> idle (keep-alive)
+        self._deadline: IDelayedCall | None = None
+        self._body_due = 0.0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._phase == "idle" and data:
+            self._phase = "headers"
+            self._arm(self.header_timeout, "request headers")
+        elif self._phase == "body" and data:
+            self._body_due += len(data) / self.min_body_rate
+            self._arm_body()
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._phase = "body"
+        self._body_due = self._now() + self.body_timeout
+        self._arm_body()
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        self._phase = "answering"
+        self._disarm()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        # Set before the parent replays pipelined bytes through dataReceived.
+        self._phase = "idle"
+        self._disarm()
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _now(self) -> float:
+        return float(self.clock.seconds())
+
+    def _arm_body(self) -> None:
+        self._arm(max(0.0, self._body_due - self._now()), "request body")
+
+    def _arm(self, seconds: float, what: str) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.reset(seconds)
+            return
+        self._deadline = self.clock.callLater(seconds, self._missed, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _missed(self, what: str) -> None:
+        self._deadline = None
+        transport: Any = self.transport
+        if transport is None or self._phase not in ("headers", "body"):
+            return
+        peer = getattr(transport.getPeer(), "host", "-")
+        if self._answered():
+            log.info("client {client} stopped sending its {what} after its answer: "
+                     "disconnected", client=peer, what=what)
+        else:
+            log.warn("client {client} too slow sending its {what}: disconnected (408)",
+                     client=peer, what=what)
+            transport.write(_TIMEOUT_RESPONSE)
+        self._phase = "closed"
+        if self.abortTimeout is not None:
+            self._abortingCall = self.clock.callLater(self.abortTimeout,
+                                                      self.forceAbortClient)
+        self.loseConnection()
+
+
+    def _answered(self) -> bool:
+        """Whether the request being received already has its answer, e.g. a 413 sent
+        before its body (``web/limits.py``): then no 408 may follow it."""
+        request = self.requests[-1] if self.requests else None
+        return request is not None and bool(
+            request.startedWriting or getattr(request, "_llamaswap_rejected", False))
+
+
+class HardenedSite(Site):
+    """A ``Site`` building ``HardenedChannel`` connections (HTTP/1.1; no HTTP/2 upgrade).
+
+    ``reactor`` (an ``IReactorTime``) drives every timer, so tests pass a ``Clock``.
+    """
+
+    def __init__(self, resource: Any, *, reactor: Any = None,
+                 header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
+                 min_body_rate: float = MIN_BODY_RATE,
+                 idle_timeout: float | None = IDLE_TIMEOUT) -> None:
+        super().__init__(resource, timeout=idle_timeout, reactor=reactor)
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.min_body_rate = min_body_rate
+
+    def protocol(self) -> HardenedChannel:  # type: ignore[override]
+        channel = HardenedChannel(self.reactor)
+        channel.header_timeout = self.header_timeout
+        channel.body_timeout = self.body_timeout
+        channel.min_body_rate = self.min_body_rate
+        return channel

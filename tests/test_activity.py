@@ -1,0 +1,139 @@
+"""The SQLite activity store (on its own thread), histograms and the capture cache."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from llamaswap.activity import ActivityStore, CaptureCache, Query, histogram, percentile, redact
+
+
+def row(model: str, **extra: Any) -> dict[str, Any]:
+    return {"ts": 1.0, "model": model, "endpoint": "/v1/chat/completions", "method": "POST",
+            "status": 200, "duration_ms": 10.0, **extra}
+
+
+async def started(path: str | None = None, max_rows: int = 100) -> ActivityStore:
+    store = ActivityStore(reactor, path, max_rows)
+    store.startService()
+    return store
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_are_written_off_the_reactor_thread_paged_and_filtered() -> None:
+    store = await started()
+    threads: list[str] = []
+    original = store._insert
+
+    def spy(r: dict[str, Any]) -> int:
+        threads.append(threading.current_thread().name)
+        return original(r)
+
+    store._insert = spy  # type: ignore[method-assign]
+    try:
+        ids = [await store.add(row("a" if i % 2 else "b", output_tokens=i)) for i in range(7)]
+        assert ids == [1, 2, 3, 4, 5, 6, 7]
+        assert threading.current_thread().name not in threads
+        assert set(threads) == {threads[0]}  # one dedicated thread
+        page = await store.page(Query(page=1, limit=3))
+        assert [r["id"] for r in page["data"]] == [7, 6, 5]
+        assert (page["total"], page["total_pages"]) == (7, 3)
+        page = await store.page(Query(models=["a"], page=2, limit=2))
+        assert [r["id"] for r in page["data"]] == [2]  # a: 6, 4 | 2
+        assert page["total"] == 3 and all(r["model"] == "a" for r in page["data"])
+        page = await store.page(Query(sort="generated", descending=False, limit=2))
+        assert [r["output_tokens"] for r in page["data"]] == [0, 1]
+        assert page["data"][0]["has_capture"] is False
+    finally:
+        await store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_row_cap_drops_the_oldest_rows() -> None:
+    store = await started(max_rows=3)
+    try:
+        for i in range(5):
+            await store.add(row("a", output_tokens=i))
+        page = await store.page(Query())
+        assert [r["id"] for r in page["data"]] == [5, 4, 3]
+    finally:
+        await store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_store_survives_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "activity.db")
+    store = await started(path)
+    await store.add(row("a", input_tokens=5))
+    await store.stopService()
+    store = await started(path)
+    try:
+        assert await store.add(row("a")) == 2
+        page = await store.page(Query())
+        assert [r["input_tokens"] for r in page["data"]] == [None, 5]
+    finally:
+        await store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_per_model_stats() -> None:
+    store = await started()
+    try:
+        for speed in (10.0, 20.0, 30.0):
+            await store.add(row("a", input_tokens=5, output_tokens=50, tokens_per_second=speed,
+                                ttfb_ms=100.0))
+        await store.add(row("a", status=500))
+        await store.add(row("b", input_tokens=1, output_tokens=2, cached_tokens=1))
+        stats = await store.stats()
+        a, b = stats["models"]["a"], stats["models"]["b"]
+        assert (a["total_requests"], a["errors"], a["total_input_tokens"],
+                a["total_output_tokens"]) == (4, 1, 15, 150)
+        assert a["gen_histogram"]["p50"] == 20.0 and a["ttfb_ms"]["max"] == 100.0
+        assert b["gen_histogram"] is None and b["total_cache_tokens"] == 1
+        assert (stats["total_requests"], stats["total_output_tokens"]) == (5, 152)
+        only_b = await store.stats(["b"])
+        assert list(only_b["models"]) == ["b"]
+    finally:
+        await store.stopService()
+
+
+def test_histogram_follows_llama_swap() -> None:
+    assert histogram([]) is None
+    assert histogram([0, -1]) is None
+    h = histogram([float(v) for v in range(1, 101)])
+    assert h is not None
+    assert len(h["bins"]) == 8  # Sturges: ceil(log2(100)) + 1
+    assert sum(h["bins"]) == 100
+    assert (h["min"], h["max"]) == (1.0, 100.0)
+    assert h["p50"] == pytest.approx(50.5)
+    assert h["p99"] == pytest.approx(99.01)
+    assert len(histogram([5.0])["bins"]) == 5  # type: ignore[index]
+    assert percentile([1.0, 2.0], 0.5) == 1.5
+
+
+def test_capture_cache_is_fifo_within_its_budget() -> None:
+    cache = CaptureCache(budget=100)
+    assert cache.put(1, {"n": 1}, 40)
+    assert cache.put(2, {"n": 2}, 40)
+    assert cache.put(3, {"n": 3}, 40)  # evicts 1
+    assert 1 not in cache and cache.get(2) == {"n": 2} and 3 in cache
+    assert not cache.put(4, {"n": 4}, 101)  # bigger than the whole budget: not kept
+    assert 2 in cache and 3 in cache
+
+
+def test_sensitive_headers_are_redacted() -> None:
+    assert redact({"Authorization": "Bearer x", "X-Api-Key": "k", "Cookie": "c",
+                   "Accept": "*/*"}) == {"Authorization": "[REDACTED]", "X-Api-Key":
+                                        "[REDACTED]", "Cookie": "[REDACTED]", "Accept": "*/*"}
+
+
+def test_stopping_a_store_that_never_started_does_not_wait_forever() -> None:
+    store = ActivityStore(reactor, None, 10)
+    done: list[object] = []
+    store.stopService().addBoth(done.append)
+    assert done == [None]

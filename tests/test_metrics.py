@@ -1,0 +1,193 @@
+"""Prometheus metrics: state, load/unload durations, swap reasons, restarts, requests, tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel
+
+from llamaswap.metrics import Metrics, endpoint_label
+from llamaswap.policy import ModelState
+
+S = ModelState
+
+
+class StubProcess:
+    """What Metrics reads of a ModelProcess: its id, its state, its observers."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model = type("M", (), {"id": model_id})()
+        self.state = S.STOPPED
+        self._observers: list[Any] = []
+
+    def add_observer(self, observer: Any) -> None:
+        self._observers.append(observer)
+
+    def go(self, new: ModelState) -> None:
+        old, self.state = self.state, new
+        for observer in self._observers:
+            observer(self, old, new)
+
+
+class StubRouter:
+    def __init__(self) -> None:
+        self.flying: dict[str, int] = {}
+        self.waiting = 0
+
+    def in_flight(self, model: str) -> int:
+        return self.flying.get(model, 0)
+
+    def queued(self) -> int:
+        return self.waiting
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return samples(metrics).get((name, tuple(sorted(labels.items()))))
+
+
+def make() -> tuple[Metrics, dict[str, StubProcess], StubRouter, Clock]:
+    clock = Clock()
+    processes = {m: StubProcess(m) for m in ("a", "b")}
+    router = StubRouter()
+    return Metrics(processes, router, clock), processes, router, clock  # type: ignore[arg-type]
+
+
+def test_live_state_in_flight_and_queue_are_read_when_scraped() -> None:
+    metrics, processes, router, _ = make()
+    processes["a"].state = S.READY
+    router.flying["a"] = 3
+    router.waiting = 2
+    assert value(metrics, "llamaswap_model_state", model="a", state="ready") == 1.0
+    assert value(metrics, "llamaswap_model_state", model="a", state="stopped") == 0.0
+    assert value(metrics, "llamaswap_model_state", model="b", state="stopped") == 1.0
+    assert value(metrics, "llamaswap_requests_in_flight", model="a") == 3.0
+    assert value(metrics, "llamaswap_queue_length") == 2.0
+
+
+def test_load_and_unload_durations_come_from_state_changes() -> None:
+    metrics, processes, _, clock = make()
+    a = processes["a"]
+    a.go(S.STARTING)
+    clock.advance(4.0)
+    a.go(S.READY)
+    clock.advance(100)
+    a.go(S.STOPPING)
+    clock.advance(0.5)
+    a.go(S.STOPPED)
+    assert value(metrics, "llamaswap_model_load_seconds_sum", model="a") == 4.0
+    assert value(metrics, "llamaswap_model_load_seconds_bucket", model="a", le="5.0") == 1.0
+    assert value(metrics, "llamaswap_model_load_seconds_bucket", model="a", le="2.5") == 0.0
+    assert value(metrics, "llamaswap_model_unload_seconds_sum", model="a") == 0.5
+
+
+def test_swap_reasons_and_restart_causes() -> None:
+    metrics, processes, _, _ = make()
+    a = processes["a"]
+
+    def run_once(reason_event: dict[str, Any] | None) -> None:
+        a.go(S.STARTING)
+        a.go(S.READY)
+        if reason_event is not None:
+            metrics.sniff_router_log(reason_event)
+        a.go(S.STOPPING)
+        a.go(S.STOPPED)
+
+    run_once({"log_format": "{model}: unloading after TTL of {ttl:g}s", "model": "a",
+              "log_level": LogLevel.info})
+    run_once({"log_format": "swap: stopping {evict} to start {model}", "evict": "a, b",
+              "model": "c"})
+    run_once(None)  # the unload API
+    metrics.note_stop_reason("a", "budget")
+    run_once(None)
+    run_once({"log_format": "{model}: reload: stopping the old process", "model": "a"})
+    a.go(S.STARTING)
+    a.go(S.READY)
+    a.go(S.STOPPED)  # crashed while ready
+    a.go(S.STARTING)
+    a.go(S.STOPPED)  # failed to start
+    a.go(S.STARTING)
+    assert value(metrics, "llamaswap_swaps_total", model="a", reason="ttl") == 1.0
+    assert value(metrics, "llamaswap_swaps_total", model="a", reason="request") == 1.0
+    assert value(metrics, "llamaswap_swaps_total", model="a", reason="manual") == 1.0
+    assert value(metrics, "llamaswap_swaps_total", model="a", reason="budget") == 1.0
+    assert value(metrics, "llamaswap_swaps_total", model="a", reason="reload") == 1.0
+    for cause in ("ttl", "request", "manual", "budget", "reload", "crashed", "start_failed"):
+        assert value(metrics, "llamaswap_model_restarts_total", model="a", cause=cause) == 1.0
+    assert value(metrics, "llamaswap_model_start_failures_total", model="a") == 1.0
+    metrics.shutting_down = True
+    a.go(S.READY)
+    a.go(S.STOPPING)
+    assert value(metrics, "llamaswap_swaps_total", model="a", reason="shutdown") == 1.0
+
+
+def test_requests_and_exchange_figures() -> None:
+    metrics, *_ = make()
+    metrics.request_finished("/v1/chat/completions", "a", 200, 1.5)
+    metrics.request_finished("/v1/chat/completions", "a", 200, 0.5)
+    metrics.request_finished("/v1/chat/completions", "a", 429, 0.01)
+    metrics.exchange_finished("a", wait=2.0, ttfb=0.3, input_tokens=10, output_tokens=40,
+                              cached_tokens=4, prompt_per_second=500.0, tokens_per_second=25.0)
+    metrics.exchange_finished("a", wait=None, ttfb=None, input_tokens=None, output_tokens=None,
+                              cached_tokens=None, prompt_per_second=None,
+                              tokens_per_second=None)
+    labels = {"endpoint": "/v1/chat/completions", "model": "a"}
+    assert value(metrics, "llamaswap_requests_total", status="200", **labels) == 2.0
+    assert value(metrics, "llamaswap_requests_total", status="429", **labels) == 1.0
+    assert value(metrics, "llamaswap_request_duration_seconds_sum", **labels) == 2.01
+    assert value(metrics, "llamaswap_queue_wait_seconds_sum", model="a") == 2.0
+    assert value(metrics, "llamaswap_queue_wait_seconds_count", model="a") == 1.0
+    assert value(metrics, "llamaswap_time_to_first_byte_seconds_sum", model="a") == 0.3
+    assert value(metrics, "llamaswap_prompt_tokens_total", model="a") == 10.0
+    assert value(metrics, "llamaswap_completion_tokens_total", model="a") == 40.0
+    assert value(metrics, "llamaswap_cached_prompt_tokens_total", model="a") == 4.0
+    assert value(metrics, "llamaswap_generation_tokens_per_second_bucket", model="a",
+                 le="30.0") == 1.0
+    assert value(metrics, "llamaswap_generation_tokens_per_second_bucket", model="a",
+                 le="20.0") == 0.0
+
+
+def test_two_registries_do_not_mix() -> None:
+    first, *_ = make()
+    second, *_ = make()
+    first.request_finished("/health", "", 200, 0.001)
+    assert value(first, "llamaswap_requests_total", endpoint="/health", model="",
+                 status="200") == 1.0
+    assert value(second, "llamaswap_requests_total", endpoint="/health", model="",
+                 status="200") is None
+
+
+def test_endpoint_labels_stay_few() -> None:
+    assert endpoint_label("/v1/chat/completions") == "/v1/chat/completions"
+    assert endpoint_label("/upstream/org/model/props") == "/upstream"
+    assert endpoint_label("/logs/stream/m") == "/logs"
+    assert endpoint_label("/ui/app.js") == "/ui"
+    assert endpoint_label("/wp-admin/../etc/passwd") == "other"
+
+
+def test_stop_reasons_are_learnt_even_when_info_lines_are_not_logged() -> None:
+    from llamaswap.logs import get_logger, set_log_level
+
+    metrics, processes, _, _ = make()
+    metrics.start()
+    set_log_level("error")
+    try:
+        a = processes["a"]
+        a.go(S.STARTING)
+        a.go(S.READY)
+        get_logger("llamaswap.router.Router").info("{model}: unloading after TTL of {ttl:g}s",
+                                                    model="a", ttl=5.0)
+        a.go(S.STOPPING)
+    finally:
+        set_log_level("info")
+        metrics.stop()
+    assert value(metrics, "llamaswap_swaps_total", model="a", reason="ttl") == 1.0
