@@ -642,15 +642,16 @@ class _RootNode(_Node):
         if keys and auth.needs_key(below, request.method):
             key = auth.matched_key(request, keys)
             if key is None:
-                return _Unauthorized()
+                return _Refusal(401, "unauthorized: invalid or missing API key",
+                                "unauthorized", {"www-authenticate": auth.REALM_CHALLENGE})
             scope = self._app.config.api_key_scopes.get(key)
             if scope is not None:
                 refusal = auth.scope_refusal(scope.scope, below, MODEL_PATHS_ALL)
                 if refusal is not None:
-                    return _Forbidden(refusal)
+                    return _Refusal(403, refusal, "forbidden")
                 request.llamaswap_allowed_models = scope.models  # type: ignore[attr-defined]
         if body_length(request.content) > self.max_request_size:
-            return _TooLarge(self.max_request_size)
+            return _Refusal(413, limit_message(self.max_request_size), "request_too_large")
         return super().getChildWithDefault(path, request)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -667,36 +668,19 @@ class _Preflight(_Endpoint):
         return NOT_DONE_YET
 
 
-class _Unauthorized(_Endpoint):
+class _Refusal(_Endpoint):
+    """Answers any request below it with one error: the root's refusals (401, 403, 413)."""
+
     allow_subpaths = True
 
-    def render(self, request: Request) -> int:
-        send_error(request, 401, "unauthorized: invalid or missing API key",
-                   headers={"www-authenticate": auth.REALM_CHALLENGE})
-        return NOT_DONE_YET
-
-
-class _Forbidden(_Endpoint):
-    allow_subpaths = True
-
-    def __init__(self, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__()
-        self._message = message
+        self._answer = (status, message, code, headers)
 
     def render(self, request: Request) -> int:
-        send_error(request, 403, self._message, code="forbidden")
-        return NOT_DONE_YET
-
-
-class _TooLarge(_Endpoint):
-    allow_subpaths = True
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self._limit = limit
-
-    def render(self, request: Request) -> int:
-        send_error(request, 413, limit_message(self._limit), code="request_too_large")
+        status, message, code, headers = self._answer
+        send_error(request, status, message, code=code, headers=headers)
         return NOT_DONE_YET
 
 
