@@ -1182,11 +1182,7 @@ def _decode(p: _Problems, exp: Expansion) -> Config:
     peers = _peers(p, tree.get("peers"), models, aliases)
     selectors, profiles = _selectors_and_profiles(p, tree, models, aliases, peers, groups,
                                                   matrix is not None)
-    every_name = {m: m for m in models}
-    for m, c in models.items():
-        for alias in c.aliases:
-            every_name.setdefault(alias, m)
-    api_keys, api_key_scopes = _api_keys(p, tree, every_name)
+    api_keys, api_key_scopes = _api_keys(p, tree, {**aliases, **{m: m for m in models}})
     return Config(
         **observability,
         models=models,

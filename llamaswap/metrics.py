@@ -14,10 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from twisted.logger import ILogObserver
-from zope.interface import implementer
 
-from llamaswap.logs import llamaswap_all_events
 from llamaswap.policy import ModelState
 from llamaswap.process import ModelProcess
 
@@ -134,10 +131,7 @@ class Metrics:
         self._last_end: dict[str, str] = {}
         self._started_before: set[str] = set()
         self.shutting_down = False
-        if hasattr(router, "on_stop"):
-            router.on_stop(self.note_stop_reason)  # the router says why it stops a model
-        self._sniffer: ILogObserver = implementer(ILogObserver)(
-            lambda event: self.sniff_router_log(event))
+        router.on_stop(self.note_stop_reason)  # the router says why it stops a model
         for process in processes.values():
             process.add_observer(self._state_changed)
 
@@ -180,29 +174,6 @@ class Metrics:
             elif old is ModelState.STARTING:
                 self._last_end[model] = "start_failed"
                 self.start_failures.labels(model).inc()
-
-    def sniff_router_log(self, event: dict[str, Any]) -> None:
-        """Stop reasons from the router's log lines, until it reports them itself.
-
-        Stop-gap: it matches the router's message formats; a reworded message falls back
-        to ``manual``.
-        """
-        fmt = event.get("log_format") or ""
-        if "unloading after TTL" in fmt and isinstance(event.get("model"), str):
-            self.note_stop_reason(event["model"], "ttl")
-        elif fmt.startswith("swap: stopping") and isinstance(event.get("evict"), str):
-            for model in event["evict"].split(", "):
-                self.note_stop_reason(model, "request")
-        elif "reload: stopping" in fmt and isinstance(event.get("model"), str):
-            self.note_stop_reason(event["model"], "reload")
-        elif "no output for" in fmt and isinstance(event.get("model"), str):
-            self.note_stop_reason(event["model"], "hung")
-
-    def start(self) -> None:
-        llamaswap_all_events.addObserver(self._sniffer)
-
-    def stop(self) -> None:
-        llamaswap_all_events.removeObserver(self._sniffer)
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -99,12 +99,10 @@ class Observability:
 
     def start(self) -> None:
         llamaswap_events.addObserver(self._collector)
-        self.metrics.start()
         self._queue_poll.start(QUEUE_POLL_INTERVAL, now=False)
 
     def stop(self) -> None:
         llamaswap_events.removeObserver(self._collector)
-        self.metrics.stop()
         if self._queue_poll.running:
             self._queue_poll.stop()
         for close in list(self.open_streams):

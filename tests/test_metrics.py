@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel
 
 from llamaswap.metrics import Metrics, endpoint_label
 from llamaswap.policy import ModelState
@@ -35,6 +35,15 @@ class StubRouter:
     def __init__(self) -> None:
         self.flying: dict[str, int] = {}
         self.waiting = 0
+        self.stop_listeners: list[Callable[[str, str], None]] = []
+
+    def on_stop(self, listener: Callable[[str, str], None]) -> None:
+        self.stop_listeners.append(listener)
+
+    def stopping(self, model: str, reason: str) -> None:
+        """What the real router does just before it stops a model."""
+        for listener in self.stop_listeners:
+            listener(model, reason)
 
     def in_flight(self, model: str) -> int:
         return self.flying.get(model, 0)
@@ -91,25 +100,22 @@ def test_load_and_unload_durations_come_from_state_changes() -> None:
 
 
 def test_swap_reasons_and_restart_causes() -> None:
-    metrics, processes, _, _ = make()
+    metrics, processes, router, _ = make()
     a = processes["a"]
 
-    def run_once(reason_event: dict[str, Any] | None) -> None:
+    def run_once(reason: str | None) -> None:
         a.go(S.STARTING)
         a.go(S.READY)
-        if reason_event is not None:
-            metrics.sniff_router_log(reason_event)
+        if reason is not None:
+            router.stopping("a", reason)
         a.go(S.STOPPING)
         a.go(S.STOPPED)
 
-    run_once({"log_format": "{model}: unloading after TTL of {ttl:g}s", "model": "a",
-              "log_level": LogLevel.info})
-    run_once({"log_format": "swap: stopping {evict} to start {model}", "evict": "a, b",
-              "model": "c"})
-    run_once(None)  # the unload API
-    metrics.note_stop_reason("a", "budget")
-    run_once(None)
-    run_once({"log_format": "{model}: reload: stopping the old process", "model": "a"})
+    run_once("ttl")
+    run_once("request")
+    run_once(None)  # no reason given: counted as manual
+    run_once("budget")
+    run_once("reload")
     a.go(S.STARTING)
     a.go(S.READY)
     a.go(S.STOPPED)  # crashed while ready
@@ -172,22 +178,3 @@ def test_endpoint_labels_stay_few() -> None:
     assert endpoint_label("/logs/stream/m") == "/logs"
     assert endpoint_label("/ui/app.js") == "/ui"
     assert endpoint_label("/wp-admin/../etc/passwd") == "other"
-
-
-def test_stop_reasons_are_learnt_even_when_info_lines_are_not_logged() -> None:
-    from llamaswap.logs import get_logger, set_log_level
-
-    metrics, processes, _, _ = make()
-    metrics.start()
-    set_log_level("error")
-    try:
-        a = processes["a"]
-        a.go(S.STARTING)
-        a.go(S.READY)
-        get_logger("llamaswap.router.Router").info("{model}: unloading after TTL of {ttl:g}s",
-                                                    model="a", ttl=5.0)
-        a.go(S.STOPPING)
-    finally:
-        set_log_level("info")
-        metrics.stop()
-    assert value(metrics, "llamaswap_swaps_total", model="a", reason="ttl") == 1.0

@@ -24,6 +24,15 @@ def fake_keeper(marker: str, owner: int = DEAD_OWNER) -> subprocess.Popen[bytes]
                             start_new_session=True)
 
 
+def exec_done(*processes: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Wait until each process shows its own argv in /proc (it has exec'd Python)."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        while b"time.sleep(60)" not in Path(f"/proc/{process.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "process did not start"
+            time.sleep(0.01)
+
+
 def gone(process: subprocess.Popen[bytes], timeout: float = 5.0) -> bool:
     try:
         process.wait(timeout)
@@ -46,7 +55,7 @@ def test_keepers_of_a_dead_owner_are_killed_even_without_a_state_file(
     path = str(tmp_path / "state.json")
     orphan = fake_keeper(keeper_marker(path))
     spawned.append(orphan)
-    time.sleep(0.2)  # let it exec, so /proc shows its argv
+    exec_done(orphan)
     assert StateFile(path, keeper_marker(path)).reap() == [orphan.pid]
     assert gone(orphan)
 
@@ -59,7 +68,7 @@ def test_state_file_groups_are_killed_only_if_they_are_our_keepers(
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                                 start_new_session=True)
     spawned += [ours, stranger]
-    time.sleep(0.2)
+    exec_done(ours, stranger)
     path.write_text(json.dumps({"owner": DEAD_OWNER, "marker": marker, "groups": {
         "a": {"pgid": ours.pid, "cmd": ["x"]}, "b": {"pgid": stranger.pid, "cmd": ["y"]}}}))
     assert StateFile(str(path), marker).reap() == [ours.pid]
@@ -74,7 +83,7 @@ def test_a_live_owner_keeps_its_models(tmp_path: Path, spawned: list) -> None:
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     keeper = fake_keeper(marker, owner=owner.pid)
     spawned += [owner, keeper]
-    time.sleep(0.2)
+    exec_done(owner, keeper)
     path.write_text(json.dumps({"owner": owner.pid, "groups": {"a": {"pgid": keeper.pid}}}))
     assert StateFile(str(path), marker).reap() == []
     assert keeper.poll() is None

@@ -429,3 +429,22 @@ def test_liveness_probe_kills_an_idle_model_that_stops_answering() -> None:
     assert h.signals.sent == []  # one miss is tolerated
     h.reactor.advance(10.1)
     assert (h.processes["a"].pid, signal.SIGKILL) in h.signals.sent
+
+
+def test_stop_listeners_hear_why_each_model_is_stopped() -> None:
+    h = Harness(fifo(model("a", ttl=5), model("b")))
+    reasons: list[tuple[str, str]] = []
+    h.router.on_stop(lambda m, why: reasons.append((m, why)))
+    lease = outcome(h.router.acquire("a"))
+    h.become_healthy("a")
+    lease[0].release()
+    h.reactor.advance(6)  # TTL
+    h.exit("a")
+    lease = outcome(h.router.acquire("a"))
+    h.become_healthy("a")
+    lease[0].release()
+    outcome(h.router.acquire("b"))  # evicts a
+    h.exit("a")
+    h.become_healthy("b")
+    outcome(h.router.unload(["b"]))
+    assert reasons == [("a", "ttl"), ("a", "request"), ("b", "manual")]

@@ -9,16 +9,18 @@ import shlex
 import socket
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from llamaswap.config import parse_config
@@ -155,3 +157,17 @@ async def body_json(response: Any) -> Any:
 
 def never(d: Deferred) -> None:
     d.addErrback(lambda f: None)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """llamaswap's log lines (formatted) emitted during the test."""
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").startswith("llamaswap"):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]
+    yield lines
+    globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]

@@ -16,18 +16,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 import treq
 from conftest import body_json, free_port, pid_alive, upstream_cmd, wait_for
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -66,20 +63,6 @@ def strays(marker: str) -> list[tuple[int, str]]:
         if marker.encode() in cmdline and state != "Z":
             found.append((int(entry), cmdline.decode(errors="replace")))
     return found
-
-
-@pytest.fixture
-def logged() -> Iterator[list[str]]:
-    """llamaswap's log lines during the test."""
-    lines: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        if event.get("log_namespace", "").startswith("llamaswap"):
-            lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]
-    yield lines
-    globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]
 
 
 def said(lines: list[str], *fragments: str) -> bool:
