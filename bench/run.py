@@ -84,6 +84,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time the processes have used so far (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of ``pid`` in MB (from /proc)."""
     with open(f"/proc/{pid}/status") as f:
@@ -299,6 +310,17 @@ def nginx_version() -> str | None:
     return out.split("/", 1)[-1] if "/" in out else out
 
 
+def nginx_pids(proc: subprocess.Popen[Any]) -> list[int]:
+    """The nginx master and its workers."""
+    pids = [proc.pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == proc.pid:
+                    pids.append(int(entry))
+    return pids
+
+
 def nginx_rss(proc: subprocess.Popen[Any]) -> float:
     """RSS of the nginx master plus its workers."""
     total = rss_mb(proc.pid)
@@ -383,6 +405,8 @@ class Run:
     nginx: subprocess.Popen[Any] | None
     results: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    proxy_pids: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
+    """Per proxy target, its processes: CPU time per request is measured for these."""
 
     def side_by_side(self, measure: Callable[[int], dict[str, Any]],
                      targets: dict[str, int] | None = None) -> dict[str, Any]:
@@ -391,8 +415,21 @@ class Run:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         for _ in range(self.plan.repeats):
             for name, port in targets.items():
-                runs[name].append(measure(port))
+                runs[name].append(self._with_cpu(name, measure, port))
         return {name: median_of(r) for name, r in runs.items()}
+
+
+    def _with_cpu(self, name: str, measure: Callable[[int], dict[str, Any]],
+                  port: int) -> dict[str, Any]:
+        """``measure(port)`` plus the proxy's CPU milliseconds per request or stream: unlike
+        throughput on a shared machine, it does not depend on what else is running."""
+        pids = self.proxy_pids[name]() if name in self.proxy_pids else []
+        before = cpu_seconds(pids)
+        result = measure(port)
+        units = result.get("completed") or result.get("requests")
+        result["cpu_ms_per_unit"] = (round((cpu_seconds(pids) - before) * 1000 / units, 4)
+                                     if pids and units else None)
+        return result
 
 
 def scenario_upstream_alone(run: Run, upstream_port: int) -> None:
@@ -632,7 +669,9 @@ def fmt(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+        if abs(value) >= 100:
+            return f"{value:,.1f}"
+        return f"{value:.3f}" if 0 < abs(value) < 0.1 else f"{value:.2f}"
     return str(value)
 
 
@@ -672,7 +711,8 @@ def markdown(report: dict[str, Any]) -> str:
             label = title.format(**block) + f", {c} streams"
             for metric, unit in (("streams_per_s", "streams/s"), ("ttfb_p50_ms", "TTFB p50 ms"),
                                  ("ttfb_p99_ms", "TTFB p99 ms"), ("gap_p50_ms", "gap p50 ms"),
-                                 ("gap_p99_ms", "gap p99 ms")):
+                                 ("gap_p99_ms", "gap p99 ms"),
+                                 ("cpu_ms_per_unit", "proxy CPU ms per stream")):
                 if key == "unpaced" and metric.startswith("gap"):
                     continue
                 values = [row[n][metric] for n in names]
@@ -685,7 +725,8 @@ def markdown(report: dict[str, Any]) -> str:
     plain = r.get("non_streaming", {})
     if "llamaswap" in plain:
         for metric, unit in (("requests_per_s", "requests/s"), ("latency_p50_ms", "p50 ms"),
-                             ("latency_p99_ms", "p99 ms")):
+                             ("latency_p99_ms", "p99 ms"),
+                             ("cpu_ms_per_unit", "proxy CPU ms per request")):
             values = [plain[n][metric] for n in names]
             versus = compare(plain["llamaswap"][metric], plain[reference][metric], metric)
             lines.append("| non-streaming, 50 connections (wrk) | " + unit + " | " +
@@ -730,7 +771,7 @@ def markdown(report: dict[str, Any]) -> str:
 def compare(ours: float | None, ref: float | None, metric: str) -> str:
     if ours is None or ref is None:
         return "—"
-    if metric.endswith("_per_s"):
+    if metric.endswith("_per_s") or metric == "cpu_ms_per_unit":
         return f"{fmt(ratio(ours, ref))}×"
     return f"{ours - ref:+.2f} ms"
 
@@ -791,6 +832,10 @@ def run_suite(plan: Plan, mode: str, reactor: str, reactors: list[str], only: se
         targets["direct"] = upstream_port
         run = Run(plan, workdir, children, targets, llamaswap,
                   nginx[0] if nginx else None, log=log)
+        run.proxy_pids["llamaswap"] = lambda: [llamaswap.proc.pid]
+        if nginx is not None:
+            nginx_proc = nginx[0]
+            run.proxy_pids["nginx"] = lambda: nginx_pids(nginx_proc)
         if "upstream" in only:
             scenario_upstream_alone(run, upstream_port)
         if "swap" in only:

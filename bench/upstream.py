@@ -10,7 +10,8 @@ JSON decoding, tokenising or logging, so one core serves tens of thousands of sm
 second (``python bench/run.py --only upstream`` checks that before anything is compared).
 
 - ``GET /health`` answers 503 until ``--startup-delay`` seconds after start (a model loading),
-  then 200, like llama-server.
+  then 200, like llama-server. At that moment it prints one line to stdout (flushed), as
+  llama-server does: ``server is listening on http://HOST:PORT - all slots are idle``.
 - ``POST`` anything: a body containing ``"stream": true`` gets ``--tokens`` server-sent events
   of ``--chunk-size`` bytes each, ``--interval`` seconds apart (0: back to back, yielding to the
   event loop between events so each one is its own write), then ``data: [DONE]``; the first
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -64,6 +66,8 @@ def event_frame(size: int) -> bytes:
 class Options:
     def __init__(self, ns: argparse.Namespace) -> None:
         self.ready_at = STARTED + ns.startup_delay
+        self.ready = False
+        """Set when the ready line is printed, so a probe it prompts is never answered 503."""
         self.tokens: int = ns.tokens
         self.interval: float = ns.interval
         self.chunk_size: int = ns.chunk_size
@@ -112,7 +116,8 @@ class BenchHTTP(asyncio.Protocol):
     def respond(self, head: bytes, lower: bytes, body: bytes) -> None:
         transport = self.transport
         if head.startswith(b"GET /health"):
-            transport.write(HEALTHY if time.monotonic() >= self.options.ready_at else LOADING)
+            ready = self.options.ready or time.monotonic() >= self.options.ready_at
+            transport.write(HEALTHY if ready else LOADING)
         elif head.startswith(b"POST "):
             if b'"stream": true' in body or b'"stream":true' in body:
                 self.stream(lower)
@@ -169,6 +174,15 @@ async def serve(ns: argparse.Namespace) -> None:
     options = Options(ns)
     server = await loop.create_server(lambda: BenchHTTP(options), ns.host, ns.port,
                                       backlog=4096, reuse_address=True)
+
+    def announce() -> None:
+        options.ready = True
+        sys.stdout.write(f"server is listening on http://{ns.host}:{ns.port}"
+                         " - all slots are idle\n")
+        sys.stdout.flush()
+
+    # asyncio's loop.time() is time.monotonic(), the clock ``ready_at`` is on.
+    loop.call_at(max(options.ready_at, loop.time()), announce)
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))

@@ -1,8 +1,11 @@
 """The activity history: one SQLite row per finished model request (reference §5.4).
 
 SQLite (standard library) runs on one dedicated thread, so the reactor never waits for a
-disk and the connection is only ever used by the thread that opened it. The table is cut
-to a row cap after each insert. ``CaptureCache`` keeps request and response bodies in
+disk and the connection is only ever used by the thread that opened it. Inserts are group
+committed: rows that arrive while a write is on the thread go in the next one, as one
+transaction, so a busy proxy makes one thread hop per batch rather than per request (per
+request it cost a third of a CPU at 1,000 requests/s). The table is cut to a row cap after
+each batch. ``CaptureCache`` keeps request and response bodies in
 memory, oldest first out, within a byte budget.
 """
 
@@ -18,6 +21,7 @@ from typing import Any, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from llamaswap.logs import get_logger
@@ -79,6 +83,8 @@ class ActivityStore(Service):
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="llamaswap-activity")
         self._db: sqlite3.Connection | None = None
         self._shutdown_trigger: Any = None
+        self._pending: list[tuple[dict[str, Any], Deferred[int]]] = []
+        self._writing = False
 
     def startService(self) -> None:
         super().startService()
@@ -124,16 +130,18 @@ class ActivityStore(Service):
             self._db.close()
             self._db = None
 
-    def _insert(self, row: dict[str, Any]) -> int:
+    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
         assert self._db is not None, "the activity store is not open"
-        names = [c for c in COLUMNS if c != "id" and c in row]
+        ids = []
         with self._db:
-            cursor = self._db.execute(
-                f"INSERT INTO activity ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' for _ in names)})", [row[n] for n in names])
-            row_id = int(cursor.lastrowid or 0)
-            self._db.execute("DELETE FROM activity WHERE id <= ?", (row_id - self.max_rows,))
-        return row_id
+            for row in rows:
+                names = [c for c in COLUMNS if c != "id" and c in row]
+                cursor = self._db.execute(
+                    f"INSERT INTO activity ({', '.join(names)}) "
+                    f"VALUES ({', '.join('?' for _ in names)})", [row[n] for n in names])
+                ids.append(int(cursor.lastrowid or 0))
+            self._db.execute("DELETE FROM activity WHERE id <= ?", (ids[-1] - self.max_rows,))
+        return ids
 
     def _select(self, query: Query) -> dict[str, Any]:
         assert self._db is not None, "the activity store is not open"
@@ -180,7 +188,32 @@ class ActivityStore(Service):
 
     def add(self, row: dict[str, Any]) -> Deferred[int]:
         """Store one finished request; fires with its row id."""
-        return self._run(self._insert, row)
+        d: Deferred[int] = Deferred()
+        self._pending.append((row, d))
+        if not self._writing:
+            self._write_pending()
+        return d
+
+    def _write_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        self._writing = True
+
+        def written(ids: list[int]) -> None:
+            for (_, d), row_id in zip(batch, ids, strict=True):
+                d.callback(row_id)
+
+        def failed(failure: Failure) -> None:
+            for _, d in batch:
+                d.errback(failure)
+
+        def next_batch(_: object) -> None:
+            self._writing = False
+            if self._pending:
+                self._write_pending()
+
+        d = self._run(self._insert, [row for row, _ in batch])
+        d.addCallbacks(written, failed)
+        d.addBoth(next_batch)
 
     def page(self, query: Query) -> Deferred[dict[str, Any]]:
         """``{"data", "page", "limit", "total", "total_pages"}`` as llama-swap answers."""

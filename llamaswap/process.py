@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from llamaswap.cmdline import split_command
 from llamaswap.config import ModelConfig
-from llamaswap.health import HealthTimeout, Probe, http_probe, wait_until_healthy
+from llamaswap.health import HealthTimeout, Probe, ReadinessPoller, http_probe
 from llamaswap.logs import LineSplitter, LogRing, get_logger
 from llamaswap.policy import ModelState
 
@@ -128,6 +128,8 @@ class ModelProcess:
         self._ready_waiters: list[Deferred[None]] = []
         self._stop_waiters: list[Deferred[None]] = []
         self._health: Deferred[None] | None = None
+        self._poller: ReadinessPoller | None = None
+        """Polls the current start's readiness; told about every line the model prints."""
         self._last_output = 0.0
         self._kill_timer: IDelayedCall | None = None
         self._protocol: _ModelProtocol | None = None
@@ -215,8 +217,9 @@ class ModelProcess:
         self._last_output = self._clock.seconds()
         progress = ((lambda: self._last_output)
                     if self.model.supervision.progress_resets_timeout else None)
-        self._health = Deferred.fromCoroutine(wait_until_healthy(
-            self._clock, self._health_probe(), self._health_timeout, progress=progress))
+        self._poller = ReadinessPoller(self._clock, self._health_probe(), self._health_timeout,
+                                       progress=progress)
+        self._health = self._poller.start()
         self._health.addCallbacks(lambda _: self._became_ready(), self._health_failed)
 
     def _health_probe(self) -> Probe:
@@ -235,7 +238,7 @@ class ModelProcess:
         return d
 
     def _became_ready(self) -> None:
-        self._health = None
+        self._health = self._poller = None
         self.log.info("{model}: ready (pid {pid})", model=self.model.id, pid=self.pid)
         self._set_state(ModelState.READY)
         waiters, self._ready_waiters = self._ready_waiters, []
@@ -243,7 +246,7 @@ class ModelProcess:
             waiter.callback(None)
 
     def _health_failed(self, failure: Failure) -> None:
-        self._health = None
+        self._health = self._poller = None
         if failure.check(CancelledError):
             return  # the process exited or was stopped; that path reports
         reason = str(failure.value) if failure.check(HealthTimeout) else repr(failure.value)
@@ -350,6 +353,8 @@ class ModelProcess:
         self.output.append(line)
         if self._on_line is not None:
             self._on_line(stream, line)
+        if self._poller is not None:
+            self._poller.output()  # servers log when they become ready: look at once
 
 
 class _ModelProtocol(ProcessProtocol):

@@ -26,6 +26,7 @@ from llamaswap.policy import (
     Snapshot,
     StartSwap,
     Unplaceable,
+    lone_grant,
     may_admit,
     plan,
 )
@@ -221,6 +222,11 @@ class Router:
                 self._returning.discard(model)
         ticket.router = self
         ticket.deferred = Deferred(lambda _: self._withdraw(ticket))
+        if (not self._queue and not self._swaps and model not in self._retiring
+                and lone_grant(self._config, model,
+                               {m: p.state for m, p in self._processes.items()})):
+            self._grant(ticket)  # what plan() would decide, without building a snapshot
+            return ticket
         timeout = self._config.scheduler.queue_timeout
         if timeout > 0:
             ticket.timeout = self._clock.callLater(timeout, self._timed_out, ticket)
@@ -357,6 +363,9 @@ class Router:
         folded into another pass instead of acting on a stale plan."""
         if self._draining:
             self._drain_again = True
+            return
+        if not self._queue:  # plan() only decides for waiting requests
+            self._schedule_wake(None)
             return
         self._draining = True
         try:

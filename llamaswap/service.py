@@ -251,15 +251,18 @@ class AccessLoggedRequest(BodyLimitMixin, Request):
     def _log_access(self, result: object) -> None:
         status = 499 if isinstance(result, Failure) else self.code
         client = getattr(self.getClientAddress(), "host", "-")
-        access_log.info(
-            '{client} "{method} {path}" {status} {size} model={model} {duration:.3f}s '
-            'id={request_id}', request_id=self.llamaswap_request_id,
-            client=client, method=self.method.decode("ascii", "replace"),
-            path=self.uri.decode("latin-1").encode("unicode_escape").decode("ascii"),
-            status=status, size=self.sentLength,
-            model=str(getattr(self, "llamaswap_model", "-")).encode("unicode_escape")
-            .decode("ascii"),  # a requested name is client input: one line per request
-            duration=time.monotonic() - self._llamaswap_started)
+        method = self.method.decode("ascii", "replace")
+        path = self.uri.decode("latin-1").encode("unicode_escape").decode("ascii")
+        # a requested name is client input: escaped, so one line per request
+        model = str(getattr(self, "llamaswap_model", "-")).encode("unicode_escape").decode("ascii")
+        duration = time.monotonic() - self._llamaswap_started
+        # Formatted here once, not by every observer from a many-field template (~5% of a
+        # proxied request); the fields stay in the event for JSON logs and /api/events.
+        line = (f'{client} "{method} {path}" {status} {self.sentLength} model={model} '
+                f'{duration:.3f}s id={self.llamaswap_request_id}')
+        access_log.info("{_line}", _line=line, request_id=self.llamaswap_request_id,
+                        client=client, method=method, path=path, status=status,
+                        size=self.sentLength, model=model, duration=duration)
         observability = getattr(self.site, "llamaswap_observability", None)
         if observability is not None:
             observability.request_finished(self, status,

@@ -95,16 +95,23 @@ class TokenMeter:
         return self.figures
 
     def _feed_sse(self, data: bytes) -> None:
-        data = self._buffer + data
-        *lines, self._buffer = data.split(b"\n")
+        data = self._buffer + data if self._buffer else data
+        if not self._skip_line and not any(k in data for k in _KEYS):
+            # The common chunk (a token) has no figures: one scan, no splitting into lines.
+            self._buffer = data[data.rfind(b"\n") + 1:]
+        else:
+            *lines, self._buffer = data.split(b"\n")
+            self._sse_lines(lines)
+        if len(self._buffer) > MAX_SSE_LINE:  # an absurd line: skip it rather than hold it
+            self._buffer = b""
+            self._skip_line = True
+
+    def _sse_lines(self, lines: list[bytes]) -> None:
         for line in lines:
             if self._skip_line:
                 self._skip_line = False
                 continue
             self._sse_line(line)
-        if len(self._buffer) > MAX_SSE_LINE:  # an absurd line: skip it rather than hold it
-            self._buffer = b""
-            self._skip_line = True
 
     def _sse_line(self, line: bytes) -> None:
         if not line.startswith(b"data:") or not any(k in line for k in _KEYS):

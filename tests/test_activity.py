@@ -30,9 +30,9 @@ async def test_rows_are_written_off_the_reactor_thread_paged_and_filtered() -> N
     threads: list[str] = []
     original = store._insert
 
-    def spy(r: dict[str, Any]) -> int:
+    def spy(rows: list[dict[str, Any]]) -> list[int]:
         threads.append(threading.current_thread().name)
-        return original(r)
+        return original(rows)
 
     store._insert = spy  # type: ignore[method-assign]
     try:
@@ -49,6 +49,54 @@ async def test_rows_are_written_off_the_reactor_thread_paged_and_filtered() -> N
         page = await store.page(Query(sort="generated", descending=False, limit=2))
         assert [r["output_tokens"] for r in page["data"]] == [0, 1]
         assert page["data"][0]["has_capture"] is False
+    finally:
+        await store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_added_while_a_write_is_on_the_thread_go_in_one_batch() -> None:
+    store = await started()
+    batches: list[int] = []
+    original = store._insert
+
+    def spy(rows: list[dict[str, Any]]) -> list[int]:
+        batches.append(len(rows))
+        return original(rows)
+
+    store._insert = spy  # type: ignore[method-assign]
+    try:
+        pending = [store.add(row("m", output_tokens=i)) for i in range(6)]
+        ids = [await d for d in pending]
+        assert ids == [1, 2, 3, 4, 5, 6]  # every caller gets its own row, in order
+        assert batches == [1, 5]  # the first write went at once, the rest waited for it
+        page = await store.page(Query(sort="generated", descending=False, limit=10))
+        assert [r["output_tokens"] for r in page["data"]] == [0, 1, 2, 3, 4, 5]
+    finally:
+        await store.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_batch_fails_every_row_in_it_and_the_next_batch_still_runs() -> None:
+    store = await started()
+    original = store._insert
+    calls = 0
+
+    def flaky(rows: list[dict[str, Any]]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("disk full")
+        return original(rows)
+
+    store._insert = flaky  # type: ignore[method-assign]
+    try:
+        first = store.add(row("m"))
+        failing = [store.add(row("m")), store.add(row("m"))]
+        assert await first == 1
+        for d in failing:
+            with pytest.raises(RuntimeError, match="disk full"):
+                await d
+        assert await store.add(row("m")) == 2
     finally:
         await store.stopService()
 

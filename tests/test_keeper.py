@@ -89,3 +89,73 @@ def test_keeper_reports_a_command_that_cannot_run() -> None:
                             timeout=20)
     assert result.returncode == 127
     assert "cannot run '/nonexistent/model-server'" in result.stderr
+
+
+def test_model_gets_default_signal_dispositions_and_dies_with_its_keeper() -> None:
+    # The model is not Python here: Python ignores SIGPIPE itself, which would hide the reset.
+    keeper = subprocess.Popen([sys.executable, "-I", "-S", KEEPER, str(os.getpid()), "m",
+                               "/bin/sleep", "60"])
+    try:
+        assert wait_until(lambda: _children(keeper.pid) != [])
+        (model_pid,) = _children(keeper.pid)
+        assert wait_until(lambda: _comm(model_pid) == "sleep")  # exec'd, not a fork of us
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{model_pid}/status")
+                      .read_text().splitlines())
+        ignored = int(status["SigIgn"], 16)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE,
+                       signal.SIGXFSZ, signal.SIGUSR1):
+            assert not ignored & (1 << (signum - 1)), signal.Signals(signum).name
+        keeper.send_signal(signal.SIGKILL)  # only the keeper: its death signal kills the model
+        keeper.wait()
+        assert wait_until(lambda: not alive(model_pid), timeout=5)
+    finally:
+        if keeper.poll() is None:
+            os.killpg(keeper.pid, signal.SIGKILL)
+        keeper.wait()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == pid]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def test_keeper_dies_by_the_signal_that_killed_the_model() -> None:
+    result = subprocess.run([sys.executable, "-I", "-S", KEEPER, str(os.getpid()), "m",
+                             sys.executable, "-c",
+                             "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"],
+                            timeout=20)
+    assert result.returncode == -signal.SIGTERM
+
+
+def test_a_bare_command_is_looked_up_on_path_like_execvp(tmp_path: Path) -> None:
+    not_executable, executable = tmp_path / "a", tmp_path / "b"
+    not_executable.mkdir()
+    executable.mkdir()
+    (not_executable / "model-server").write_text("#!/bin/sh\nexit 8\n")
+    (executable / "model-server").write_text("#!/bin/sh\nexit 9\n")
+    (executable / "model-server").chmod(0o755)
+
+    def run(path: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-I", "-S", KEEPER, str(os.getpid()), "m",
+                               "model-server"], capture_output=True, text=True, timeout=20,
+                              env={"PATH": path})
+
+    # a file that is not executable is passed over for a later one, as os.execvp does
+    assert run(f"/nonexistent:{not_executable}:{executable}").returncode == 9
+    alone = run(f"{not_executable}:/nonexistent")  # not "no such file" from the last
+    assert alone.returncode == 127 and "Permission denied" in alone.stderr
+    missing = run("/nonexistent")
+    assert missing.returncode == 127 and "No such file or directory" in missing.stderr

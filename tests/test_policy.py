@@ -20,6 +20,7 @@ from llamaswap.policy import (
     StartSwap,
     Unplaceable,
     eviction_for,
+    lone_grant,
     may_admit,
     plan,
 )
@@ -368,3 +369,22 @@ def test_hold_never_exceeds_the_learnt_reload_time() -> None:
                                   now=4.6, returning=frozenset({"a"}), load_cost={"a": 0.5},
                                   queue=(Pending(1, "b", arrived=4.1),)))
     assert result.decisions == [StartSwap("b", frozenset({"a"})), Join(1, "b")]
+
+
+@pytest.mark.parametrize("config", [GROUPED, budget_config(a=16, b=8, c=8)],
+                         ids=["groups", "budget"])
+def test_lone_grant_agrees_with_plan_for_every_state_combination(config: Config) -> None:
+    """The router's shortcut must never decide differently from the full policy."""
+    import itertools
+
+    names = sorted(config.models)
+    granted_some = refused_some = False
+    for combo in itertools.product(list(ModelState), repeat=len(names)):
+        states = dict(zip(names, combo, strict=True))
+        for target in names:
+            decisions = decide(config, states=states, queue=(Pending(1, target),))
+            expected = decisions == [Grant(1, target)]
+            assert lone_grant(config, target, states) is expected, (target, states)
+            granted_some |= expected
+            refused_some |= not expected
+    assert granted_some and refused_some

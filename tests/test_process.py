@@ -48,21 +48,42 @@ def test_first_probe_is_immediate_and_ready_fires_waiters() -> None:
     assert got == [None] and process.state is ModelState.READY
 
 
-def test_polling_backs_off_from_10ms_to_at_most_250ms() -> None:
+def test_polling_is_dense_for_a_second_then_backs_off_to_at_most_250ms() -> None:
     reactor, probe = FakeProcessReactor(), ScriptedProbe()
     process = make(reactor, probe)
     got = result_of(process.ensure_ready())
-    reactor.advance(0.01)
-    assert probe.calls == 2  # probed again after 10 ms
-    for _ in range(200):
+    reactor.advance(0.005)
+    assert probe.calls == 2  # probed again after 5 ms
+    for _ in range(199):
+        reactor.advance(0.005)
+    assert probe.calls == 201  # every 5 ms for the first second: a start is seen at once
+    for _ in range(100):
         reactor.advance(0.01)
-    assert probe.calls <= 20  # backed off: ~2 s of polling took far fewer than 200 probes
+    assert probe.calls <= 201 + 12  # then backed off: 1 s more took ~10 probes, not 200
     calls = probe.calls
     reactor.advance(0.25)
     assert probe.calls == calls + 1  # capped at 250 ms
     probe.healthy = True
     reactor.advance(0.25)
     assert got == [None]
+
+
+def test_a_line_printed_while_starting_is_followed_by_a_probe_at_once() -> None:
+    reactor, probe = FakeProcessReactor(), ScriptedProbe()
+    process = make(reactor, probe)
+    got = result_of(process.ensure_ready())
+    for _ in range(50):
+        reactor.advance(0.1)  # 5 s into a slow load: probes are 250 ms apart
+    calls = probe.calls
+    probe.healthy = True
+    reactor.last.output(b"main: server is listening on http://127.0.0.1:9 - all slots are idle\n",
+                        fd=1)
+    reactor.advance(0)
+    assert probe.calls == calls + 1
+    assert got == [None] and process.state is ModelState.READY
+    reactor.last.output(b"srv  log_server_r: request: GET /health 200\n")
+    reactor.advance(1)
+    assert probe.calls == calls + 1  # once ready, output probes nothing
 
 
 def test_health_timeout_fails_waiters_and_stops_the_process() -> None:

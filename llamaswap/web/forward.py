@@ -1,9 +1,10 @@
 """Sends one client request to an upstream and relays the answer back, streaming.
 
-A bare ``twisted.web.client.Agent`` over our own persistent ``HTTPConnectionPool``; bodies
+Through ``h1client.H1Client``, llamaswap's own HTTP/1.1 client with a persistent pool; bodies
 are never buffered on the way back (``Relay``). Not treq: what treq adds is wrong for a proxy
 (following redirects, a cookie jar shared by all clients, gzip decoding) and cost ~15% of a
-proxied request's CPU time (``bench/run.py``, README "Performance").
+proxied request's CPU time; nor Twisted's ``Agent``, which cost about a third of it
+(``bench/run.py``, README "Performance").
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import treq
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.server import Request
-from zope.interface import implementer
 
-from llamaswap.web.connect import model_agent
-from llamaswap.web.pool import QuietPool
+from llamaswap.web.connect import ModelEndpointFactory
+from llamaswap.web.h1client import H1Client
 from llamaswap.web.relay import Relay
 
 HOP_BY_HOP = frozenset({
@@ -32,28 +32,6 @@ NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length"}
 
 class UpstreamUnavailable(Exception):
     """The upstream could not be reached or answered nothing (before any byte was sent)."""
-
-
-@implementer(IBodyProducer)
-class BytesProducer:
-    """Writes an in-memory body at once (``FileBodyProducer`` goes through a cooperator)."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 def _connection_tokens(headers: Headers) -> set[bytes]:
@@ -102,9 +80,10 @@ class Forwarder:
     # reconnecting (and resolving the name) under load: at 200 streams, 64 cost ~7% of CPU.
     def __init__(self, reactor: Any, max_per_host: int = 256, tls_policy: Any = None,
                  connect_timeout: float | None = None) -> None:
-        self.pool = QuietPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = max_per_host
-        self._agent = model_agent(reactor, self.pool, tls_policy, connect_timeout)
+        self._client = H1Client(reactor,
+                                ModelEndpointFactory(reactor, tls_policy, connect_timeout),
+                                max_per_host)
+        self.pool = self._client.pool
         self.watch: Callable[[Request, str], Any] | None = None
         """Called as a request is sent upstream; may return an object whose ``response(code,
         headers)`` and ``chunk(data)`` see the answer pass (``observability.Exchange``)."""
@@ -121,13 +100,12 @@ class Forwarder:
         Raises ``UpstreamUnavailable`` if nothing came back (nothing was written to the
         client yet) and ``relay.UpstreamBroke`` if the body broke off (client aborted).
         """
-        producer = BytesProducer(body) if isinstance(body, bytes) else body
         if headers is None:
             headers = upstream_headers(request)
         watch = self.watch(request, url) if self.watch is not None else None
         try:
-            response = await self._agent.request(request.method, url.encode("latin-1"),
-                                                 headers, producer)
+            response = await Deferred.fromCoroutine(
+                self._client.request(request.method, url, headers, body))
         except CancelledError:
             raise
         except Exception as e:
@@ -148,7 +126,7 @@ class Forwarder:
         return await relay.done
 
     def close(self) -> Deferred[None]:
-        return self.pool.closeCachedConnections()
+        return self.pool.close()
 
 
 def _chunk_observer(watch: Callable[[bytes], None] | None,

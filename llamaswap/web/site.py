@@ -30,6 +30,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from llamaswap.logs import get_logger
+from llamaswap.web.writethrough import write_through
 
 HEADER_TIMEOUT = 30.0
 BODY_TIMEOUT = 30.0
@@ -55,6 +56,10 @@ class HardenedChannel(HTTPChannel):
         self._phase = "idle"  # idle -> headers -> body -> answering -> idle (keep-alive)
         self._deadline: IDelayedCall | None = None
         self._body_due = 0.0
+
+    def connectionMade(self) -> None:
+        write_through(self.transport)
+        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         if self._phase == "idle" and data:

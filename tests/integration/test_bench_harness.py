@@ -55,6 +55,10 @@ def test_tiny_benchmark_run_writes_a_well_formed_report(tmp_path: Path) -> None:
                 assert _number(row[target]["ttfb_p50_ms"])
     paced = next(iter(results["paced"]["by_concurrency"].values()))
     assert all(_number(paced[t]["gap_p99_ms"]) for t in expected)  # 32 events: gaps seen
+    # CPU time is measured for the proxies (llamaswap never uses none), not for direct access
+    unpaced = next(iter(results["unpaced"]["by_concurrency"].values()))
+    assert unpaced["llamaswap"]["cpu_ms_per_unit"] > 0
+    assert unpaced["direct"]["cpu_ms_per_unit"] is None
 
     plain = results["non_streaming"]
     if shutil.which("wrk"):
