@@ -574,33 +574,37 @@ def hold_streams(port: int, count: int, measure: Callable[[], float]) -> tuple[i
     return started, rss
 
 
-def shared_upstream_config(workdir: Path, upstream_port: int) -> Path:
-    """Model ``bench`` served by the upstream already running (started by the main instance)."""
-    path = workdir / "llamaswap-shared.yaml"
+def own_upstream_config(workdir: Path, reactor: str) -> Path:
+    """Model ``bench`` on an upstream of its own, like the main instance's. (Sharing the main
+    instance's upstream is not possible: llamaswap refuses to start a model whose port is
+    already taken by another program.)"""
+    path = workdir / f"llamaswap-{reactor}.yaml"
+    port = free_port()
     path.write_text(f"""\
 models:
   bench:
-    cmd: sleep 100000  # a stand-in process: the upstream is the main instance's
-    proxy: http://localhost:{upstream_port}
+    cmd: {sys.executable} {UPSTREAM} --uvloop --port {port}
+    proxy: http://localhost:{port}
     concurrencyLimit: 100000
 """)
     return path
 
 
-def scenario_reactors(run: Run, upstream_port: int, reactors: list[str]) -> None:
-    """Throughput of llamaswap on other reactors, against the main instance in the same run."""
+def scenario_reactors(run: Run, reactors: list[str]) -> None:
+    """Throughput of llamaswap on other reactors, against the main instance in the same run;
+    a run with errors is reported as such, not as a throughput."""
     results: dict[str, Any] = {}
-    config = shared_upstream_config(run.workdir, upstream_port)
     for reactor in reactors:
         if reactor == run.llamaswap.reactor:
             continue
         try:
+            config = own_upstream_config(run.workdir, reactor)
             instance = start_llamaswap(run.children, run.workdir, config, reactor)
         except Exception as e:  # an unavailable reactor (uvloop not installed) is reported
             results[reactor] = {"error": str(e)}
             continue
         try:
-            first_byte(instance.port, post_request("bench"))  # the model is shared: warm up
+            first_byte(instance.port, post_request("bench"))  # starts its model
             targets = {run.llamaswap.reactor: run.llamaswap.port, reactor: instance.port}
             results[reactor] = {"unpaced_50": run.side_by_side(
                 lambda port: run_client(port, 50, run.plan.duration, 16, 0), targets)}
@@ -849,7 +853,7 @@ def run_suite(plan: Plan, mode: str, reactor: str, reactors: list[str], only: se
         if "memory" in only:
             scenario_memory(run, idle_rss)
         if "reactors" in only and reactors:
-            scenario_reactors(run, upstream_port, reactors)
+            scenario_reactors(run, reactors)
         reference = "nginx" if nginx is not None else "direct"
         report = {
             "version": 1, "started": started, "mode": mode, "reactor": reactor,

@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.exposure import warn_if_exposed
+from llamaswap.gctuning import tune_for_serving
 from llamaswap.orphans import default_state_path
 from llamaswap.service import DEFAULT_DRAIN_TIMEOUT, LlamaSwapService
 from llamaswap.systemd import SystemdNotifyService
@@ -145,6 +146,16 @@ def _check_endpoint(given: str, endpoint: str) -> None:
 
 
 def makeService(options: Any) -> MultiService:
+    """What ``twistd llamaswap`` runs: ``build_service``, in a process tuned for serving
+    (``gctuning``: the process is llamaswap's own)."""
+    from twisted.internet import reactor
+
+    top = build_service(options)
+    reactor.callWhenRunning(tune_for_serving)
+    return top
+
+
+def build_service(options: Any) -> MultiService:
     """The llamaswap service, then the systemd notifier.
 
     ``MultiService`` starts children in order and stops them in reverse: ``READY=1`` goes

@@ -12,7 +12,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from llamaswap.config import parse_config
 from llamaswap.exposure import exposed_address, warn_if_exposed
-from llamaswap.tap import Options, makeService
+from llamaswap.tap import Options, build_service
 
 OPEN = "models:\n  m:\n    cmd: server --port ${PORT}\n"
 KEYED = OPEN + "apiKeys: [sekrit-key]\n"
@@ -84,5 +84,5 @@ def test_twistd_makeservice_warns(tmp_path: Path, warnings: list[str]) -> None:
     options = Options()
     options.parseOptions(["-c", str(path), "-l", "tcp:0:interface=0.0.0.0",
                           "-l", "127.0.0.1:0"])
-    makeService(options)
+    build_service(options)
     assert len(warnings) == 1 and "0.0.0.0 (all interfaces):0" in warnings[0]

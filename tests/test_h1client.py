@@ -244,11 +244,12 @@ def test_a_body_that_arrived_before_delivery_is_handed_over_whole() -> None:
     d = h.send()
     h.answer(OK_JSON + b'{"a": ')
     h.answer(b'"b"}')  # complete before anyone asked for the body
-    assert h.idle == [h.connection]  # the connection is free already
+    assert h.idle == []  # not reused before its body was taken: it would get mixed up
     body = Body()
     head_of(d).deliverBody(body)
     assert body.pieces == [b'{"a": "b"}']
     assert body.ended is not None and body.ended.check(ResponseDone)
+    assert h.idle == [h.connection] and h.connection.state == "idle"
 
 
 def test_a_client_that_pauses_after_the_body_cannot_stall_the_pooled_connection() -> None:

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from llamaswap import systemd
 from llamaswap.systemd import SystemdNotifyService, notify_address, watchdog_interval
-from llamaswap.tap import Options, makeService
+from llamaswap.tap import Options, build_service
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def listening(port: int) -> bool:
 async def test_twistd_service_is_ready_only_when_listening_and_stopping_first(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         receiver: tuple[socket.socket, str]) -> None:
-    """``makeService`` orders the notifier after llamaswap: READY=1 is sent while the port
+    """``build_service`` orders the notifier after llamaswap: READY=1 is sent while the port
     already accepts connections, STOPPING=1 while llamaswap is still running."""
     sock, path = receiver
     config = tmp_path / "config.yaml"
@@ -166,7 +166,7 @@ async def test_twistd_service_is_ready_only_when_listening_and_stopping_first(
     options = Options()
     options.parseOptions(["-c", str(config), "-l", f"tcp:{port}:interface=127.0.0.1"])
     monkeypatch.setenv("NOTIFY_SOCKET", path)
-    top = makeService(options)
+    top = build_service(options)
     swapper = top.getServiceNamed("llamaswap")
 
     seen: list[tuple[str, bool, bool]] = []

@@ -8,7 +8,7 @@ import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.python.usage import UsageError
 
-from llamaswap.tap import Options, endpoint_from_listen, makeService
+from llamaswap.tap import Options, build_service, endpoint_from_listen
 
 
 @pytest.mark.parametrize(("given", "endpoint"), [
@@ -41,7 +41,7 @@ def test_listen_is_repeatable_and_defaults_to_8080(tmp_path: Path) -> None:
     options = Options()
     options.parseOptions(["-c", config, "-l", ":1", "--listen", "unix:/tmp/x.sock"])
     assert options["listen"] == ["tcp:1", "unix:/tmp/x.sock"]
-    service = makeService(options)
+    service = build_service(options)
     swapper = service.getServiceNamed("llamaswap")
     listeners = [s for s in swapper if isinstance(s, StreamServerEndpointService)]
     assert len(listeners) == 2  # one listening service per address
@@ -65,3 +65,31 @@ def test_bad_config_prints_each_problem_and_exits_1(tmp_path: Path,
     assert any("models.m.tll" in line and "ttl" in line for line in lines)  # the hint
     assert any("startPort" in line for line in lines)
     assert any("models.m.cmd" in line for line in lines)
+
+
+def test_twistd_tunes_the_garbage_collector_once_running_and_embedding_does_not(
+        tmp_path: Path) -> None:
+    """In a fresh interpreter: the collector's settings are process-wide."""
+    import subprocess
+    import sys
+
+    script = """
+import gc, sys
+from twisted.internet import reactor
+from llamaswap.tap import Options, build_service, makeService
+config = sys.argv[1]
+options = Options()
+options.parseOptions(["-c", config, "-l", "tcp:0:interface=127.0.0.1", "--state-file="])
+before = gc.get_threshold()
+build_service(options)
+reactor.callWhenRunning(lambda: print("embedded", gc.get_threshold() == before))
+makeService(options)
+reactor.callWhenRunning(lambda: print("twistd", gc.get_threshold(), gc.get_freeze_count() > 0))
+reactor.callWhenRunning(reactor.stop)
+reactor.run()
+"""
+    config = write(tmp_path, "models:\n  m:\n    cmd: server --port ${PORT}\n")
+    out = subprocess.run([sys.executable, "-c", script, config], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["embedded True", "twistd (7000, 10, 10) True"]

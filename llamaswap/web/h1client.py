@@ -183,7 +183,7 @@ class H1Connection(Protocol):
                  on_lost: Callable[[H1Connection], None]) -> None:
         self._on_idle = on_idle
         self._on_lost = on_lost
-        self.state = "idle"  # idle -> head -> body -> idle | closed
+        self.state = "idle"  # idle -> head -> body [-> done: body not yet taken] -> idle | closed
         self.idle_timer: Any = None
         self.key: Any = None
         self._reset()
@@ -426,14 +426,19 @@ class H1Connection(Protocol):
             self._body_transport.detach()
         reusable = self._persistent and not extra and self._body_sent
         self._stop_producer()  # an answer that came before the whole body was sent
-        if reusable:
-            self.state = "idle"
-            self.transport.resumeProducing()  # a paused client must not stall the next one
-            self._on_idle(self)
-        else:
+        if not reusable:
             self.state = "closed"
             self.transport.loseConnection()
+        elif self._protocol is None:
+            self.state = "done"  # reused once the body is handed over, not before
+        else:
+            self._make_idle()
         self._end_body(Failure(ResponseDone("response body complete")))
+
+    def _make_idle(self) -> None:
+        self.state = "idle"
+        self.transport.resumeProducing()  # a paused client must not stall the next one
+        self._on_idle(self)
 
     def _body_failed(self, error: Exception) -> None:
         self.state = "closed"
@@ -455,11 +460,13 @@ class H1Connection(Protocol):
         early, self._early = self._early, []
         if early:
             protocol.dataReceived(b"".join(early))
-        if self._ended is not None:
-            ended, self._ended = self._ended, None
-            protocol.connectionLost(ended)
-        else:
+        if self._ended is None:
             self._protocol = protocol
+            return
+        ended, self._ended = self._ended, None
+        if self.state == "done":
+            self._make_idle()
+        protocol.connectionLost(ended)
 
 
 class _ConnectionFactory(Factory):

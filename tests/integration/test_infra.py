@@ -35,7 +35,7 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from llamaswap import LlamaSwapService, load_config
-from llamaswap.tap import Options, makeService
+from llamaswap.tap import Options, build_service
 
 REPO = Path(__file__).resolve().parents[2]
 TWISTD_CODE = "from twisted.scripts.twistd import run; run()"
@@ -242,7 +242,7 @@ class PKI:
 async def serve(args: list[str]) -> MultiService:
     options = Options()
     options.parseOptions(args)
-    top = makeService(options)
+    top = build_service(options)
     top.privilegedStartService()
     top.startService()
     return top
