@@ -44,6 +44,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 UPSTREAM = BENCH / "upstream.py"
+FLOOR = BENCH / "floor.py"
 CLIENT = BENCH / "client.py"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 REQUEST_BODY = '{"model":"bench","messages":[{"role":"user","content":"hi"}]}'
@@ -617,6 +618,27 @@ def scenario_reactors(run: Run, reactors: list[str]) -> None:
     run.results["reactors"] = results
 
 
+def scenario_floor(run: Run, upstream_port: int) -> None:
+    """The fastest a Python proxy could be: a bare byte relay (``bench/floor.py``), measured
+    beside llamaswap and the reference on unpaced streams and small requests."""
+    port = free_port()
+    proc = run.children.start([sys.executable, str(FLOOR), "--listen", str(port),
+                               "--upstream", str(upstream_port)])
+    wait_healthy(port, "/health", 10, poll=0.02)
+    targets: dict[str, int] = {name: port for name, port in run.targets.items()
+                               if name in ("llamaswap", "nginx")}
+    targets["python-floor"] = port
+    run.proxy_pids["python-floor"] = lambda: [proc.pid]
+    result: dict[str, Any] = {"unpaced_50": run.side_by_side(
+        lambda p: run_client(p, 50, run.plan.duration, 16, 0), targets)}
+    if have_wrk():
+        result["non_streaming"] = run.side_by_side(
+            lambda p: run_wrk(p, run.plan.duration, run.workdir), targets)
+    run.children.stop(proc)
+    run.results["floor"] = result
+    run.log(f"floor: {json.dumps(result)}")
+
+
 # -- targets and report --------------------------------------------------------------------
 
 
@@ -764,6 +786,20 @@ def markdown(report: dict[str, Any]) -> str:
             errors = streams[reactor]["errors"] + plain_row.get(reactor, {}).get("errors", 0)
             lines.append(f"| `{reactor}` | {fmt(ours)} | {fmt(ratio(ours, base))}× | "
                          f"{fmt(req)} | {fmt(ratio(req, req_base))}× | {errors} |")
+    floor = r.get("floor")
+    if floor:
+        names_here = list(floor["unpaced_50"])
+        lines += ["", "| the floor: a bare Python byte relay (`bench/floor.py`) | "
+                  + " | ".join(names_here) + " |", "|---|" + "---:|" * len(names_here)]
+        for key, label, metric in (
+                ("unpaced_50", "unpaced 16 tokens, 50 streams: streams/s", "streams_per_s"),
+                ("unpaced_50", "unpaced: proxy CPU ms per stream", "cpu_ms_per_unit"),
+                ("non_streaming", "non-streaming (wrk): requests/s", "requests_per_s"),
+                ("non_streaming", "non-streaming: proxy CPU ms per request",
+                 "cpu_ms_per_unit")):
+            if key in floor:
+                lines.append(f"| {label} | "
+                             + " | ".join(fmt(floor[key][n][metric]) for n in names_here) + " |")
     lines += ["", "| target | measured | limit | met |", "|---|---:|---:|:---:|"]
     for check in report["checks"]:
         met = {True: "yes", False: "**no**", None: "—"}[check["met"]]
@@ -808,7 +844,8 @@ def environment(workdir: Path | None) -> Iterator[tuple[Path, Children]]:
             children.stop_all()
 
 
-SCENARIOS = ("upstream", "swap", "paced", "unpaced", "non_streaming", "memory", "reactors")
+SCENARIOS = ("upstream", "swap", "paced", "unpaced", "non_streaming", "memory", "reactors",
+             "floor")
 
 
 def run_suite(plan: Plan, mode: str, reactor: str, reactors: list[str], only: set[str],
@@ -854,6 +891,8 @@ def run_suite(plan: Plan, mode: str, reactor: str, reactors: list[str], only: se
             scenario_memory(run, idle_rss)
         if "reactors" in only and reactors:
             scenario_reactors(run, reactors)
+        if "floor" in only:
+            scenario_floor(run, upstream_port)
         reference = "nginx" if nginx is not None else "direct"
         report = {
             "version": 1, "started": started, "mode": mode, "reactor": reactor,

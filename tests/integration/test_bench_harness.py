@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = "swap,paced,unpaced,non_streaming,memory"
+SCENARIOS = "swap,paced,unpaced,non_streaming,memory,floor"
 
 
 def _number(value: object) -> bool:
@@ -66,6 +66,10 @@ def test_tiny_benchmark_run_writes_a_well_formed_report(tmp_path: Path) -> None:
             assert plain[target]["requests"] > 0 and plain[target]["errors"] == 0
     else:
         assert "wrk" in plain["skipped"]
+
+    floor = results["floor"]["unpaced_50"]  # the bare Python relay beside the proxies
+    assert set(floor) == {*expected, "python-floor"} - {"direct"}
+    assert floor["python-floor"]["completed"] > 0 and floor["python-floor"]["errors"] == 0
 
     memory = results["memory"]
     assert memory["held_started"] == memory["held_streams"]  # every stream got going
