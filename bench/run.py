@@ -324,13 +324,7 @@ def nginx_pids(proc: subprocess.Popen[Any]) -> list[int]:
 
 def nginx_rss(proc: subprocess.Popen[Any]) -> float:
     """RSS of the nginx master plus its workers."""
-    total = rss_mb(proc.pid)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == proc.pid:
-                    total += rss_mb(int(entry))
-    return round(total, 1)
+    return round(sum(rss_mb(pid) for pid in nginx_pids(proc)), 1)
 
 
 # -- load ----------------------------------------------------------------------------------

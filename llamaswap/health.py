@@ -237,20 +237,3 @@ class ReadinessPoller:
         if self._in_flight is not None:
             in_flight, self._in_flight = self._in_flight, None
             in_flight.cancel()
-
-
-async def wait_until_healthy(
-    clock: IReactorTime,
-    probe: Probe,
-    timeout: float,
-    dense_interval: float = DENSE_INTERVAL,
-    max_interval: float = MAX_INTERVAL,
-    progress: Callable[[], float] | None = None,
-) -> None:
-    """Return once ``probe`` answers True; raise ``HealthTimeout`` after ``timeout`` seconds.
-
-    ``ReadinessPoller`` without output-driven probes (see there for ``progress`` and
-    cancellation).
-    """
-    await ReadinessPoller(clock, probe, timeout, dense_interval=dense_interval,
-                          max_interval=max_interval, progress=progress).start()

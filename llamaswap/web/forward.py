@@ -104,8 +104,7 @@ class Forwarder:
             headers = upstream_headers(request)
         watch = self.watch(request, url) if self.watch is not None else None
         try:
-            response = await Deferred.fromCoroutine(
-                self._client.request(request.method, url, headers, body))
+            response = await self._client.request(request.method, url, headers, body)
         except CancelledError:
             raise
         except Exception as e:
