@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
-from twisted.test.proto_helpers import StringTransport
+from twisted.internet.testing import StringTransport
 
 from llamaswap.web.writethrough import TurnWrites, write_through
 
