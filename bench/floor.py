@@ -1,10 +1,12 @@
-"""The floor for any Python proxy: a bare TCP byte relay on uvloop, no HTTP at all.
+"""The floor for any Python proxy: a bare TCP byte relay, no HTTP at all.
 
 ``python bench/floor.py --listen PORT --upstream PORT`` pipes each client connection to its
-own upstream connection and copies bytes both ways, with nothing parsed, logged or routed.
-No HTTP proxy written in Python can be faster than this on one core, so ``bench/run.py
---only floor`` measures it beside llamaswap and nginx: the ratio shows how much of the gap to
-nginx is CPython itself rather than llamaswap.
+own upstream connection and copies bytes both ways, with nothing parsed, logged or routed, on
+uvloop: no HTTP proxy written in Python can be faster than this on one core. ``--twisted
+default`` (or ``uvloop``) runs the same relay on a Twisted reactor's transports, as llamaswap
+is built: the fastest a Twisted proxy can be. ``bench/run.py --only floor`` measures both
+beside llamaswap and nginx, so the ratios show how much of the distance to nginx is CPython,
+how much is Twisted's transports, and how much is llamaswap's own work.
 """
 
 from __future__ import annotations
@@ -55,6 +57,54 @@ class Client(Pipe):
         self.pending = []
 
 
+class TwistedPipe:
+    """The same relay on a Twisted reactor (``--twisted default|uvloop``): the floor for a
+    proxy built on Twisted's transports, as llamaswap is."""
+
+    @staticmethod
+    def serve(listen: int, upstream: int, reactor_name: str) -> None:
+        if reactor_name == "uvloop":
+            from llamaswap import uvloopreactor
+            uvloopreactor.install()
+        from twisted.internet import protocol, reactor
+
+        class Side(protocol.Protocol):
+            peer: Any = None
+            pending: list[bytes]
+
+            def connectionMade(self) -> None:
+                self.pending = []
+                self.transport.setTcpNoDelay(True)  # as uvloop and nginx do
+
+            def dataReceived(self, data: bytes) -> None:
+                if self.peer is None:
+                    self.pending.append(data)
+                else:
+                    self.peer.write(data)
+
+            def connectionLost(self, reason: Any = None) -> None:
+                if self.peer is not None:
+                    self.peer.loseConnection()
+
+        class Front(Side):
+            def connectionMade(self) -> None:
+                super().connectionMade()
+                self.transport.pauseProducing()
+                protocol.ClientCreator(reactor, Side).connectTCP(
+                    "127.0.0.1", upstream).addCallback(self.attach)
+
+            def attach(self, back: Side) -> None:
+                back.peer = self.transport
+                self.peer = back.transport
+                for data in self.pending:
+                    self.peer.write(data)
+                self.transport.resumeProducing()
+
+        factory = protocol.Factory.forProtocol(Front)
+        reactor.listenTCP(listen, factory, backlog=4096, interface="127.0.0.1")
+        reactor.run()
+
+
 async def serve(listen: int, upstream: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Client(upstream), "127.0.0.1", listen,
@@ -67,7 +117,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", type=int, required=True)
     parser.add_argument("--upstream", type=int, required=True)
+    parser.add_argument("--twisted", choices=("default", "uvloop"),
+                        help="relay on Twisted (its default reactor, or its asyncio reactor "
+                        "on uvloop) instead of on bare uvloop")
     ns = parser.parse_args()
+    if ns.twisted:
+        TwistedPipe.serve(ns.listen, ns.upstream, ns.twisted)
+        return
     try:
         import uvloop
         uvloop.install()

@@ -613,22 +613,27 @@ def scenario_reactors(run: Run, reactors: list[str]) -> None:
 
 
 def scenario_floor(run: Run, upstream_port: int) -> None:
-    """The fastest a Python proxy could be: a bare byte relay (``bench/floor.py``), measured
-    beside llamaswap and the reference on unpaced streams and small requests."""
-    port = free_port()
-    proc = run.children.start([sys.executable, str(FLOOR), "--listen", str(port),
-                               "--upstream", str(upstream_port)])
-    wait_healthy(port, "/health", 10, poll=0.02)
+    """The fastest a Python proxy could be, and one on Twisted's transports: bare byte relays
+    (``bench/floor.py``) measured beside llamaswap and the reference on unpaced streams and
+    small requests."""
     targets: dict[str, int] = {name: port for name, port in run.targets.items()
                                if name in ("llamaswap", "nginx")}
-    targets["python-floor"] = port
-    run.proxy_pids["python-floor"] = lambda: [proc.pid]
+    procs = []
+    for name, extra in (("python-floor", []), ("twisted-floor", ["--twisted", "default"])):
+        port = free_port()
+        proc = run.children.start([sys.executable, str(FLOOR), "--listen", str(port),
+                                   "--upstream", str(upstream_port), *extra])
+        wait_healthy(port, "/health", 10, poll=0.02)
+        targets[name] = port
+        run.proxy_pids[name] = lambda pid=proc.pid: [pid]
+        procs.append(proc)
     result: dict[str, Any] = {"unpaced_50": run.side_by_side(
         lambda p: run_client(p, 50, run.plan.duration, 16, 0), targets)}
     if have_wrk():
         result["non_streaming"] = run.side_by_side(
             lambda p: run_wrk(p, run.plan.duration, run.workdir), targets)
-    run.children.stop(proc)
+    for proc in procs:
+        run.children.stop(proc)
     run.results["floor"] = result
     run.log(f"floor: {json.dumps(result)}")
 
@@ -783,7 +788,7 @@ def markdown(report: dict[str, Any]) -> str:
     floor = r.get("floor")
     if floor:
         names_here = list(floor["unpaced_50"])
-        lines += ["", "| the floor: a bare Python byte relay (`bench/floor.py`) | "
+        lines += ["", "| the floors: bare byte relays, no HTTP (`bench/floor.py`) | "
                   + " | ".join(names_here) + " |", "|---|" + "---:|" * len(names_here)]
         for key, label, metric in (
                 ("unpaced_50", "unpaced 16 tokens, 50 streams: streams/s", "streams_per_s"),

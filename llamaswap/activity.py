@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -85,6 +85,8 @@ class ActivityStore(Service):
         self._shutdown_trigger: Any = None
         self._pending: list[tuple[dict[str, Any], Deferred[int]]] = []
         self._writing = False
+        self._statements: dict[tuple[str, ...], tuple[str, tuple[str, ...] | None]] = {}
+        """INSERTs by the keys of a row, on the store's thread (rows come in two shapes)."""
 
     def startService(self) -> None:
         super().startService()
@@ -133,15 +135,28 @@ class ActivityStore(Service):
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
         assert self._db is not None, "the activity store is not open"
         ids = []
+        execute = self._db.execute
         with self._db:
             for row in rows:
-                names = [c for c in COLUMNS if c != "id" and c in row]
-                cursor = self._db.execute(
-                    f"INSERT INTO activity ({', '.join(names)}) "
-                    f"VALUES ({', '.join('?' for _ in names)})", [row[n] for n in names])
-                ids.append(int(cursor.lastrowid or 0))
-            self._db.execute("DELETE FROM activity WHERE id <= ?", (ids[-1] - self.max_rows,))
+                sql, names = self._statement(tuple(row))
+                values = tuple(row.values()) if names is None else [row[n] for n in names]
+                ids.append(int(execute(sql, values).lastrowid or 0))
+            execute("DELETE FROM activity WHERE id <= ?", (ids[-1] - self.max_rows,))
         return ids
+
+    def _statement(self, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...] | None]:
+        """The INSERT for a row with ``keys`` and the columns it takes, in ``COLUMNS``
+        order; ``None`` for columns when they are the row's own keys, in its order."""
+        known = self._statements.get(keys)
+        if known is not None:
+            return known
+        names = tuple(c for c in COLUMNS if c != "id" and c in keys)
+        sql = (f"INSERT INTO activity ({', '.join(names)}) "
+               f"VALUES ({', '.join('?' for _ in names)})")
+        statement = (sql, None if names == keys else names)
+        if len(self._statements) < 16:  # the shapes are llamaswap's own; bounded anyway
+            self._statements[keys] = statement
+        return statement
 
     def _select(self, query: Query) -> dict[str, Any]:
         assert self._db is not None, "the activity store is not open"
@@ -269,15 +284,58 @@ def redact(headers: dict[str, str]) -> dict[str, str]:
     return {k: "[REDACTED]" if k.lower() in SENSITIVE_HEADERS else v for k, v in headers.items()}
 
 
+RawHeaders = Mapping[bytes, Sequence[bytes]]
+
+
+class Capture:
+    """One captured exchange, kept as it passed by (bytes, raw headers) until it is read.
+
+    Most captures are evicted unread, so the JSON view (decoded, redacted) is built by
+    ``view`` on the first read rather than on every request. The raw headers are a copy of
+    ``Headers.getAllRawHeaders()`` taken when the exchange saw them: twisted.web and the
+    relay replace header values after parsing (``setRawHeaders``), never append to them.
+    """
+
+    __slots__ = ("id", "path", "method", "req_headers", "req_body", "resp_headers",
+                 "resp_body")
+
+    def __init__(self, capture_id: int, path: str, method: str, req_headers: RawHeaders,
+                 req_body: bytes) -> None:
+        self.id = capture_id
+        self.path = path
+        self.method = method
+        self.req_headers = req_headers
+        self.req_body = req_body
+        self.resp_headers: RawHeaders | None = None
+        self.resp_body = b""
+
+    def view(self) -> dict[str, Any]:
+        """What ``GET /api/captures/<id>`` answers."""
+        resp_headers = {} if self.resp_headers is None else redact(
+            {k: v for k, v in decode_headers(self.resp_headers).items()
+             if k.lower() != "content-encoding"})
+        return {"id": self.id, "req_path": self.path, "req_method": self.method,
+                "req_headers": redact(decode_headers(self.req_headers)),
+                "req_body": self.req_body.decode("utf-8", "replace"),
+                "resp_headers": resp_headers,
+                "resp_body": self.resp_body.decode("utf-8", "replace")}
+
+
+def decode_headers(headers: RawHeaders) -> dict[str, str]:
+    """Raw header lines as text, repeated values joined as one line would carry them."""
+    return {name.decode("latin-1"): b", ".join(values).decode("latin-1")
+            for name, values in headers.items()}
+
+
 class CaptureCache:
     """Captured exchanges by activity id, evicting the oldest beyond ``budget`` bytes."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self._items: OrderedDict[int, tuple[int, dict[str, Any]]] = OrderedDict()
+        self._items: OrderedDict[int, tuple[int, dict[str, Any] | Capture]] = OrderedDict()
         self._size = 0
 
-    def put(self, row_id: int, capture: dict[str, Any], size: int) -> bool:
+    def put(self, row_id: int, capture: dict[str, Any] | Capture, size: int) -> bool:
         if size > self.budget:
             return False
         self._items[row_id] = (size, capture)
@@ -289,7 +347,13 @@ class CaptureCache:
 
     def get(self, row_id: int) -> dict[str, Any] | None:
         item = self._items.get(row_id)
-        return item[1] if item else None
+        if item is None:
+            return None
+        size, capture = item
+        if isinstance(capture, Capture):  # read for the first time: its view, kept
+            capture = capture.view()
+            self._items[row_id] = (size, capture)  # an existing key: its place stays
+        return capture
 
     def __contains__(self, row_id: object) -> bool:
         return row_id in self._items

@@ -50,6 +50,17 @@ _filtered = FilteringLogObserver(llamaswap_events, [_level_filter])
 llamaswap_all_events = LogPublisher(_filtered)
 
 
+TEXT_KEY = "_text"
+"""An event's message already formatted (``literal``): ``ProxyLogCollector`` uses it as is."""
+
+
+def literal(text: str) -> str:
+    """``text`` as a log format with no fields: for messages formatted once by the caller
+    (one access line per request), so that no observer parses a format for them again.
+    Pass ``text`` itself as ``_text=`` too (``TEXT_KEY``)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def get_logger(namespace: str | None = None) -> Logger:
     """A ``Logger`` subject to ``logLevel`` (as a class attribute it names the class)."""
     return Logger(namespace=namespace, observer=llamaswap_all_events)
@@ -190,7 +201,7 @@ class ProxyLogCollector:
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("log_namespace", "").startswith("llamaswap.model."):
             return
-        text = formatEvent(event)
+        text = event.get(TEXT_KEY) or formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
             text += f": {failure.getErrorMessage()}"

@@ -48,6 +48,27 @@ def endpoint_label(path: str) -> str:
     return "other"
 
 
+class _Children(dict[Any, Any]):
+    """A labelled metric's children by their label values (one value, or a tuple of them).
+
+    ``labels()`` validates, converts and locks on every call (about half of what metrics
+    cost per request); a plain dict lookup finds the same child. Children are never removed
+    here (no ``remove``/``clear``), so a cached one stays the one the registry exposes, and
+    one is still created only when first used, as ``labels()`` does.
+    """
+
+    __slots__ = ("_labels",)
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self._labels = metric.labels
+
+    def __missing__(self, key: Any) -> Any:
+        child = self._labels(*key) if isinstance(key, tuple) else self._labels(key)
+        self[key] = child
+        return child
+
+
 class _LiveState(Collector):
     """Model states, requests in flight and the queue, read at scrape time."""
 
@@ -126,6 +147,15 @@ class Metrics:
         self.prompt_speed = Histogram(
             "llamaswap_prompt_tokens_per_second", "Prompt processing speed per request",
             ["model"], buckets=_SPEED_BUCKETS, registry=r)
+        self._by_request = _Children(self.requests)
+        self._by_request_seconds = _Children(self.request_seconds)
+        self._by_queue_wait = _Children(self.queue_wait)
+        self._by_ttfb = _Children(self.ttfb)
+        self._by_prompt_tokens = _Children(self.prompt_tokens)
+        self._by_completion_tokens = _Children(self.completion_tokens)
+        self._by_cached_tokens = _Children(self.cached_tokens)
+        self._by_generation_speed = _Children(self.generation_speed)
+        self._by_prompt_speed = _Children(self.prompt_speed)
         self._since: dict[str, float] = {}
         self._stop_reason: dict[str, str] = {}
         self._last_end: dict[str, str] = {}
@@ -178,8 +208,9 @@ class Metrics:
     # -- requests ---------------------------------------------------------------------------
 
     def request_finished(self, endpoint: str, model: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, model, str(status)).inc()
-        self.request_seconds.labels(endpoint, model).observe(seconds)
+        # Keyed by the status itself: ``labels()`` makes the same child of ``str(status)``.
+        self._by_request[endpoint, model, status].inc()
+        self._by_request_seconds[endpoint, model].observe(seconds)
 
     def exchange_finished(self, model: str, *, wait: float | None, ttfb: float | None,
                           input_tokens: int | None, output_tokens: int | None,
@@ -187,16 +218,16 @@ class Metrics:
                           tokens_per_second: float | None) -> None:
         """One request relayed from ``model``: its timings and the tokens it reported."""
         if wait is not None:
-            self.queue_wait.labels(model).observe(wait)
+            self._by_queue_wait[model].observe(wait)
         if ttfb is not None:
-            self.ttfb.labels(model).observe(ttfb)
+            self._by_ttfb[model].observe(ttfb)
         if input_tokens:
-            self.prompt_tokens.labels(model).inc(input_tokens)
+            self._by_prompt_tokens[model].inc(input_tokens)
         if output_tokens:
-            self.completion_tokens.labels(model).inc(output_tokens)
+            self._by_completion_tokens[model].inc(output_tokens)
         if cached_tokens:
-            self.cached_tokens.labels(model).inc(cached_tokens)
+            self._by_cached_tokens[model].inc(cached_tokens)
         if tokens_per_second:
-            self.generation_speed.labels(model).observe(tokens_per_second)
+            self._by_generation_speed[model].observe(tokens_per_second)
         if prompt_per_second:
-            self.prompt_speed.labels(model).observe(prompt_per_second)
+            self._by_prompt_speed[model].observe(prompt_per_second)

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from llamaswap import events
-from llamaswap.activity import ActivityStore, CaptureCache, redact
+from llamaswap.activity import ActivityStore, Capture, CaptureCache
 from llamaswap.events import EventBus
 from llamaswap.logs import LogStream, ProxyLogCollector, get_logger, llamaswap_events
 from llamaswap.metrics import Metrics, endpoint_label
@@ -153,27 +153,44 @@ class Observability:
 
     def request_finished(self, request: Request, status: int, seconds: float) -> None:
         """The access log's hook: every request, once it is over."""
-        path = relative_path(request)
+        exchange = getattr(request, "llamaswap_exchange", None)
+        path = exchange.path if exchange is not None else relative_path(request)
         model = getattr(request, "llamaswap_model", None)
-        self.metrics.request_finished(endpoint_label(path), model or "", status, seconds)
-        if model and getattr(request, "llamaswap_exchange", None) is None:
+        self.metrics.request_finished(endpoint_label(path), self._label_of(model), status,
+                                      seconds)
+        if model and exchange is None:
             self.record({"ts": time.time(), "model": model, "endpoint": path,
                          "method": request.method.decode("ascii", "replace"), "status": status,
                          "duration_ms": seconds * 1000, "client": client_of(request),
                          "error": f"{status} {_phrase(request)}"}, None)
 
-    def record(self, row: dict[str, Any], capture: tuple[dict[str, Any], int] | None) -> None:
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: the model names metrics may use as labels."""
+        self._config = config
+
+    def _label_of(self, model: str | None) -> str:
+        """A configured model, peer model or selector; ``""`` for any other name, so that a
+        client naming models at random cannot grow ``/metrics`` without bound."""
+        if not model:
+            return ""
+        config = self._config
+        if (model in config.models or model in config.selectors
+                or config.resolve_peer(model) is not None):
+            return model
+        return ""
+
+    def record(self, row: dict[str, Any], capture: tuple[Capture, int] | None) -> None:
         """Store a finished request; then announce it (``activity`` event)."""
-        def stored(row_id: int) -> None:
-            if capture is not None:
-                capture[0]["id"] = row_id
-                self.captures.put(row_id, *capture)
-            self.bus.publish(events.ACTIVITY, {"id": row_id})
+        self.store.add(row).addCallbacks(self._stored, self._not_stored, (capture,))
 
-        def failed(failure: Failure) -> None:
-            log.failure("could not record a request in the activity store", failure)
+    def _stored(self, row_id: int, capture: tuple[Capture, int] | None) -> None:
+        if capture is not None:
+            capture[0].id = row_id
+            self.captures.put(row_id, *capture)
+        self.bus.publish(events.ACTIVITY, {"id": row_id})
 
-        self.store.add(row).addCallbacks(stored, failed)
+    def _not_stored(self, failure: Failure) -> None:
+        log.failure("could not record a request in the activity store", failure)
 
 
 def _phrase(request: Request) -> str:
@@ -182,7 +199,12 @@ def _phrase(request: Request) -> str:
 
 
 class Exchange:
-    """One request relayed to a model, followed as its response passes by."""
+    """One request relayed to a model, followed as its response passes by.
+
+    Runs for every relayed request, ``chunk`` for every body chunk: what it does not need
+    now it leaves for later (a capture's JSON view is built when it is read, an ``inflight``
+    event's payload only when someone listens).
+    """
 
     def __init__(self, owner: Observability, request: Request, exchange_id: int) -> None:
         self._owner = owner
@@ -203,33 +225,40 @@ class Exchange:
         self._last_update = self.dispatched
         self._meter: TokenMeter | None = None
         self._error_body = b""
+        self._failed = False
+        """The upstream answered an error: its body's start says why."""
         self._broken = False
-        budget = owner.captures.budget
-        self._capture: dict[str, Any] | None = None
+        self._capture_budget = owner.captures.budget
         self._capture_size = 0
-        body = b""
-        if budget > 0 and request.content is not None:
-            # The body may be a spooled file the forwarder streams from: leave it as found.
-            position = request.content.tell()
-            size = request.content.seek(0, 2)
-            if size <= budget:
-                request.content.seek(0)
-                body = request.content.read()
-            request.content.seek(position)
-        else:
-            size = 0
-        if budget > 0 and size <= budget:
-            self._capture = {
-                "id": exchange_id, "req_path": self.path, "req_method": self.method,
-                "req_headers": redact(_headers(request.requestHeaders)),
-                "req_body": body.decode("utf-8", "replace"), "resp_headers": {},
-                "resp_body": ""}
-            self._capture_size = len(body)
-            self._resp_body: list[bytes] = []
+        self._capture = self._start_capture(request, self._capture_budget)
+        self._resp_body: list[bytes] = []
         request.llamaswap_exchange = self  # type: ignore[attr-defined]
         owner.in_flight[exchange_id] = self
-        owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert", "request": self.entry()})
+        if owner.bus.subscribers:
+            owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
+                                                 "request": self.entry()})
         request.notifyFinish().addBoth(self._finished)
+
+    def _start_capture(self, request: Request, budget: int) -> Capture | None:
+        """The request half of a capture, if captures are on and its body fits."""
+        if budget <= 0:
+            return None
+        body = b""
+        content = request.content
+        if content is not None:
+            # The body may be a spooled file the forwarder streams from: leave it as found.
+            # Read now: twisted.web closes it when the request ends.
+            position = content.tell()
+            size = content.seek(0, 2)
+            if size > budget:
+                content.seek(position)
+                return None
+            content.seek(0)
+            body = content.read()
+            content.seek(position)
+        self._capture_size = len(body)
+        return Capture(self.id, self.path, self.method,
+                       dict(request.requestHeaders.getAllRawHeaders()), body)
 
     def entry(self) -> dict[str, Any]:
         """The ``inflight`` event's view of this request."""
@@ -243,13 +272,14 @@ class Exchange:
     def response(self, code: int, headers: Any) -> None:
         """The upstream's status line and headers arrived."""
         self.status = code
-        content_type = _first(headers, b"content-type")
-        self._meter = TokenMeter(content_type, _first(headers, b"content-encoding"))
+        self._failed = code >= 400
+        self._meter = TokenMeter(_first(headers, b"content-type"),
+                                 _first(headers, b"content-encoding"))
         if self._capture is not None:
-            self._capture["resp_headers"] = redact(
-                {k: v for k, v in _headers(headers).items() if k.lower() != "content-encoding"})
-        self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
-                                                   "request": self.entry()})
+            self._capture.resp_headers = dict(headers.getAllRawHeaders())
+        if self._owner.bus.subscribers:
+            self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
+                                                       "request": self.entry()})
 
     def chunk(self, data: bytes) -> None:
         """A body chunk, already written to the client. Must stay cheap and never raise."""
@@ -266,29 +296,31 @@ class Exchange:
         now = self._clock.seconds()
         if self.first_byte is None:
             self.first_byte = now
-        self.bytes += len(data)
+        size = len(data)
+        self.bytes += size
         if self._meter is not None:
             self._meter.feed(data)
-        if self.status is not None and self.status >= 400 and \
-                len(self._error_body) < ERROR_BODY_BYTES:
+        if self._failed and len(self._error_body) < ERROR_BODY_BYTES:
             self._error_body += data[:ERROR_BODY_BYTES - len(self._error_body)]
         if self._capture is not None:
-            if self._capture_size + len(data) <= self._owner.captures.budget:
+            if self._capture_size + size <= self._capture_budget:
                 self._resp_body.append(data)
-                self._capture_size += len(data)
+                self._capture_size += size
             else:
                 self._capture = None  # too big to keep: no capture rather than a partial one
         if now - self._last_update >= INFLIGHT_UPDATE_INTERVAL:
             self._last_update = now
-            self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
-                                                       "request": self.entry()})
+            if self._owner.bus.subscribers:
+                self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
+                                                           "request": self.entry()})
 
     # -- the end ----------------------------------------------------------------------------
 
     def _finished(self, result: object) -> None:
         owner = self._owner
         owner.in_flight.pop(self.id, None)
-        owner.bus.publish(events.IN_FLIGHT, {"operation": "remove", "id": str(self.id)})
+        if owner.bus.subscribers:
+            owner.bus.publish(events.IN_FLIGHT, {"operation": "remove", "id": str(self.id)})
         try:
             self._record(499 if isinstance(result, Failure) else self._request.code)
         except Exception:
@@ -326,14 +358,9 @@ class Exchange:
             tokens_per_second=tokens_per_second)
         capture = None
         if self._capture is not None:
-            self._capture["resp_body"] = b"".join(self._resp_body).decode("utf-8", "replace")
+            self._capture.resp_body = b"".join(self._resp_body)
             capture = (self._capture, self._capture_size)
         self._owner.record(row, capture)
-
-
-def _headers(headers: Any) -> dict[str, str]:
-    return {name.decode("latin-1"): b", ".join(values).decode("latin-1")
-            for name, values in headers.getAllRawHeaders()}
 
 
 def _first(headers: Any, name: bytes) -> str:

@@ -178,6 +178,9 @@ class Router:
         self._ttl_timers: dict[str, IDelayedCall] = {}
         self._wake: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
+        self._lone: dict[str, bool] = {}
+        """``lone_grant`` per model, for the current config and model states: it depends on
+        nothing else, so it is forgotten whenever either changes (``_forget_lone``)."""
         self._swap_listeners: list[Callable[[str, frozenset[str]], None]] = []
         self._stop_listeners: list[Callable[[str, str], None]] = []
         self._closing = False
@@ -204,9 +207,10 @@ class Router:
         if circuit is not None:
             ticket.deferred = fail(circuit)
             return ticket
-        waiting_here = sum(1 for t in self._waiting() if t.model == model)
+        waiting = self._waiting()
+        waiting_here = sum(1 for t in waiting if t.model == model)
         refusal = may_admit(self._config, model, self._reserved[model], waiting_here,
-                            len(self._waiting()))
+                            len(waiting))
         if refusal is not None:
             if "concurrencyLimit" in refusal:  # llama-swap's answer: try again in a second
                 ticket.deferred = fail(Rejected(refusal, "concurrency_limit", retry_after=1.0))
@@ -223,8 +227,7 @@ class Router:
         ticket.router = self
         ticket.deferred = Deferred(lambda _: self._withdraw(ticket))
         if (not self._queue and not self._swaps and model not in self._retiring
-                and lone_grant(self._config, model,
-                               {m: p.state for m, p in self._processes.items()})):
+                and self._lone_grant(model)):
             self._grant(ticket)  # what plan() would decide, without building a snapshot
             return ticket
         timeout = self._config.scheduler.queue_timeout
@@ -233,6 +236,16 @@ class Router:
         self._queue.append(ticket)
         self._drain()
         return ticket
+
+    def _lone_grant(self, model: str) -> bool:
+        lone = self._lone.get(model)
+        if lone is None:
+            lone = self._lone[model] = lone_grant(
+                self._config, model, {m: p.state for m, p in self._processes.items()})
+        return lone
+
+    def _forget_lone(self) -> None:
+        self._lone.clear()
 
     def acquire(self, model: str) -> Deferred[Lease]:
         return self.enqueue(model).deferred
@@ -473,6 +486,7 @@ class Router:
         return d
 
     def _state_changed(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:
+        self._forget_lone()
         model = process.model.id
         if new is ModelState.READY:
             self._ready_since[model] = self._clock.seconds()
@@ -529,6 +543,7 @@ class Router:
         ``make_process(model_id)`` builds the process for a new or relaunched model.
         """
         self._config = config
+        self._forget_lone()
         for model in diff.added:
             self._adopt(model, make_process(model))
         for model in (*diff.unchanged, *diff.updated):
@@ -547,6 +562,7 @@ class Router:
         self._drain()
 
     def _adopt(self, model: str, process: ModelProcess) -> None:
+        self._forget_lone()
         self._processes[model] = process
         process.add_observer(self._state_changed)
         self.costs.setdefault(model, SwapCosts())
@@ -569,6 +585,7 @@ class Router:
         if replacement is not None:
             self._adopt(model, replacement)
         else:
+            self._forget_lone()
             del self._processes[model]
             self.costs.pop(model, None)
             self._failures.pop(model, None)

@@ -12,12 +12,16 @@ Pure code: no Twisted.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 JSON_TAIL_BYTES = 64 * 1024
 MAX_SSE_LINE = 1024 * 1024
 _KEYS = (b'"usage"', b'"timings"', b'"metrics"')
+_DECODER = json.JSONDecoder()
+_mentions_figures = re.compile(rb'"(?:usage|timings|metrics)"').search
+"""Whether a chunk names one of ``_KEYS``: one scan, cheaper than three ``in`` (per chunk)."""
 
 
 @dataclass
@@ -36,8 +40,11 @@ class TokenFigures:
         """Take the figures of one decoded JSON object (a stream event or a whole body)."""
         if not isinstance(obj, dict):
             return
-        for usage in (obj.get("usage"), _get(obj, "response", "usage"),
-                      _get(obj, "message", "usage")):
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self._usage(usage)
+        for outer in (obj.get("response"), obj.get("message")):
+            usage = outer.get("usage") if isinstance(outer, dict) else None
             if isinstance(usage, dict):
                 self._usage(usage)
         timings = obj.get("timings")
@@ -49,8 +56,8 @@ class TokenFigures:
         self.output_tokens = (_positive(usage, "completion_tokens", "output_tokens")
                               or self.output_tokens)
         cached = (_positive(usage, "cache_read_input_tokens")
-                  or _positive(_dict(usage.get("input_tokens_details")), "cached_tokens")
-                  or _positive(_dict(usage.get("prompt_tokens_details")), "cached_tokens"))
+                  or _detail(usage, "input_tokens_details", "cached_tokens")
+                  or _detail(usage, "prompt_tokens_details", "cached_tokens"))
         self.cached_tokens = cached or self.cached_tokens
 
     def _timings(self, t: dict[str, Any]) -> None:
@@ -70,20 +77,23 @@ class TokenMeter:
 
     def __init__(self, content_type: str, content_encoding: str = "") -> None:
         self.figures = TokenFigures()
-        self._sse = content_type.lower().startswith("text/event-stream")
+        content_type = content_type.lower()
+        sse = content_type.startswith("text/event-stream")
         # A compressed body cannot be read incrementally here; llama-server does not compress.
-        self._off = bool(content_encoding and content_encoding.lower() != "identity")
-        self._json = not self._sse and "json" in content_type.lower()
+        off = bool(content_encoding and content_encoding.lower() != "identity")
+        self._sse = sse and not off
+        self._json = not sse and not off and "json" in content_type
         self._buffer = b""
         self._skip_line = False
 
     def feed(self, data: bytes) -> None:
-        if self._off:
-            return
         if self._sse:
             self._feed_sse(data)
         elif self._json:
-            self._buffer = (self._buffer + data)[-JSON_TAIL_BYTES:]
+            if len(data) >= JSON_TAIL_BYTES:  # the tail is all in this chunk: no concatenation
+                self._buffer = data[-JSON_TAIL_BYTES:]
+            else:
+                self._buffer = (self._buffer + data)[-JSON_TAIL_BYTES:]
 
     def finish(self) -> TokenFigures:
         """The body is complete: read what is still pending and return the figures."""
@@ -96,7 +106,7 @@ class TokenMeter:
 
     def _feed_sse(self, data: bytes) -> None:
         data = self._buffer + data if self._buffer else data
-        if not self._skip_line and not any(k in data for k in _KEYS):
+        if not self._skip_line and not _mentions_figures(data):
             # The common chunk (a token) has no figures: one scan, no splitting into lines.
             self._buffer = data[data.rfind(b"\n") + 1:]
         else:
@@ -114,7 +124,7 @@ class TokenMeter:
             self._sse_line(line)
 
     def _sse_line(self, line: bytes) -> None:
-        if not line.startswith(b"data:") or not any(k in line for k in _KEYS):
+        if not line.startswith(b"data:") or not _mentions_figures(line):
             return
         try:
             self.figures.merge(json.loads(line[5:]))
@@ -124,7 +134,6 @@ class TokenMeter:
     def _read_json_tail(self, tail: bytes) -> None:
         """Decode the objects that follow the last ``"usage":``/``"timings":`` keys."""
         text = tail.decode("utf-8", "replace")
-        decoder = json.JSONDecoder()
         found: dict[str, Any] = {}
         for key in ("usage", "timings"):
             at = len(text)
@@ -137,7 +146,7 @@ class TokenMeter:
                 if brace < 0 or colon < 0 or text[colon + 1:brace].strip():
                     continue
                 try:
-                    found[key], _ = decoder.raw_decode(text, brace)
+                    found[key], _ = _DECODER.raw_decode(text, brace)
                     break
                 except ValueError:
                     continue
@@ -149,17 +158,10 @@ class TokenMeter:
         self.figures.merge(found)
 
 
-def _get(obj: dict[str, Any], *keys: str) -> Any:
-    value: Any = obj
-    for key in keys:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+def _detail(usage: dict[str, Any], details: str, key: str) -> Any:
+    """``_positive`` of ``usage[details][key]``; ``None`` when ``details`` is no object."""
+    inner = usage.get(details)
+    return _positive(inner, key) if isinstance(inner, dict) else None
 
 
 def _number(value: Any) -> float | None:
@@ -169,8 +171,11 @@ def _number(value: Any) -> float | None:
 
 
 def _positive(d: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` whose value is a number above 0 (an ``int`` stays one)."""
     for key in keys:
-        value = _number(d.get(key))
-        if value is not None and value > 0:
-            return int(value) if isinstance(d.get(key), int) else value
+        raw = d.get(key)
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            value = float(raw)
+            if value > 0:
+                return int(value) if isinstance(raw, int) else value
     return None

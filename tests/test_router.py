@@ -181,6 +181,24 @@ def test_crash_while_idle_then_next_request_restarts() -> None:
     assert len(h.spawned("a")) == 2
 
 
+def test_a_model_that_served_then_crashed_is_started_again_not_granted() -> None:
+    """The router's shortcut remembers that a ready model may be granted at once; a state
+    change must make it forget, or the next request would be leased a dead process."""
+    h = two_models()
+    h.processes["a"].ensure_ready()  # started without the router's help (as a preload)
+    h.become_healthy("a")
+    first = outcome(h.router.acquire("a"))  # granted at once, through the shortcut
+    assert first and first[0].model == "a"
+    first[0].release()
+    h.exit("a", 3)
+    third = outcome(h.router.acquire("a"))
+    assert third == []
+    h.reactor.advance(1.0)  # the crash counts as a failure: one backoff step
+    assert len(h.spawned("a")) == 2
+    h.become_healthy("a")
+    assert third and third[0].model == "a"
+
+
 def test_unload_fails_waiters_and_stops_models() -> None:
     h = two_models()
     waiting = outcome(h.router.acquire("a"))

@@ -8,15 +8,18 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.config import parse_config
 from llamaswap.service import AccessLoggedRequest, LlamaSwapService
+from llamaswap.web import site as site_module
 from llamaswap.web.limits import LimitedRequest
 from llamaswap.web.site import HardenedSite
 
@@ -183,6 +186,87 @@ def test_a_client_that_does_not_read_the_408_is_aborted() -> None:
     assert transport.disconnecting and not transport.disconnected
     clock.advance(channel.abortTimeout)
     assert transport.disconnected  # StringTransport.abortConnection
+
+
+def test_keep_alive_traffic_pushes_the_idle_timeout_back() -> None:
+    clock = Clock()
+    channel, transport, _ = connect(clock, idle_timeout=10)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    clock.advance(5)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # idle again from 5 s
+    clock.advance(9.9)  # past the first request's idle time, which must not fire
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+    assert transport.value().count(b"ok") == 2
+
+
+def test_partial_data_pushes_the_idle_timeout_back() -> None:
+    clock = Clock()
+    channel, transport, _ = connect(clock, idle_timeout=10, header_timeout=100)
+    channel.dataReceived(b"GET / HTTP/1.1\r\n")
+    clock.advance(8)
+    channel.dataReceived(b"Host: x\r\n")  # data: idle from 8 s
+    clock.advance(9)
+    assert not transport.disconnecting
+    clock.advance(1.1)
+    assert transport.disconnecting
+    assert TIMEOUT_408 not in transport.value()  # the idle timeout, not the header deadline
+
+
+def test_whole_requests_set_no_timers() -> None:
+    clock = Clock()
+    channel, transport, _ = connect(clock)
+    scheduled: list[float] = []
+    call_later = clock.callLater
+
+    def counting(delay: float, *args: Any, **kw: Any) -> Any:
+        scheduled.append(delay)
+        return call_later(delay, *args, **kw)
+
+    clock.callLater = counting  # type: ignore[method-assign]
+    for _ in range(20):
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+    assert transport.value().count(b"HTTP/1.1 200") == 20
+    assert scheduled == []
+    assert len(clock.getDelayedCalls()) == 1  # the idle timeout, set once per connection
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\na")
+    assert scheduled == [30.0]  # an incomplete body: its deadline is armed
+
+
+def test_a_closed_connection_leaves_no_timer_behind() -> None:
+    clock = Clock()
+    channel, _, _ = connect(clock)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    channel.dataReceived(b"GET / HT")
+    assert len(clock.getDelayedCalls()) == 2  # idle timeout, header deadline
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_slow_body_is_logged_as_a_slow_body(monkeypatch: Any) -> None:
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(site_module, "log", Logger(observer=events.append))  # type: ignore[arg-type]
+    clock = Clock()
+    channel, transport, _ = connect(clock, header_timeout=5, body_timeout=5)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+    clock.advance(5.1)
+    assert transport.value().startswith(TIMEOUT_408)
+    assert [e["what"] for e in events] == ["request body"]
+    events.clear()
+    channel, transport, _ = connect(clock, header_timeout=5)
+    channel.dataReceived(b"POST / HTTP/1.1\r\n")
+    clock.advance(5.1)
+    assert [e["what"] for e in events] == ["request headers"]
+
+
+def test_channel_caches_addresses_for_every_request_of_a_connection() -> None:
+    clock = Clock()
+    channel, transport, _ = connect(clock)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+    assert channel.getHost() is channel.getHost()
+    assert channel.getHost() == transport.getHost()
+    assert channel.getPeer() == transport.getPeer()
 
 
 def test_service_site_is_hardened_and_keeps_the_access_log() -> None:

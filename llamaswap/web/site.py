@@ -17,19 +17,23 @@ A client that misses one gets ``408 Request Timeout`` and is disconnected (abort
 timeout (``idle_timeout``) applies; while a request is being answered none does, so long
 generations are never cut. Header size and count stay bounded by ``HTTPChannel`` itself
 (16 KiB, 500 headers: 400 beyond).
+
+The channel is a ``FastChannel`` (``web/fastchannel.py``): twisted.web's, parsing a request
+head that arrived whole in one pass.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import IO, Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import _getContentFile
 from twisted.web.server import Site
 
 from llamaswap.logs import get_logger
+from llamaswap.web.fastchannel import FastChannel
 from llamaswap.web.writethrough import write_through
 
 HEADER_TIMEOUT = 30.0
@@ -43,8 +47,14 @@ _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
                      b"Content-Length: 0\r\n\r\n")
 
 
-class HardenedChannel(HTTPChannel):
-    """``HTTPChannel`` plus a header deadline and a minimum body rate (module docstring)."""
+class HardenedChannel(FastChannel):
+    """``HTTPChannel`` plus a header deadline and a minimum body rate (module docstring).
+
+    Timers cost a ``callLater`` and a ``cancel`` each, so neither is set per request when it
+    need not be: a deadline is armed only when ``dataReceived`` returns with the request
+    still incomplete (usually it came whole in one read), and the idle timeout is one call
+    per connection that, when it fires early, sets itself again for the time left.
+    """
 
     header_timeout = HEADER_TIMEOUT
     body_timeout = BODY_TIMEOUT
@@ -55,7 +65,10 @@ class HardenedChannel(HTTPChannel):
         self.clock = clock
         self._phase = "idle"  # idle -> headers -> body -> answering -> idle (keep-alive)
         self._deadline: IDelayedCall | None = None
-        self._body_due = 0.0
+        self._deadline_due = 0.0  # when _deadline is set to fire
+        self._due = 0.0  # when the headers, or the body, must be in
+        self._idle_call: IDelayedCall | None = None
+        self._idle_due: float | None = None  # None: no idle timeout runs
 
     def connectionMade(self) -> None:
         write_through(self.transport)
@@ -64,16 +77,15 @@ class HardenedChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._phase == "idle" and data:
             self._phase = "headers"
-            self._arm(self.header_timeout, "request headers")
+            self._due = self._now() + self.header_timeout
         elif self._phase == "body" and data:
-            self._body_due += len(data) / self.min_body_rate
-            self._arm_body()
+            self._due += len(data) / self.min_body_rate
         super().dataReceived(data)
+        self._sync_deadline()
 
     def allHeadersReceived(self) -> None:
         self._phase = "body"
-        self._body_due = self._now() + self.body_timeout
-        self._arm_body()
+        self._due = self._now() + self.body_timeout
         super().allHeadersReceived()
 
     def allContentReceived(self) -> None:
@@ -88,31 +100,81 @@ class HardenedChannel(HTTPChannel):
         super().requestDone(request)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._phase = "closed"
         self._disarm()
         super().connectionLost(reason)
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+
+    # -- the idle timeout: TimeoutMixin's API, one DelayedCall per connection -------------
+
+    def setTimeout(self, period: float | None) -> float | None:
+        previous = self.timeOut
+        self.timeOut = period  # type: ignore[assignment]  # TimeoutMixin says int: any number
+        if period is None:
+            self._idle_due = None  # a pending call finds nothing to do
+            return previous
+        now = self._now()
+        self._idle_due = now + period
+        self._idle_wake(now)
+        return previous
+
+    def resetTimeout(self) -> None:
+        if self._idle_due is not None and self.timeOut is not None:
+            now = self._now()
+            self._idle_due = now + self.timeOut
+            self._idle_wake(now)
+
+    def _idle_wake(self, now: float) -> None:
+        """Have the idle call fire no later than ``_idle_due``."""
+        due: Any = self._idle_due
+        call = self._idle_call
+        if call is None:
+            self._idle_call = self.clock.callLater(max(0.0, due - now), self._idle_fired)
+        elif call.getTime() > due:
+            call.reset(max(0.0, due - now))
+
+    def _idle_fired(self) -> None:
+        self._idle_call = None
+        if self._idle_due is None:
+            return
+        now = self._now()
+        if now < self._idle_due:
+            self._idle_wake(now)  # data came meanwhile: wait for the rest
+            return
+        self._idle_due = None
+        self.timeoutConnection()
+
+    # -- the header and body deadlines ------------------------------------------------------
 
     def _now(self) -> float:
         return float(self.clock.seconds())
 
-    def _arm_body(self) -> None:
-        self._arm(max(0.0, self._body_due - self._now()), "request body")
-
-    def _arm(self, seconds: float, what: str) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.reset(seconds)
+    def _sync_deadline(self) -> None:
+        """Arm the deadline of a request that is still being received."""
+        if self._phase != "headers" and self._phase != "body":
             return
-        self._deadline = self.clock.callLater(seconds, self._missed, what)
+        due = self._due
+        if self._deadline is not None:
+            if due == self._deadline_due:
+                return
+            self._deadline.reset(max(0.0, due - self._now()))
+        else:
+            self._deadline = self.clock.callLater(max(0.0, due - self._now()), self._missed)
+        self._deadline_due = due
 
     def _disarm(self) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
 
-    def _missed(self, what: str) -> None:
+    def _missed(self) -> None:
         self._deadline = None
         transport: Any = self.transport
         if transport is None or self._phase not in ("headers", "body"):
             return
+        what = "request headers" if self._phase == "headers" else "request body"
         peer = getattr(transport.getPeer(), "host", "-")
         if self._answered():
             log.info("client {client} stopped sending its {what} after its answer: "
@@ -126,7 +188,6 @@ class HardenedChannel(HTTPChannel):
             self._abortingCall = self.clock.callLater(self.abortTimeout,
                                                       self.forceAbortClient)
         self.loseConnection()
-
 
     def _answered(self) -> bool:
         """Whether the request being received already has its answer, e.g. a 413 sent
@@ -157,3 +218,9 @@ class HardenedSite(Site):
         channel.body_timeout = self.body_timeout
         channel.min_body_rate = self.min_body_rate
         return channel
+
+    def getContentFile(self, length: int | None) -> IO[bytes]:
+        """Where a request body goes: what twisted.web picks without this method, which
+        ``Request.gotLength`` otherwise finds missing by catching an ``AttributeError``
+        every request."""
+        return _getContentFile(length)

@@ -67,9 +67,10 @@ def test_tiny_benchmark_run_writes_a_well_formed_report(tmp_path: Path) -> None:
     else:
         assert "wrk" in plain["skipped"]
 
-    floor = results["floor"]["unpaced_50"]  # the bare Python relay beside the proxies
-    assert set(floor) == {*expected, "python-floor"} - {"direct"}
-    assert floor["python-floor"]["completed"] > 0 and floor["python-floor"]["errors"] == 0
+    floor = results["floor"]["unpaced_50"]  # the bare relays beside the proxies
+    assert set(floor) == {*expected, "python-floor", "twisted-floor"} - {"direct"}
+    for relay in ("python-floor", "twisted-floor"):
+        assert floor[relay]["completed"] > 0 and floor[relay]["errors"] == 0
 
     memory = results["memory"]
     assert memory["held_started"] == memory["held_streams"]  # every stream got going
