@@ -303,3 +303,30 @@ def test_watch_numbers_exchanges_by_request_id_or_its_own_count() -> None:
     request.llamaswap_request_id = 41  # type: ignore[attr-defined]
     assert obs.watch(request, "u").id == 41  # type: ignore[arg-type]
     assert obs.watch(FakeRequest(b"", {}), "u").id == 1  # type: ignore[arg-type]
+
+
+def test_kept_captures_are_invisible_to_the_cyclic_collector() -> None:
+    """Thousands of captures are kept (5 MiB by default): as objects they made every full
+    collection slow; frozen, the collector stops tracking them."""
+    import gc
+
+    obs, _, clock = make()
+    for _ in range(50):
+        relay(obs, FakeRequest(BODY, REQUEST_HEADERS), clock, 200,
+              Headers({b"content-type": [b"application/json"], b"x-dup": [b"a", b"b"]}),
+              [b"{}"])
+    gc.collect()
+    gc.collect()  # a tuple is untracked once what it holds is: one level per collection
+    kept = list(obs.captures._items.values())
+    assert len(kept) == 50
+    assert not any(gc.is_tracked(item) for item in kept)
+    assert obs.captures.get(1) is not None  # and each still reads back as before
+
+
+def test_captures_of_empty_exchanges_are_bounded_in_number() -> None:
+    from llamaswap.activity import CAPTURE_OVERHEAD
+
+    obs, _, clock = make(budget=20 * CAPTURE_OVERHEAD)
+    for _ in range(200):
+        relay(obs, FakeRequest(None, {}), clock, 204, Headers({}), [])
+    assert 0 < len(obs.captures._items) <= 20

@@ -58,6 +58,11 @@ class UpstreamError(Exception):
     """The request could not be sent, or no complete response head came back."""
 
 
+_RESPONSE_DONE = Failure(ResponseDone("response body complete"))
+"""Every complete body ends with this one reason: a ``Failure`` costs ~5 µs to build (it
+walks its exception's class hierarchy) and this one, raised nowhere, holds no traceback."""
+
+
 class BadResponse(UpstreamError):
     """The model server's answer is not well-formed HTTP/1.1."""
 
@@ -433,7 +438,7 @@ class H1Connection(Protocol):
             self.state = "done"  # reused once the body is handed over, not before
         else:
             self._make_idle()
-        self._end_body(Failure(ResponseDone("response body complete")))
+        self._end_body(_RESPONSE_DONE)
 
     def _make_idle(self) -> None:
         self.state = "idle"

@@ -85,7 +85,10 @@ def run_async(request: Request, handler: Handler) -> int:
         request._llamaswap_gone = True  # type: ignore[attr-defined]
         d.cancel()
 
-    request.notifyFinish().addErrback(client_gone)
+    if not d.called:
+        # Not for a handler that already answered (a 404, a 400): twisted.web would never
+        # fire the notification, which would hold the request in a cycle with this closure.
+        request.notifyFinish().addErrback(client_gone)
     d.addErrback(_unexpected, request)
     return NOT_DONE_YET
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -123,6 +124,31 @@ async def test_requests_that_never_reach_a_model_are_recorded_too(llamaswap) -> 
     assert [(r["model"], r["status"], r["error"]) for r in page["data"]] == [
         ("no-such-model", 404, "404 Not Found")]
     assert page["data"][0]["ttfb_ms"] is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_finished_requests_are_freed_at_once_not_by_the_cyclic_collector(
+        llamaswap) -> None:
+    """A request left in a reference cycle waits for a full collection, which then walks
+    every such request (tens of ms at 200 streams): relayed ones and refused ones alike
+    must be freed by reference counting as soon as they end."""
+    from llamaswap.service import AccessLoggedRequest
+
+    swapper = await llamaswap(CONFIG)
+    assert (await swapper.chat("other")).code == 200  # started, and the pool is warm
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            relayed = await swapper.chat("other")
+            await relayed.content()
+            refused = await swapper.chat("no-such-model")
+            await refused.content()
+            assert (relayed.code, refused.code) == (200, 404)
+        left = [o for o in gc.get_objects() if isinstance(o, AccessLoggedRequest)]
+    finally:
+        gc.enable()
+    assert left == []
 
 
 @pytest_twisted.ensureDeferred
