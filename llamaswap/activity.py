@@ -4,13 +4,16 @@ SQLite (standard library) runs on one dedicated thread, so the reactor never wai
 disk and the connection is only ever used by the thread that opened it. Inserts are group
 committed: rows that arrive while a write is on the thread go in the next one, as one
 transaction, so a busy proxy makes one thread hop per batch rather than per request (per
-request it cost a third of a CPU at 1,000 requests/s). The table is cut to a row cap after
-each batch. ``CaptureCache`` keeps request and response bodies in
+request it cost a third of a CPU at 1,000 requests/s), and a batch is one multi-row INSERT
+per 500 rows (``_insert``). The table is cut to a row cap after each batch. Rows waiting for
+the thread are bounded (``MAX_PENDING``): beyond, new rows are dropped and the log says
+so, rather than memory growing. ``CaptureCache`` keeps request and response bodies in
 memory, oldest first out, within a byte budget.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
 from collections import OrderedDict
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -31,6 +34,26 @@ T = TypeVar("T")
 COLUMNS = ("id", "ts", "model", "endpoint", "method", "status", "duration_ms", "ttfb_ms",
            "wait_ms", "input_tokens", "output_tokens", "cached_tokens", "prompt_per_second",
            "tokens_per_second", "client", "error", "has_capture")
+_INSERTED = COLUMNS[1:]
+ROWS_PER_INSERT = 500
+"""Rows in one INSERT: SQLite's default limit for a VALUES list."""
+MAX_PENDING = 20_000
+"""Rows waiting for the store's thread beyond which new ones are dropped."""
+
+
+class StoreBusy(Exception):
+    """The row was dropped: too many were already waiting to be written."""
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_sql(rows: int) -> str:
+    one = "(" + ", ".join("?" for _ in _INSERTED) + ")"
+    return f"INSERT INTO activity ({', '.join(_INSERTED)}) VALUES " + ", ".join([one] * rows)
+
+
+def _values(row: Mapping[str, Any]) -> list[Any]:
+    """A row's values in column order; columns it lacks get their defaults."""
+    return [row.get(c, False if c == "has_capture" else None) for c in _INSERTED]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS activity (
@@ -85,8 +108,7 @@ class ActivityStore(Service):
         self._shutdown_trigger: Any = None
         self._pending: list[tuple[dict[str, Any], Deferred[int]]] = []
         self._writing = False
-        self._statements: dict[tuple[str, ...], tuple[str, tuple[str, ...] | None]] = {}
-        """INSERTs by the keys of a row, on the store's thread (rows come in two shapes)."""
+        self._dropped = 0
 
     def startService(self) -> None:
         super().startService()
@@ -133,30 +155,26 @@ class ActivityStore(Service):
             self._db = None
 
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
-        assert self._db is not None, "the activity store is not open"
-        ids = []
-        execute = self._db.execute
-        with self._db:
-            for row in rows:
-                sql, names = self._statement(tuple(row))
-                values = tuple(row.values()) if names is None else [row[n] for n in names]
-                ids.append(int(execute(sql, values).lastrowid or 0))
-            execute("DELETE FROM activity WHERE id <= ?", (ids[-1] - self.max_rows,))
-        return ids
+        """Insert ``rows`` in order; their ids.
 
-    def _statement(self, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...] | None]:
-        """The INSERT for a row with ``keys`` and the columns it takes, in ``COLUMNS``
-        order; ``None`` for columns when they are the row's own keys, in its order."""
-        known = self._statements.get(keys)
-        if known is not None:
-            return known
-        names = tuple(c for c in COLUMNS if c != "id" and c in keys)
-        sql = (f"INSERT INTO activity ({', '.join(names)}) "
-               f"VALUES ({', '.join('?' for _ in names)})")
-        statement = (sql, None if names == keys else names)
-        if len(self._statements) < 16:  # the shapes are llamaswap's own; bounded anyway
-            self._statements[keys] = statement
-        return statement
+        One statement per ``ROWS_PER_INSERT`` rows, not one per row: the sqlite3 module
+        lets go of the GIL for every statement it runs, and taking it back from a busy
+        reactor thread can take a whole switch interval (5 ms). Row by row, that capped
+        this thread at a few hundred rows a second under load while requests came faster,
+        and the rows waiting for it grew without bound (~1 KB per request).
+        """
+        assert self._db is not None, "the activity store is not open"
+        ids: list[int] = []
+        db = self._db
+        with db:
+            for start in range(0, len(rows), ROWS_PER_INSERT):
+                chunk = rows[start:start + ROWS_PER_INSERT]
+                values = [value for row in chunk for value in _values(row)]
+                # One writer, AUTOINCREMENT: a statement's rows get consecutive ids.
+                last = int(db.execute(_insert_sql(len(chunk)), values).lastrowid or 0)
+                ids.extend(range(last - len(chunk) + 1, last + 1))
+            db.execute("DELETE FROM activity WHERE id <= ?", (ids[-1] - self.max_rows,))
+        return ids
 
     def _select(self, query: Query) -> dict[str, Any]:
         assert self._db is not None, "the activity store is not open"
@@ -202,7 +220,14 @@ class ActivityStore(Service):
     # -- on the reactor ---------------------------------------------------------------------
 
     def add(self, row: dict[str, Any]) -> Deferred[int]:
-        """Store one finished request; fires with its row id."""
+        """Store one finished request; fires with its row id, or fails with ``StoreBusy``
+        when ``MAX_PENDING`` rows are already waiting (the store says so in the log)."""
+        if len(self._pending) >= MAX_PENDING:
+            if not self._dropped:
+                self.log.warn("activity store: {count} rows waiting to be written; new rows "
+                              "are dropped until they are", count=len(self._pending))
+            self._dropped += 1
+            return fail(StoreBusy())
         d: Deferred[int] = Deferred()
         self._pending.append((row, d))
         if not self._writing:
@@ -223,6 +248,10 @@ class ActivityStore(Service):
 
         def next_batch(_: object) -> None:
             self._writing = False
+            if self._dropped and len(self._pending) < MAX_PENDING // 2:
+                self.log.warn("activity store: recording again ({count} rows were dropped)",
+                              count=self._dropped)
+                self._dropped = 0
             if self._pending:
                 self._write_pending()
 

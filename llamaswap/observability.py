@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from llamaswap import events
-from llamaswap.activity import ActivityStore, Capture, CaptureCache
+from llamaswap.activity import ActivityStore, Capture, CaptureCache, StoreBusy
 from llamaswap.events import EventBus
 from llamaswap.logs import LogStream, ProxyLogCollector, get_logger, llamaswap_events
 from llamaswap.metrics import Metrics, endpoint_label
@@ -190,6 +190,8 @@ class Observability:
         self.bus.publish(events.ACTIVITY, {"id": row_id})
 
     def _not_stored(self, failure: Failure) -> None:
+        if failure.check(StoreBusy):
+            return  # dropped under overload: the store logs that once, not per request
         log.failure("could not record a request in the activity store", failure)
 
 

@@ -185,3 +185,38 @@ def test_stopping_a_store_that_never_started_does_not_wait_forever() -> None:
     done: list[object] = []
     store.stopService().addBoth(done.append)
     assert done == [None]
+
+
+def test_a_large_batch_is_inserted_in_order_with_consecutive_ids() -> None:
+    """Batches go in as multi-row INSERTs of at most ROWS_PER_INSERT rows (one statement,
+    one release of the GIL, per chunk): ids and values must come out as row by row."""
+    store = ActivityStore(reactor, None, 1000)
+    store._open()
+    try:
+        rows = [row(f"m{i % 7}", output_tokens=i, error=None if i % 2 else "x")
+                for i in range(1, 1201)]
+        assert store._insert(rows) == list(range(1, 1201))
+        page = store._select(Query(sort="id", descending=False, limit=1000))
+        assert page["total"] == 1000  # cut to the row cap after the batch
+        first = page["data"][0]
+        assert (first["id"], first["model"], first["output_tokens"]) == (201, "m5", 201)
+        assert [r["output_tokens"] for r in page["data"]] == list(range(201, 1201))
+        assert store._insert([row("late")]) == [1201]
+    finally:
+        store._close()
+
+
+def test_rows_beyond_the_backlog_are_dropped_not_queued(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Memory stays bounded when rows come faster than the store's thread writes them."""
+    from llamaswap import activity
+
+    monkeypatch.setattr(activity, "MAX_PENDING", 3)
+    store = ActivityStore(reactor, None, 100)  # never started: the first batch stays out
+    added = [store.add(row("m")) for _ in range(6)]  # 1 on its way, 3 waiting, 2 dropped
+    failures: list[Any] = []
+    for d in added[4:]:
+        d.addErrback(failures.append)
+    assert [f.check(activity.StoreBusy) for f in failures] == [activity.StoreBusy] * 2
+    assert not any(d.called for d in added[:4])
+    assert len(store._pending) == 3
