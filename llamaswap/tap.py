@@ -8,7 +8,9 @@ import sys
 from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.logger import ILogObserver
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.exposure import warn_if_exposed
@@ -16,6 +18,7 @@ from llamaswap.gctuning import tune_for_serving
 from llamaswap.orphans import default_state_path
 from llamaswap.service import DEFAULT_DRAIN_TIMEOUT, LlamaSwapService
 from llamaswap.systemd import SystemdNotifyService
+from llamaswap.twistdlog import observer_for
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TLS_LISTEN = "ssl:8443"
@@ -147,22 +150,39 @@ def _check_endpoint(given: str, endpoint: str) -> None:
 
 def makeService(options: Any) -> MultiService:
     """What ``twistd llamaswap`` runs: ``build_service``, in a process tuned for serving
-    (``gctuning``: the process is llamaswap's own)."""
+    (``gctuning``: the process is llamaswap's own), logging through ``twistdlog``."""
     from twisted.internet import reactor
 
-    top = build_service(options)
+    twistd = getattr(options, "parent", None)  # twistd's own options: --logfile, -n ...
+    top = build_service(options, top=_TwistdTop(
+        observer_for(twistd) if twistd is not None else None))
     reactor.callWhenRunning(tune_for_serving)
     return top
 
 
-def build_service(options: Any) -> MultiService:
+class _TwistdTop(MultiService):
+    """Hands its log observer to the twistd application it joins (twistd reads an
+    application's ``ILogObserver`` component before it starts logging)."""
+
+    def __init__(self, observer: ILogObserver | None) -> None:
+        super().__init__()
+        self._observer = observer
+
+    def setServiceParent(self, parent: Any) -> None:
+        if (self._observer is not None and isinstance(parent, Componentized)
+                and parent.getComponent(ILogObserver) is None):
+            parent.setComponent(ILogObserver, self._observer)
+        super().setServiceParent(parent)
+
+
+def build_service(options: Any, top: MultiService | None = None) -> MultiService:
     """The llamaswap service, then the systemd notifier.
 
     ``MultiService`` starts children in order and stops them in reverse: ``READY=1`` goes
     out once llamaswap is listening, ``STOPPING=1`` before it starts draining.
     """
     config: Config = options["loaded"]
-    top = MultiService()
+    top = top if top is not None else MultiService()
     state_file = options["state-file"]
     if state_file is None:
         state_file = default_state_path(options["config"])

@@ -93,3 +93,30 @@ reactor.run()
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines() == ["embedded True", "twistd (7000, 10, 10) True"]
+
+
+def test_twistd_gets_llamaswaps_log_observer_for_its_options(tmp_path: Path) -> None:
+    """In a fresh interpreter (``makeService`` tunes the process): the application twistd
+    builds around the service carries the observer (``twistdlog``) for twistd's options."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from twisted.application.service import Application
+from twisted.logger import ILogObserver
+from llamaswap.tap import Options, makeService
+options = Options()
+options.parseOptions(["-c", sys.argv[1], "-l", "tcp:0:interface=127.0.0.1", "--state-file="])
+for twistd in ({"nodaemon": True, "logfile": None}, {"nodaemon": True, "syslog": True}):
+    options.parent = twistd
+    application = Application("llamaswap")
+    makeService(options).setServiceParent(application)
+    observer = application.getComponent(ILogObserver)
+    print(observer is not None and getattr(observer, "_outFile", None) is sys.stdout)
+"""
+    config = write(tmp_path, "models:\n  m:\n    cmd: server --port ${PORT}\n")
+    out = subprocess.run([sys.executable, "-c", script, config], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["True", "False"]
