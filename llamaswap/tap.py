@@ -155,7 +155,7 @@ def makeService(options: Any) -> MultiService:
 
     twistd = getattr(options, "parent", None)  # twistd's own options: --logfile, -n ...
     top = build_service(options, top=_TwistdTop(
-        observer_for(twistd) if twistd is not None else None))
+        observer_for(twistd, reactor) if twistd is not None else None))
     reactor.callWhenRunning(tune_for_serving)
     return top
 

@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.test_twistdlog -*-
-"""twistd's text log, the same lines for less CPU: the time stamp formatted once a second.
+"""twistd's text log, the same lines for less CPU: time stamps formatted once a second,
+one write per reactor turn.
 
 twistd writes its log with ``textFileLogObserver``, which formats the time of every event
 from scratch (a time-zone lookup and ``strftime``). llamaswap logs a line per request, and
@@ -9,6 +10,11 @@ component when it has one, as ``.tac`` files set it): the destination twistd wou
 from ``--logfile`` and ``--nodaemon`` (standard output, or a ``LogFile`` rotated on
 ``SIGUSR1``), the lines ``formatEventAsClassicLogText`` makes. With ``--syslog`` or
 ``--logger`` twistd's own choice stands.
+
+twistd also writes and flushes every line on its own (a system call, and a lock for a
+``LogFile``); ``TurnBuffered`` collects the lines of one reactor turn and writes them
+together when the turn ends (at once while the reactor is not running). A crash can lose
+the lines of its last turn.
 """
 
 from __future__ import annotations
@@ -51,22 +57,58 @@ def time_formatter(time_format: str = timeFormatRFC3339) -> Callable[[float | No
     return format_time
 
 
-def text_observer(out: IO[Any]) -> FileLogObserver:
-    """What ``textFileLogObserver(out)`` writes, with ``time_formatter``'s time stamps."""
-    return FileLogObserver(out, partial(formatEventAsClassicLogText,
-                                        formatTime=time_formatter()))
+class TurnBuffered:
+    """A text file whose writes of one reactor turn go out as one write at its end."""
+
+    def __init__(self, out: Any, reactor: Any) -> None:
+        self._out = out
+        self._reactor = reactor
+        self._pending: list[str] = []
+        self._failed = False
+        reactor.addSystemEventTrigger("after", "shutdown", self.write_pending)
+
+    def write(self, text: str) -> None:
+        self._pending.append(text)
+        if not getattr(self._reactor, "running", True):  # before it starts, or once stopped
+            self.write_pending()
+        elif len(self._pending) == 1:
+            self._reactor.callLater(0, self.write_pending)
+
+    def flush(self) -> None:
+        """Each line is flushed at the end of its turn (``write_pending``), not now."""
+
+    def write_pending(self) -> None:
+        if not self._pending:
+            return
+        text, self._pending = "".join(self._pending), []
+        try:
+            self._out.write(text)
+            self._out.flush()
+        except Exception as e:  # a full disk: not a reason to fail every later turn
+            if not self._failed:
+                self._failed = True
+                sys.stderr.write(f"llamaswap: cannot write the log ({e}); lines are lost\n")
 
 
-def observer_for(twistd: Mapping[str, Any]) -> ILogObserver | None:
+def text_observer(out: IO[Any], reactor: Any = None) -> FileLogObserver:
+    """What ``textFileLogObserver(out)`` writes, with ``time_formatter``'s time stamps;
+    with ``reactor``, written once per turn (``TurnBuffered``)."""
+    target: Any = out if reactor is None else TurnBuffered(out, reactor)
+    return FileLogObserver(target, partial(formatEventAsClassicLogText,
+                                           formatTime=time_formatter()))
+
+
+def observer_for(twistd: Mapping[str, Any], reactor: Any = None) -> ILogObserver | None:
     """The observer for twistd's options (``--logfile``, ``--nodaemon``), as twistd's
     ``UnixAppLogger`` would pick its destination; ``None`` to leave the choice to twistd
-    (``--syslog``, ``--logger``, or a daemon asked to log to stdout, which twistd refuses)."""
+    (``--syslog``, ``--logger``, or a daemon asked to log to stdout, which twistd refuses).
+    With ``reactor``, lines are written once per turn."""
     if twistd.get("logger") or twistd.get("syslog"):
         return None
     name = twistd.get("logfile")
     nodaemon = bool(twistd.get("nodaemon"))
     if name == "-" or (nodaemon and not name):
-        return text_observer(sys.stdout) if nodaemon else None
+        return text_observer(sys.stdout, reactor) if nodaemon else None
     log_file = LogFile.fromFullPath(name or "twistd.log")
     if not signal.getsignal(signal.SIGUSR1):  # as twistd: rotate on SIGUSR1 unless taken
 
@@ -76,4 +118,4 @@ def observer_for(twistd: Mapping[str, Any]) -> ILogObserver | None:
             reactor.callFromThread(log_file.rotate)  # type: ignore[attr-defined]
 
         signal.signal(signal.SIGUSR1, rotate)
-    return text_observer(log_file)
+    return text_observer(log_file, reactor)

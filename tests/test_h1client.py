@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -403,3 +405,24 @@ def test_the_client_states_the_host_as_agent_would() -> None:
     assert client._target("https://models.example/api")[2:] == (b"models.example", b"/api")
     with pytest.raises(UpstreamError):
         client._target("http://127.0.0.1:8080/a b")
+
+
+@given(st.lists(st.binary(min_size=0, max_size=40), max_size=8), st.booleans())
+def test_one_chunk_per_read_decodes_as_the_general_path_does(payloads: list[bytes],
+                                                              extension: bool) -> None:
+    """A read holding exactly one chunk takes a shortcut; chunks split or merged any other
+    way take the general loop: both must agree, data containing CRLF included."""
+    ext = b";x=1" if extension else b""
+    chunks = [b"%x%s\r\n%s\r\n" % (len(p), ext, p) for p in payloads if p]
+    whole = b"".join(chunks) + b"0\r\n\r\n"
+    one_by_one, merged = ChunkedDecoder(), ChunkedDecoder()
+    pieces: list[bytes] = []
+    for chunk in chunks:
+        got, rest = one_by_one.feed(chunk)
+        assert rest is None
+        pieces += got
+    got, rest = one_by_one.feed(b"0\r\n\r\nnext")
+    assert got == [] and rest == b"next"
+    everything, rest = merged.feed(whole + b"next")
+    assert b"".join(pieces) == b"".join(everything) == b"".join(payloads)
+    assert rest == b"next"

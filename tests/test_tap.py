@@ -113,7 +113,8 @@ for twistd in ({"nodaemon": True, "logfile": None}, {"nodaemon": True, "syslog":
     application = Application("llamaswap")
     makeService(options).setServiceParent(application)
     observer = application.getComponent(ILogObserver)
-    print(observer is not None and getattr(observer, "_outFile", None) is sys.stdout)
+    out = getattr(observer, "_outFile", None)  # stdout, behind one write per reactor turn
+    print(observer is not None and getattr(out, "_out", None) is sys.stdout)
 """
     config = write(tmp_path, "models:\n  m:\n    cmd: server --port ${PORT}\n")
     out = subprocess.run([sys.executable, "-c", script, config], capture_output=True,

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, textFileLogObserver
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
 
-from llamaswap.twistdlog import observer_for, text_observer, time_formatter
+from llamaswap.twistdlog import TurnBuffered, observer_for, text_observer, time_formatter
 
 
 def events() -> list[dict[str, Any]]:
@@ -75,3 +76,63 @@ def test_destination_is_what_twistd_would_choose(tmp_path: Path,
               "log_level": LogLevel.info})
     assert path.read_text().endswith(" [t#info] hello\n")
     observer._outFile.close()
+
+
+class Reactor(Clock):
+    """A Clock with system event triggers (what ``TurnBuffered`` uses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.triggers: list[Any] = []
+        self.running = True
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
+        self.triggers.append((phase, event, f))
+
+
+class Recording:
+    def __init__(self, fail: bool = False) -> None:
+        self.writes: list[str] = []
+        self.flushes = 0
+        self.fail = fail
+
+    def write(self, text: str) -> None:
+        if self.fail:
+            raise OSError("No space left on device")
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def test_the_lines_of_one_turn_go_out_in_one_write_at_its_end() -> None:
+    reactor, out = Reactor(), Recording()
+    observer = text_observer(out, reactor)  # type: ignore[arg-type]
+    for n in range(3):
+        observer({"log_format": "line {n}", "n": n, "log_time": 10.0,
+                  "log_namespace": "t", "log_level": LogLevel.info})
+    assert out.writes == []  # nothing during the turn
+    reactor.advance(0)
+    assert len(out.writes) == 1 and out.flushes == 1
+    assert [line.split("] ")[1] for line in out.writes[0].splitlines()] == [
+        "line 0", "line 1", "line 2"]
+    observer({"log_format": "last words", "log_time": 11.0, "log_namespace": "t",
+              "log_level": LogLevel.info})
+    [(phase, event, at_shutdown)] = reactor.triggers
+    assert (phase, event) == ("after", "shutdown")
+    at_shutdown()  # the reactor stops before its next turn: shutdown writes what is left
+    assert out.writes[-1].endswith("] last words\n")
+    reactor.running = False
+    observer({"log_format": "Main loop terminated.", "log_time": 12.0, "log_namespace": "t",
+              "log_level": LogLevel.info})  # twistd's last words, once the reactor stopped
+    assert out.writes[-1].endswith("] Main loop terminated.\n")
+
+
+def test_a_log_that_cannot_be_written_says_so_once(capsys: pytest.CaptureFixture[str]
+                                                    ) -> None:
+    reactor = Reactor()
+    buffered = TurnBuffered(Recording(fail=True), reactor)
+    for _ in range(2):
+        buffered.write("x\n")
+        reactor.advance(0)
+    assert capsys.readouterr().err.count("cannot write the log") == 1

@@ -121,6 +121,15 @@ class ChunkedDecoder:
     def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
         """The payload pieces in ``data``; and ``None`` while the body goes on, or the bytes
         that followed its end once it ended. Raises ``BadResponse`` on broken framing."""
+        if self._state == "size" and not self._buffer:
+            # The usual read of a stream: exactly one whole chunk (a token), no extension.
+            eol = data.find(b"\r\n", 0, 18)
+            if eol > 0:
+                size_line = data[:eol]
+                end = len(data) - 2
+                if _HEX.fullmatch(size_line) and data[end:] == b"\r\n" and \
+                        int(size_line, 16) == end - eol - 2 > 0:
+                    return [data[eol + 2:end]], None
         buf = self._buffer + data if self._buffer else data
         pos, end, out = 0, len(buf), []
         while pos < end:
