@@ -17,7 +17,7 @@ import functools
 import math
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -317,25 +317,24 @@ RawHeaders = Mapping[bytes, Sequence[bytes]]
 
 
 class Capture:
-    """One captured exchange, kept as it passed by (bytes, raw headers) until it is read.
+    """One captured exchange, kept as it passed by (bytes, header lines) until it is read.
 
     Most captures are evicted unread, so the JSON view (decoded, redacted) is built by
-    ``view`` on the first read rather than on every request. The raw headers are a copy of
-    ``Headers.getAllRawHeaders()`` taken when the exchange saw them: twisted.web and the
-    relay replace header values after parsing (``setRawHeaders``), never append to them.
+    ``view`` on the first read rather than on every request. Headers are kept as the lines
+    they were when the exchange saw them (``frozen_headers``).
     """
 
     __slots__ = ("id", "path", "method", "req_headers", "req_body", "resp_headers",
                  "resp_body")
 
-    def __init__(self, capture_id: int, path: str, method: str, req_headers: RawHeaders,
+    def __init__(self, capture_id: int, path: str, method: str, req_headers: bytes,
                  req_body: bytes) -> None:
         self.id = capture_id
         self.path = path
         self.method = method
         self.req_headers = req_headers
         self.req_body = req_body
-        self.resp_headers: RawHeaders | None = None
+        self.resp_headers: bytes | None = None
         self.resp_body = b""
 
     def view(self) -> dict[str, Any]:
@@ -346,17 +345,14 @@ class Capture:
         """The capture as one tuple of strings and bytes: the collector stops tracking such
         a tuple, so thousands of kept captures cost it nothing (as objects they made each
         full collection take ~50 ms at 200 streams)."""
-        return (self.id, self.path, self.method, _frozen_headers(self.req_headers),
-                self.req_body, None if self.resp_headers is None
-                else _frozen_headers(self.resp_headers), self.resp_body)
+        return (self.id, self.path, self.method, self.req_headers, self.req_body,
+                self.resp_headers, self.resp_body)
 
     def footprint(self) -> int:
         """Bytes counted against ``captureBuffer``: bodies, headers and a fixed overhead, so
         that captures of empty exchanges are bounded in number too."""
-        headers = sum(len(name) + sum(len(v) for v in values)
-                      for part in (self.req_headers, self.resp_headers or {})
-                      for name, values in part.items())
-        return CAPTURE_OVERHEAD + len(self.req_body) + len(self.resp_body) + headers
+        return (CAPTURE_OVERHEAD + len(self.req_headers) + len(self.req_body)
+                + len(self.resp_headers or b"") + len(self.resp_body))
 
 
 CAPTURE_OVERHEAD = 256
@@ -366,10 +362,14 @@ FrozenCapture = tuple[int, str, str, bytes, bytes, "bytes | None", bytes]
 """id, path, method, request head, request body, response head, response body."""
 
 
-def _frozen_headers(headers: RawHeaders) -> bytes:
-    """Header lines as they are sent (``Name: value\r\n``): one bytes object."""
-    return b"".join(b"%s: %s\r\n" % (name, value)
-                    for name, values in headers.items() for value in values)
+def frozen_headers(headers: Iterable[tuple[bytes, Sequence[bytes]]]) -> bytes:
+    """Header lines as they are sent (``Name: value\r\n``), from ``getAllRawHeaders()``:
+    one bytes object, which also no later change to the headers can reach."""
+    lines: list[bytes] = []
+    for name, values in headers:
+        for value in values:
+            lines += (name, b": ", value, b"\r\n")
+    return b"".join(lines)
 
 
 def _thawed_headers(lines: bytes) -> dict[bytes, list[bytes]]:

@@ -23,7 +23,13 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from llamaswap import events
-from llamaswap.activity import ActivityStore, Capture, CaptureCache, StoreBusy
+from llamaswap.activity import (
+    ActivityStore,
+    Capture,
+    CaptureCache,
+    StoreBusy,
+    frozen_headers,
+)
 from llamaswap.events import EventBus
 from llamaswap.logs import LogStream, ProxyLogCollector, get_logger, llamaswap_events
 from llamaswap.metrics import Metrics, endpoint_label
@@ -260,7 +266,7 @@ class Exchange:
             content.seek(position)
         self._capture_size = len(body)
         return Capture(self.id, self.path, self.method,
-                       dict(request.requestHeaders.getAllRawHeaders()), body)
+                       frozen_headers(request.requestHeaders.getAllRawHeaders()), body)
 
     def entry(self) -> dict[str, Any]:
         """The ``inflight`` event's view of this request."""
@@ -278,7 +284,7 @@ class Exchange:
         self._meter = TokenMeter(_first(headers, b"content-type"),
                                  _first(headers, b"content-encoding"))
         if self._capture is not None:
-            self._capture.resp_headers = dict(headers.getAllRawHeaders())
+            self._capture.resp_headers = frozen_headers(headers.getAllRawHeaders())
         if self._owner.bus.subscribers:
             self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
                                                        "request": self.entry()})
