@@ -41,13 +41,26 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
+def _copy(source: Headers, target: Headers, skip: frozenset[bytes] | set[bytes]) -> None:
+    """``source``'s headers but ``skip`` into ``target``, replacing what it has of them
+    (as ``setRawHeaders`` does).
+
+    Both came out of a parser that checked and canonicalised them, so they are copied as
+    they are rather than checked again by ``setRawHeaders`` (~1 µs a header).
+    """
+    raw = getattr(target, "_rawHeaders", None)
+    for name, values in source.getAllRawHeaders():
+        if name.lower() not in skip:
+            if raw is not None:
+                raw[name] = list(values)
+            else:
+                target.setRawHeaders(name, values)
+
+
 def upstream_headers(request: Request) -> Headers:
     """The client's headers minus hop-by-hop ones, plus the X-Forwarded-* trio."""
     out = Headers()
-    skip = NOT_FORWARDED | _connection_tokens(request.requestHeaders)
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        if name.lower() not in skip:
-            out.setRawHeaders(name, values)
+    _copy(request.requestHeaders, out, NOT_FORWARDED | _connection_tokens(request.requestHeaders))
     client = request.getClientAddress()
     host = getattr(client, "host", None)
     if host:
@@ -63,9 +76,7 @@ def upstream_headers(request: Request) -> Headers:
 
 def copy_response_headers(response: Any, request: Request) -> None:
     skip = HOP_BY_HOP | _connection_tokens(response.headers)
-    for name, values in response.headers.getAllRawHeaders():
-        if name.lower() not in skip:
-            request.responseHeaders.setRawHeaders(name, values)
+    _copy(response.headers, request.responseHeaders, skip)
     content_type = response.headers.getRawHeaders(b"content-type", [b""])[0]
     if content_type.lower().startswith(b"text/event-stream"):
         request.responseHeaders.setRawHeaders(b"x-accel-buffering", [b"no"])
