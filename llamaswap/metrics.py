@@ -118,6 +118,9 @@ class Metrics:
         self.start_failures = Counter(
             "llamaswap_model_start_failures", "Starts that failed (exit or health timeout)",
             ["model"], registry=r)
+        self.activity_dropped = Counter(
+            "llamaswap_activity_dropped", "Activity rows dropped: the store was too far behind",
+            registry=r)
         self.requests = Counter(
             "llamaswap_requests", "Finished HTTP requests",
             ["endpoint", "model", "status"], registry=r)

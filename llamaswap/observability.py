@@ -196,8 +196,9 @@ class Observability:
         self.bus.publish(events.ACTIVITY, {"id": row_id})
 
     def _not_stored(self, failure: Failure) -> None:
-        if failure.check(StoreBusy):
-            return  # dropped under overload: the store logs that once, not per request
+        if failure.check(StoreBusy):  # dropped under overload: logged once by the store
+            self.metrics.activity_dropped.inc()
+            return
         log.failure("could not record a request in the activity store", failure)
 
 

@@ -330,3 +330,22 @@ def test_captures_of_empty_exchanges_are_bounded_in_number() -> None:
     for _ in range(200):
         relay(obs, FakeRequest(None, {}), clock, 204, Headers({}), [])
     assert 0 < len(obs.captures._items) <= 20
+
+
+def test_rows_the_store_drops_are_counted_and_not_logged_each() -> None:
+    from twisted.internet.defer import fail
+
+    from llamaswap.activity import StoreBusy
+
+    obs, _, _ = make(budget=0)
+    obs.store.add = lambda row: fail(StoreBusy())  # type: ignore[method-assign]
+    logged: list[dict[str, Any]] = []
+    from llamaswap.logs import llamaswap_events
+    llamaswap_events.addObserver(logged.append)
+    try:
+        for _ in range(3):
+            obs.record({"model": "m"}, None)
+    finally:
+        llamaswap_events.removeObserver(logged.append)
+    assert samples(obs)[("llamaswap_activity_dropped_total", ())] == 3.0
+    assert not [e for e in logged if "activity store" in e.get("log_format", "")]
