@@ -320,8 +320,8 @@ class Capture:
     """One captured exchange, kept as it passed by (bytes, header lines) until it is read.
 
     Most captures are evicted unread, so the JSON view (decoded, redacted) is built by
-    ``view`` on the first read rather than on every request. Headers are kept as the lines
-    they were when the exchange saw them (``frozen_headers``).
+    ``capture_view`` on the first read rather than on every request. Headers are kept as
+    the lines they were when the exchange saw them (``frozen_headers``).
     """
 
     __slots__ = ("id", "path", "method", "req_headers", "req_body", "resp_headers",
@@ -336,10 +336,6 @@ class Capture:
         self.req_body = req_body
         self.resp_headers: bytes | None = None
         self.resp_body = b""
-
-    def view(self) -> dict[str, Any]:
-        """What ``GET /api/captures/<id>`` answers."""
-        return capture_view(self.frozen())
 
     def frozen(self) -> FrozenCapture:
         """The capture as one tuple of strings and bytes: the collector stops tracking such
