@@ -6,7 +6,7 @@ import json
 
 import pytest_twisted
 import treq
-from conftest import body_json, upstream_cmd
+from conftest import body_json, upstream_cmd, wait_for
 
 from llamaswap.policy import ModelState
 
@@ -84,16 +84,20 @@ routing:
   scheduler:
     use: fifo
     queueTimeout: 0.5
+hooks:
+  on_startup:
+    preload: [busy]
 models:
   busy:
     cmd: {upstream_cmd("busy")}
   other:
     cmd: {upstream_cmd("other")}
 """)
+    # Loaded before the first request: a cold start under load can outlast the 0.5 s limit.
+    await wait_for(lambda: swapper.state("busy") is ModelState.READY, timeout=30)
     assert (await swapper.chat("busy")).code == 200
     holding = swapper.chat("busy", test_delay=2.0)
-    from conftest import sleep
-    await sleep(0.2)
+    await wait_for(lambda: swapper.service.router.in_flight("busy") == 1)
     response = await swapper.chat("other")
     assert response.code == 503
     assert int(response.headers.getRawHeaders(b"retry-after")[0]) >= 1
