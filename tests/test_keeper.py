@@ -159,3 +159,142 @@ def test_a_bare_command_is_looked_up_on_path_like_execvp(tmp_path: Path) -> None
     assert alone.returncode == 127 and "Permission denied" in alone.stderr
     missing = run("/nonexistent")
     assert missing.returncode == 127 and "No such file or directory" in missing.stderr
+
+
+def test_a_model_killed_by_sigkill_is_reported_as_such() -> None:
+    # The keeper cannot reset SIGKILL's handler (EINVAL): it used to crash with exit status 1.
+    result = subprocess.run([sys.executable, "-I", "-S", KEEPER, str(os.getpid()), "m",
+                             sys.executable, "-c",
+                             "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == -signal.SIGKILL
+    assert "Traceback" not in result.stderr and "Errno" not in result.stderr
+
+
+# A model that starts a SIGTERM-ignoring grandchild in a session of its own, reports its PID
+# and its own, then waits (exiting 0 on SIGTERM, unless told to ignore it too).
+FAMILY_MODEL = textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    out, ignore = sys.argv[1], sys.argv[2] == "ignore"
+    child = subprocess.Popen([sys.executable, "-c",
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "os.setsid(); time.sleep(3600)"])
+    if ignore:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while open(f"/proc/{child.pid}/stat").read().split()[5] != str(child.pid):
+        time.sleep(0.01)  # until the grandchild has left the group
+    with open(out + ".tmp", "w") as f:
+        f.write(f"{os.getpid()} {child.pid}")
+    os.replace(out + ".tmp", out)
+    time.sleep(3600)
+""")
+
+
+def start_family(tmp_path: Path, ignore_sigterm: bool) -> tuple[subprocess.Popen[bytes], int,
+                                                                 int]:
+    report = tmp_path / "family"
+    keeper = subprocess.Popen([sys.executable, "-I", "-S", KEEPER, str(os.getpid()), "m",
+                               sys.executable, "-c", FAMILY_MODEL, str(report),
+                               "ignore" if ignore_sigterm else "exit"])
+    assert wait_until(report.exists, timeout=20)
+    model, grandchild = (int(n) for n in report.read_text().split())
+    assert os.getpgid(grandchild) != keeper.pid  # it left the keeper's group
+    return keeper, model, grandchild
+
+
+def cleanup(keeper: subprocess.Popen[bytes], *pids: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if keeper.poll() is None:
+        keeper.kill()
+    keeper.wait()
+
+
+def test_a_grandchild_that_left_the_group_dies_when_the_model_stops(tmp_path: Path) -> None:
+    keeper, model, grandchild = start_family(tmp_path, ignore_sigterm=False)
+    try:
+        os.killpg(keeper.pid, signal.SIGTERM)  # what llamaswap's stop sends
+        assert keeper.wait(20) == 0
+        # Gone, not just dying: the keeper killed and reaped it before it exited itself.
+        assert not Path(f"/proc/{grandchild}").exists()
+        assert not Path(f"/proc/{model}").exists()
+    finally:
+        cleanup(keeper, model, grandchild)
+
+
+def test_kill_family_signal_ends_a_model_that_ignores_sigterm(tmp_path: Path) -> None:
+    keeper, model, grandchild = start_family(tmp_path, ignore_sigterm=True)
+    try:
+        os.killpg(keeper.pid, signal.SIGTERM)
+        assert alive(model) and alive(grandchild)  # both ignore it
+        keeper.send_signal(signal.SIGUSR1)  # llamaswap's escalation when a stop times out
+        assert keeper.wait(20) == -signal.SIGKILL  # dies the way the model died
+        assert not Path(f"/proc/{grandchild}").exists()
+        assert not Path(f"/proc/{model}").exists()
+    finally:
+        cleanup(keeper, model, grandchild)
+
+
+def test_sigkilled_owner_takes_a_grandchild_that_left_the_group_down(tmp_path: Path) -> None:
+    report, keeper_file = tmp_path / "family", tmp_path / "keeper.pid"
+    owner_code = textwrap.dedent(f"""
+        import subprocess, sys, time, os
+        keeper = subprocess.Popen([sys.executable, "-I", "-S", {KEEPER!r}, str(os.getpid()),
+                                   "m", sys.executable, "-c", {FAMILY_MODEL!r},
+                                   {str(report)!r}, "ignore"])
+        open({str(keeper_file)!r}, "w").write(str(keeper.pid))
+        time.sleep(60)
+    """)
+    owner = subprocess.Popen([sys.executable, "-c", owner_code])
+    pids: list[int] = []
+    try:
+        assert wait_until(lambda: report.exists() and keeper_file.exists(), timeout=20)
+        keeper = int(keeper_file.read_text())
+        model, grandchild = (int(n) for n in report.read_text().split())
+        pids = [keeper, model, grandchild]
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10)
+    finally:
+        owner.kill()
+        owner.wait()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_orphans_reparented_to_the_keeper_are_reaped_while_the_model_runs(
+        tmp_path: Path) -> None:
+    # The model's child starts a grandchild and exits at once: the grandchild is re-parented
+    # to the keeper (a subreaper), which reaps it when it exits, long before the model ends.
+    pid_file, release = tmp_path / "orphan.pid", tmp_path / "release"
+    model_code = textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        orphan_code = ("import os, time, pathlib\\n"
+                       "pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\\n"
+                       "while not os.path.exists({str(release)!r}): time.sleep(0.01)\\n")
+        middle = subprocess.Popen([sys.executable, "-c",
+            "import subprocess, sys; subprocess.Popen([sys.executable, '-c', sys.argv[1]])",
+            orphan_code])
+        middle.wait()
+        time.sleep(3600)
+    """)
+    keeper = subprocess.Popen([sys.executable, "-I", "-S", KEEPER, str(os.getpid()), "m",
+                               sys.executable, "-c", model_code])
+    try:
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=20)
+        orphan = int(pid_file.read_text())
+        assert wait_until(lambda: _parent(orphan) == keeper.pid)
+        release.write_text("")
+        assert wait_until(lambda: not Path(f"/proc/{orphan}").exists())  # not a zombie
+        assert keeper.poll() is None  # the model still runs
+    finally:
+        os.killpg(keeper.pid, signal.SIGKILL)
+        keeper.wait()
