@@ -3,9 +3,11 @@
 A ``ModelProcess`` owns exactly one child at a time and an explicit state
 (stopped -> starting -> ready -> stopping -> stopped). Callers ask for what they need with
 ``ensure_ready()`` and ``stop()``, each caller getting its own Deferred; the state changes only
-here. The model runs under a keeper process (``keeper.py``) that leads its own process group
-and takes the group down if llamaswap dies, so a stop reaches its children and grandchildren
-too, and nothing outlives llamaswap even when it is SIGKILLed.
+here. The model runs under a keeper process (``keeper.py``) that leads its own process group,
+is the subreaper of everything the model starts and takes all of it down if llamaswap dies,
+so a stop reaches its children and grandchildren too (also those that left the group), and
+nothing outlives llamaswap even when it is SIGKILLed. Every process of the model carries
+``LLAMASWAP_INSTANCE=<instance>:<model>`` in its environment (``llamaswap.orphans``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ from llamaswap.cmdline import split_command
 from llamaswap.config import ModelConfig
 from llamaswap.health import HealthTimeout, Probe, ReadinessPoller, http_probe
 from llamaswap.logs import LineSplitter, LogRing, get_logger
+from llamaswap.orphans import INSTANCE_VARIABLE, instance_mark, process_info
 from llamaswap.policy import ModelState
 
 KEEPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keeper.py")
 """Run as the model's parent: new process group, death with llamaswap (see keeper.py)."""
 DEFAULT_MARKER = "llamaswap-keeper"
+DEFAULT_INSTANCE = f"unsaved-{os.getpid()}"
+"""The instance of a llamaswap without a state file: nothing reaps it, it still marks."""
+KILL_FAMILY = signal.SIGUSR1
+"""Asks the keeper to SIGKILL the model and all its descendants, then exit (keeper.py)."""
+FAMILY_KILL_GRACE = 5.0
+"""Seconds the keeper gets for that before its whole group is SIGKILLed, keeper included."""
 
 LAST_LINES_IN_ERRORS = 5
 
@@ -51,6 +60,16 @@ def signal_group(pgid: int, signum: int) -> bool:
     """Send ``signum`` to a whole process group; False if the group is already gone."""
     try:
         os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def signal_process(pid: int, signum: int) -> bool:
+    """Send ``signum`` to one process (the keeper: our child, not yet reaped, so its PID
+    cannot have been reused); False if it is gone."""
+    try:
+        os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         return False
     return True
@@ -101,9 +120,11 @@ class ModelProcess:
         health_timeout: float,
         probe: Probe | None = None,
         signal_group: GroupSignaller = signal_group,
+        signal_keeper: GroupSignaller = signal_process,
         output: LogRing | None = None,
         on_line: Callable[[str, str], None] | None = None,
         marker: str = DEFAULT_MARKER,
+        instance: str = DEFAULT_INSTANCE,
         check_port: bool = True,
     ) -> None:
         self.model = model
@@ -112,6 +133,7 @@ class ModelProcess:
         self._health_timeout = health_timeout
         self._probe = probe
         self._signal_group = signal_group
+        self._signal_keeper = signal_keeper
         self.output = output if output is not None else LogRing()
         self._on_line = on_line
         self.state = ModelState.STOPPED
@@ -120,6 +142,7 @@ class ModelProcess:
         self.model_pid: int | None = None
         """The model server's own PID, once the keeper has reported it."""
         self._marker = marker
+        self._instance = instance
         self._check_port = check_port
         self._stopper: Any = None
         """The running ``cmdStop``, killed if it is still running when it no longer matters."""
@@ -133,6 +156,9 @@ class ModelProcess:
         self._last_output = 0.0
         self._kill_timer: IDelayedCall | None = None
         self._protocol: _ModelProtocol | None = None
+        self.run = 0
+        """Counts starts: a request served by run N can wait for the end of run N."""
+        self._run_end_waiters: list[Deferred[None]] = []
 
     # -- what callers use -------------------------------------------------------------------
 
@@ -175,6 +201,28 @@ class ModelProcess:
             self._terminate(self.model.unload_timeout if timeout is None else timeout)
         return waiter
 
+    def run_ended(self, run: int) -> Deferred[None]:
+        """Fire once run ``run`` is over (its process exited and was noticed); at once if it
+        is over already. Cancelling only withdraws this caller."""
+        if run != self.run or self.state is ModelState.STOPPED:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._run_end_waiters.remove)
+        self._run_end_waiters.append(waiter)
+        return waiter
+
+    def server_gone(self) -> bool:
+        """Whether the model server's own process is known to have exited, perhaps before
+        llamaswap noticed (a zombie its keeper has not reaped yet). False if unknown."""
+        if self.model_pid is None:
+            return False
+        info = process_info(self.model_pid)
+        return info is None or info.zombie
+
+    def environment(self) -> dict[str, str]:
+        """The model's environment: llamaswap's, the model's ``env``, and the marker."""
+        return {**os.environ, **dict(self.model.env),
+                INSTANCE_VARIABLE: instance_mark(self._instance, self.model.id)}
+
     # -- mechanism --------------------------------------------------------------------------
 
     def _set_state(self, new: ModelState) -> None:
@@ -188,9 +236,10 @@ class ModelProcess:
     def _start(self) -> None:
         argv = [sys.executable, "-I", "-S", KEEPER, str(os.getpid()), self._marker,
                 *self.model.cmd]
-        env = {**os.environ, **dict(self.model.env)}
+        env = self.environment()
         self.last_error = None
         self.model_pid = None
+        self.run += 1
         self._set_state(ModelState.STARTING)
         taken = port_in_use(self.model.proxy) if self._check_port else None
         if taken is not None:
@@ -278,10 +327,19 @@ class ModelProcess:
         self._kill_timer = self._clock.callLater(timeout, self._kill, pid, timeout)
 
     def _kill(self, pid: int, timeout: float) -> None:
+        """The keeper SIGKILLs the model and every descendant (also those outside the group);
+        if it has not exited after ``FAMILY_KILL_GRACE``, its whole group is SIGKILLed."""
         self._kill_timer = None
         self._end_stopper()
         self.log.warn("{model}: still running {timeout:g}s after stop request; sending SIGKILL",
                       model=self.model.id, timeout=timeout)
+        self._signal_keeper(pid, KILL_FAMILY)
+        self._kill_timer = self._clock.callLater(FAMILY_KILL_GRACE, self._kill_group, pid)
+
+    def _kill_group(self, pid: int) -> None:
+        self._kill_timer = None
+        self.log.warn("{model}: the keeper did not end the model's processes; SIGKILL to its "
+                      "process group", model=self.model.id)
         self._signal_group(pid, signal.SIGKILL)
 
     def _run_cmd_stop(self, pid: int) -> None:
@@ -294,7 +352,7 @@ class ModelProcess:
         try:
             model_pid = self.model_pid or pid
             argv = split_command(self.model.cmd_stop.replace("${PID}", str(model_pid)))
-            env = {**os.environ, **dict(self.model.env)}
+            env = self.environment()
             done: Deferred[int] = Deferred()
             self._stopper = self._reactor.spawnProcess(_StopCommandProtocol(done), argv[0], argv,
                                                        env=env)
@@ -337,6 +395,8 @@ class ModelProcess:
             self.log.info("{model}: stopped ({how})", model=self.model.id, how=how)
         self._set_state(ModelState.STOPPED)
         waiters, self._stop_waiters = self._stop_waiters, []
+        waiters += self._run_end_waiters
+        self._run_end_waiters = []
         for waiter in waiters:
             waiter.callback(None)
         if self._ready_waiters and self.state is ModelState.STOPPED:

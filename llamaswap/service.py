@@ -25,7 +25,7 @@ from llamaswap.logs import LogStream, get_logger, literal, set_log_level, set_lo
 from llamaswap.observability import Observability
 from llamaswap.orphans import StateFile, keeper_marker
 from llamaswap.policy import ModelState
-from llamaswap.process import DEFAULT_MARKER, ModelProcess
+from llamaswap.process import DEFAULT_INSTANCE, DEFAULT_MARKER, ModelProcess
 from llamaswap.reload import diff_configs
 from llamaswap.router import Router
 from llamaswap.web.fastchannel import FastRequestMixin
@@ -58,6 +58,7 @@ class LlamaSwapService(MultiService):
         self.state = (StateFile(state_file, keeper_marker(state_file))
                       if state_file else None)
         self._marker = self.state.marker if self.state else DEFAULT_MARKER
+        self._instance = self.state.instance if self.state else DEFAULT_INSTANCE
         self.processes = {model_id: self._new_process(model_id, config)
                           for model_id in config.models}
         self.router = Router(config, self.processes, reactor)
@@ -90,7 +91,7 @@ class LlamaSwapService(MultiService):
     def _new_process(self, model_id: str, config: Config) -> ModelProcess:
         process = ModelProcess(config.models[model_id], self.reactor,
                                health_timeout=config.health_check_timeout, output=LogStream(),
-                               marker=self._marker,
+                               marker=self._marker, instance=self._instance,
                                on_line=_model_logger(model_id, self._model_line))
         process.add_observer(self._record_state)
         return process
@@ -171,7 +172,7 @@ class LlamaSwapService(MultiService):
         if self.state is not None:
             reaped = self.state.reap()  # before anything starts: ports and GPUs freed
             if reaped:
-                self.log.warn("reaped {n} model process group(s) left by a previous run",
+                self.log.warn("reaped {n} model process(es) left by a previous run",
                               n=len(reaped))
         self.observability.start()
         for warning in self.config.warnings:

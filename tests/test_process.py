@@ -9,15 +9,16 @@ from fakes import FakeProcessReactor, ScriptedProbe, SignalLog, model
 from twisted.internet.defer import Deferred
 
 from llamaswap.policy import ModelState
-from llamaswap.process import ModelProcess, StartError
+from llamaswap.process import FAMILY_KILL_GRACE, KILL_FAMILY, ModelProcess, StartError
 
 
 def make(reactor: FakeProcessReactor, probe: ScriptedProbe | None = None,
          signals: SignalLog | None = None, health_timeout: float = 30.0,
          **overrides: object) -> ModelProcess:
+    signals = signals or SignalLog()  # group and keeper signals alike: none is really sent
     return ModelProcess(model("m", env=(("MODEL_VAR", "1"),), **overrides), reactor,
                         health_timeout=health_timeout, probe=probe or ScriptedProbe(),
-                        signal_group=signals or SignalLog())
+                        signal_group=signals, signal_keeper=signals)
 
 
 def result_of(d: Deferred) -> list:
@@ -145,12 +146,27 @@ def test_stop_sends_sigterm_to_the_group_then_sigkill_after_unload_timeout() -> 
     stopped = result_of(process.stop())
     assert signals.sent == [(pid, signal.SIGTERM)]
     reactor.advance(4.9)
-    assert (pid, signal.SIGKILL) not in signals.sent
+    assert (pid, KILL_FAMILY) not in signals.sent
     reactor.advance(0.2)
-    assert (pid, signal.SIGKILL) in signals.sent
+    assert signals.sent[-1] == (pid, KILL_FAMILY)  # the keeper SIGKILLs the whole family
     assert stopped == []
     reactor.last.exit(signal=9)
     assert stopped == [None] and process.state is ModelState.STOPPED
+
+
+def test_a_keeper_that_does_not_end_the_family_gets_its_group_sigkilled() -> None:
+    reactor, probe, signals = FakeProcessReactor(), ScriptedProbe(), SignalLog()
+    probe.healthy = True
+    process = make(reactor, probe, signals, unload_timeout=1.0)
+    process.ensure_ready()
+    pid = process.pid
+    stopped = result_of(process.stop())
+    reactor.advance(1.1)
+    assert signals.sent == [(pid, signal.SIGTERM), (pid, KILL_FAMILY)]
+    reactor.advance(FAMILY_KILL_GRACE)
+    assert signals.sent[-1] == (pid, signal.SIGKILL)
+    reactor.last.exit(signal=9)
+    assert stopped == [None] and reactor.getDelayedCalls() == []
 
 
 def test_stop_completes_the_moment_the_process_exits_and_kills_leftovers() -> None:

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 
 from llamaswap.config import Config, ModelConfig
 from llamaswap.policy import ModelState
-from llamaswap.process import ModelProcess, StartError
+from llamaswap.process import KILL_FAMILY, ModelProcess, StartError
 from llamaswap.router import (
     CircuitOpen,
     ConcurrencyLimitExceeded,
@@ -31,7 +31,7 @@ class Harness:
         self.probes = {m: ScriptedProbe() for m in config.models}
         self.processes = {
             m: ModelProcess(cfg, self.reactor, health_timeout=60, probe=self.probes[m],
-                            signal_group=self.signals)
+                            signal_group=self.signals, signal_keeper=self.signals)
             for m, cfg in config.models.items()}
         self.router = Router(config, self.processes, self.reactor)
 
@@ -419,7 +419,7 @@ def test_a_model_silent_with_requests_in_flight_is_declared_hung_and_killed() ->
     h.reactor.advance(4)
     assert h.signals.sent == []
     h.reactor.advance(1.1)
-    assert (pid, signal.SIGKILL) in h.signals.sent
+    assert (pid, KILL_FAMILY) in h.signals.sent
     assert lease[0].hung and h.router.hangs["a"] == 1
     h.exit("a", signal=9)
     lease[0].release()
@@ -446,7 +446,7 @@ def test_liveness_probe_kills_an_idle_model_that_stops_answering() -> None:
     h.reactor.advance(10.1)
     assert h.signals.sent == []  # one miss is tolerated
     h.reactor.advance(10.1)
-    assert (h.processes["a"].pid, signal.SIGKILL) in h.signals.sent
+    assert (h.processes["a"].pid, KILL_FAMILY) in h.signals.sent
 
 
 def test_stop_listeners_hear_why_each_model_is_stopped() -> None:
