@@ -6,6 +6,7 @@ fail during start-up, crash while idle or mid-stream, never become healthy, or e
 what the proxy sent it. Everything the shipped demo does still works (same flags, same endpoints).
 
 Extra flags: ``--pid-file``, ``--ignore-sigterm``, ``--grandchild PIDFILE``,
+``--setsid-grandchild PIDFILE`` (one that also leaves the process group and session),
 ``--exit-during-start CODE``, ``--exit-after SECONDS``, ``--never-healthy``.
 
 Extra request fields on the inference endpoints: ``"test_delay": S`` (wait S seconds before
@@ -103,6 +104,8 @@ EXIT_AFTER_STATUS = 3
 GRANDCHILD_CODE = """\
 import os, signal, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if sys.argv[2:] == ["setsid"]:
+    os.setsid()
 path = sys.argv[1]
 with open(path + ".tmp", "w") as f:
     f.write(str(os.getpid()))
@@ -126,8 +129,10 @@ def crash(status: int, reason: str) -> None:
     os._exit(status)
 
 
-def spawn_grandchild(pid_file: str, timeout: float = 5.0) -> subprocess.Popen[bytes]:
-    """Start a SIGTERM-ignoring grandchild in *our* process group and wait for its pid file.
+def spawn_grandchild(pid_file: str, timeout: float = 5.0,
+                     setsid: bool = False) -> subprocess.Popen[bytes]:
+    """Start a SIGTERM-ignoring grandchild in *our* process group (with ``setsid``: in a
+    session of its own) and wait for its pid file.
 
     stdout/stderr are inherited on purpose: like an ``sh -c`` wrapper's child, the grandchild
     keeps the proxy's pipes open until it is killed.
@@ -137,7 +142,8 @@ def spawn_grandchild(pid_file: str, timeout: float = 5.0) -> subprocess.Popen[by
     except FileNotFoundError:
         pass
     proc = subprocess.Popen(
-        [sys.executable, "-c", GRANDCHILD_CODE, pid_file], stdin=subprocess.DEVNULL
+        [sys.executable, "-c", GRANDCHILD_CODE, pid_file, *(["setsid"] if setsid else [])],
+        stdin=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + timeout
     while not os.path.exists(pid_file):
@@ -447,6 +453,11 @@ def build_upstream_parser() -> argparse.ArgumentParser:
         help="spawn a SIGTERM-ignoring grandchild in our process group; it writes its pid here",
     )
     group.add_argument(
+        "--setsid-grandchild",
+        metavar="PIDFILE",
+        help="spawn a SIGTERM-ignoring grandchild that calls setsid; it writes its pid here",
+    )
+    group.add_argument(
         "--exit-during-start",
         type=int,
         metavar="CODE",
@@ -477,6 +488,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.grandchild:
         # Deliberately never reaped or killed by us: that is the proxy's job under test.
         spawn_grandchild(args.grandchild)
+    if args.setsid_grandchild:
+        spawn_grandchild(args.setsid_grandchild, setsid=True)
     server = FaultyUpstream(
         options_from_args(args),
         ignore_sigterm=args.ignore_sigterm,

@@ -22,6 +22,7 @@ from twisted.web.server import Request
 from llamaswap.web.connect import ModelEndpointFactory
 from llamaswap.web.h1client import H1Client
 from llamaswap.web.relay import Relay
+from llamaswap.web.unanswered import Unanswered, unanswered
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -31,7 +32,15 @@ NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length"}
 
 
 class UpstreamUnavailable(Exception):
-    """The upstream could not be reached or answered nothing (before any byte was sent)."""
+    """The upstream could not be reached or answered nothing (before any byte was sent).
+
+    ``unanswered`` is set when no byte of a response came back at all (refused, or closed
+    first): such a request may be sent again (``web/unanswered.py``).
+    """
+
+    def __init__(self, message: str, unanswered: Unanswered | None = None) -> None:
+        super().__init__(message)
+        self.unanswered = unanswered
 
 
 def _connection_tokens(headers: Headers) -> set[bytes]:
@@ -119,7 +128,7 @@ class Forwarder:
         except CancelledError:
             raise
         except Exception as e:
-            raise UpstreamUnavailable(_describe(e)) from e
+            raise UpstreamUnavailable(_describe(e), unanswered(e)) from e
         if getattr(request, "headers_sent_early", False):
             if response.code >= 400:  # a waiting stream already said 200: report it inside
                 return await _error_as_event(request, response)

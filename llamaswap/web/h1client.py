@@ -39,6 +39,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
+from llamaswap.web.unanswered import Unanswered, unanswered
 from llamaswap.web.writethrough import write_through
 
 MAX_HEAD = 64 * 1024
@@ -65,6 +66,10 @@ walks its exception's class hierarchy) and this one, raised nowhere, holds no tr
 
 class BadResponse(UpstreamError):
     """The model server's answer is not well-formed HTTP/1.1."""
+
+
+class NoAnswer(UpstreamError, Unanswered):
+    """Refused, or closed before any byte of a response: the request may be sent again."""
 
 
 @implementer(IPushProducer)
@@ -215,6 +220,7 @@ class H1Connection(Protocol):
         self._body_transport: _BodyTransport | None = None
         self._early: list[bytes] = []
         self._ended: Failure | None = None
+        self._answered = False
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -225,9 +231,11 @@ class H1Connection(Protocol):
         state, self.state = self.state, "closed"
         self._on_lost(self)
         if state == "head":
-            self._fail_head(UpstreamError(
-                "the connection closed before a complete answer: "
-                + (reason.getErrorMessage() or type(reason.value).__name__)))
+            why = reason.getErrorMessage() or type(reason.value).__name__
+            self._fail_head(UpstreamError("the connection closed before a complete answer: "
+                                          + why) if self._answered else
+                            NoAnswer("the connection closed before any answer: " + why,
+                                     sent=True))
         elif state == "body":
             if self._decoder is None and self._remaining is None:
                 self._end_body(Failure(PotentialDataLoss()))  # delimited by the close
@@ -238,6 +246,7 @@ class H1Connection(Protocol):
         if self.state == "body":
             self._body_data(data)
         elif self.state == "head":
+            self._answered = True
             self._buffer += data
             self._parse_head()
         else:  # nothing was asked: a server talking out of turn is not reused
@@ -608,5 +617,11 @@ class H1Client:
                       body: bytes | IBodyProducer | None) -> UpstreamResponse:
         """Send one request; return its response head (cancellable until then)."""
         key, endpoint, host, target = self._target(url)
-        connection = await self.pool.connection(key, endpoint)
+        try:
+            connection = await self.pool.connection(key, endpoint)
+        except Exception as e:
+            refused = unanswered(e)
+            if refused is None:
+                raise
+            raise NoAnswer(f"connection refused: {e}", sent=False) from e
         return await connection.send(method, target, host, headers, body)

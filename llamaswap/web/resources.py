@@ -31,6 +31,7 @@ from llamaswap.web.limits import body_length, limit_message
 from llamaswap.web.modelrequest import IN_MEMORY_LIMIT, BadRequest, ModelRequest, extract
 from llamaswap.web.multipart import stream_file
 from llamaswap.web.relay import UpstreamBroke
+from llamaswap.web.unanswered import may_replay, replay_wait
 from llamaswap.web.routes import MODEL_ROUTES, ModelRoute, api_of_path
 from llamaswap.web.waiting import loading_state_applies, wait_for_model
 
@@ -270,26 +271,40 @@ async def proxy_to_model(app: LlamaSwapService, request: Request, model_id: str,
     if key_refuses(request, model_id):
         return
     loading = streaming and loading_state_applies(app, model_id, upstream_uri)
-    lease = await wait_for_model(app, request, model_id, streaming, loading)
-    if lease is None:
-        return
-    try:
-        url = lease.process.model.proxy.rstrip("/") + upstream_uri.decode("latin-1")
-        await app.forwarder.forward(request, url, body,
-                                    headers or local_headers(app, request, model_id),
-                                    activity=lease.touch)
-    except UpstreamUnavailable as e:
-        if lease.hung:
-            send_error(request, 502, f"model {model_id} stopped answering and was killed: "
-                       f"{lease.process.last_error}", code="model_hung")
-        else:
-            send_error(request, 502, f"model {model_id} did not answer: {e}",
-                       code="upstream_unavailable")
-    except UpstreamBroke as e:
-        log.warn("{model}: response cut off{hung}: {why}", model=model_id, why=str(e),
-                 hung=" (the model hung and was killed)" if lease.hung else "")
-    finally:
-        lease.release()
+    replays = 0
+    while True:  # again only for a request the model never answered (web/unanswered.py)
+        lease = await wait_for_model(app, request, model_id, streaming, loading)
+        if lease is None:
+            return
+        run = lease.process.run
+        try:
+            url = lease.process.model.proxy.rstrip("/") + upstream_uri.decode("latin-1")
+            await app.forwarder.forward(request, url, body,
+                                        headers or local_headers(app, request, model_id),
+                                        activity=lease.touch)
+            return
+        except UpstreamUnavailable as e:
+            if (e.unanswered is not None and not lease.hung
+                    and may_replay(e.unanswered, body, replays)):
+                replays += 1
+                log.warn("{model}: no answer ({why}); sending the request again once the "
+                         "model is back (replay {n})", model=model_id, why=str(e), n=replays)
+                lease.release()
+                await replay_wait(lease.process, run, app.reactor)
+                continue
+            if lease.hung:
+                send_error(request, 502, f"model {model_id} stopped answering and was killed: "
+                           f"{lease.process.last_error}", code="model_hung")
+            else:
+                send_error(request, 502, f"model {model_id} did not answer: {e}",
+                           code="upstream_unavailable")
+            return
+        except UpstreamBroke as e:
+            log.warn("{model}: response cut off{hung}: {why}", model=model_id, why=str(e),
+                     hung=" (the model hung and was killed)" if lease.hung else "")
+            return
+        finally:
+            lease.release()
 
 
 class Upstream(_Endpoint):

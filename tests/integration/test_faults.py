@@ -4,6 +4,11 @@ Each test asserts what the client sees, what the log says and which processes ex
 afterwards: every process a test spawns carries the test's ``tmp_path`` in its command line
 (``--pid-file``), so ``strays()`` finds any that survived. llamaswap's own file descriptors
 are counted before and after (``/proc/self/fd``): no leak.
+
+After every test, ``no_process_left`` checks that no process of that test is left, including
+descendants that called ``setsid`` or changed their command line: each test runs with its
+own value of ``LLAMASWAP_TEST_RUN`` in the environment, which everything it starts inherits
+(llamaswap passes its environment on to models), and ``/proc/<pid>/environ`` is scanned.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from conftest import body_json, free_port, pid_alive, upstream_cmd, wait_for
@@ -28,6 +34,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from llamaswap.orphans import carrying
 from llamaswap.policy import ModelState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +43,27 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 # -- what the tests observe ------------------------------------------------------------------
+
+TEST_RUN = "LLAMASWAP_TEST_RUN"
+
+
+@pytest_twisted.async_yield_fixture(autouse=True)
+async def no_process_left(monkeypatch: pytest.MonkeyPatch, request: Any) -> Any:
+    """Fail the test if any process it started (marked through the environment) outlives
+    it; such a process is killed, so that one failure does not spill into the next test."""
+    mark = f"{os.getpid()}-{request.node.nodeid}"
+    monkeypatch.setenv(TEST_RUN, mark)
+    yield
+    try:
+        await wait_for(lambda: not carrying(TEST_RUN, mark), timeout=15)
+    except AssertionError:
+        left = carrying(TEST_RUN, mark)
+        for info in left:
+            try:
+                os.kill(info.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise AssertionError(f"processes of this test left behind: {left}") from None
 
 
 def open_fds() -> int:
@@ -318,6 +346,7 @@ models:
     assert said(logged, "crashy", "response cut off")
     assert said(logged, "crashy", "exited unexpectedly", "exit status 7")
     assert swapper.service.router.in_flight("crashy") == 0
+    assert swapper.starts == {"crashy": 1} and not said(logged, "replay")  # never sent again
     assert (await swapper.chat("crashy")).code == 200  # the next request restarts it
     await after.check()
 
@@ -480,6 +509,129 @@ models:
     await after.check()
 
 
+@pytest_twisted.ensureDeferred
+async def test_model_killed_by_sigkill_is_named_in_the_log(llamaswap, tmp_path: Path,
+                                                          logged) -> None:
+    swapper, after = await start(llamaswap, tmp_path, f"""
+models:
+  victim:
+    cmd: {cmd(tmp_path, "victim")}
+""")
+    assert (await swapper.chat("victim")).code == 200
+    model_pid = swapper.service.processes["victim"].model_pid
+    assert model_pid is not None
+    os.kill(model_pid, signal.SIGKILL)
+    await wait_for(lambda: swapper.state("victim") is ModelState.STOPPED, timeout=10)
+    assert said(logged, "victim", "exited unexpectedly", "killed by signal 9")
+    assert not said(logged, "exit status 1")
+    await after.check()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unload_kills_a_grandchild_that_left_the_group(llamaswap, tmp_path: Path,
+                                                             logged) -> None:
+    polite, stubborn = tmp_path / "polite-gc.pid", tmp_path / "stubborn-gc.pid"
+    swapper, after = await start(llamaswap, tmp_path, f"""
+models:
+  polite:
+    cmd: {cmd(tmp_path, "polite", "--setsid-grandchild", str(polite))}
+  stubborn:
+    cmd: {cmd(tmp_path, "stubborn", "--ignore-sigterm", "--setsid-grandchild", str(stubborn))}
+    unloadTimeout: 1
+""")
+    for model, pid_file in (("polite", polite), ("stubborn", stubborn)):
+        assert (await swapper.chat(model)).code == 200
+        grandchild = int(pid_file.read_text())
+        assert os.getsid(grandchild) == grandchild  # out of the model's group and session
+        response = await swapper.client.post(f"{swapper.url}/api/models/unload/{model}")
+        assert response.code == 200, await treq.text_content(response)
+        await treq.content(response)
+        await wait_for(lambda: swapper.state(model) is ModelState.STOPPED, timeout=10)
+        # The keeper killed and reaped it before it exited: gone the moment the model is.
+        assert not Path(f"/proc/{grandchild}").exists()
+    assert said(logged, "stubborn", "sending SIGKILL")
+    assert said(logged, "stubborn", "stopped", "killed by signal 9")
+    await after.check()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unload_all_kills_a_grandchild_that_left_the_group(llamaswap, tmp_path: Path
+                                                                 ) -> None:
+    pid_file = tmp_path / "gc.pid"
+    swapper, after = await start(llamaswap, tmp_path, f"""
+models:
+  family:
+    cmd: {cmd(tmp_path, "family", "--setsid-grandchild", str(pid_file))}
+""")
+    assert (await swapper.chat("family")).code == 200
+    grandchild = int(pid_file.read_text())
+    response = await swapper.get("/unload")
+    assert response.code == 200 and await treq.content(response) == b"OK"
+    assert not Path(f"/proc/{grandchild}").exists()
+    await after.check()
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_that_reach_a_dead_model_are_served_by_its_restart(
+        llamaswap, tmp_path: Path, logged) -> None:
+    swapper, after = await start(llamaswap, tmp_path, f"""
+models:
+  phoenix:
+    cmd: {cmd(tmp_path, "phoenix", "--reply", "a b c")}
+    supervision: {{backoff: 0.1}}
+""")
+    assert (await swapper.chat("phoenix")).code == 200  # a kept-alive connection stays
+    process = swapper.service.processes["phoenix"]
+    keeper, model_pid = process.pid, process.model_pid
+    assert keeper is not None and model_pid is not None
+    # The exit is noticed late: the keeper is stopped, so the dead model is not reaped and
+    # llamaswap still takes it for ready while requests arrive.
+    os.kill(keeper, signal.SIGSTOP)
+    try:
+        os.kill(model_pid, signal.SIGKILL)
+        await wait_for(process.server_gone, timeout=10)
+        assert swapper.state("phoenix") is ModelState.READY
+        plain = [swapper.chat("phoenix") for _ in range(3)]
+        streamed = swapper.post("/v1/chat/completions",
+                                {"model": "phoenix", "stream": True, **CHAT}, unbuffered=True)
+        await wait_for(lambda: sum("replay 1" in line for line in logged) >= 4, timeout=15)
+    finally:
+        os.kill(keeper, signal.SIGCONT)
+    for d in plain:
+        response = await d
+        assert response.code == 200, await treq.text_content(response)
+        assert "a b c" in (await body_json(response))["choices"][0]["message"]["content"]
+    response = await streamed
+    assert response.code == 200
+    body, failure = await stream_outcome(response)
+    assert failure is None and b"[DONE]" in body
+    assert swapper.starts == {"phoenix": 2}
+    assert said(logged, "phoenix", "exited unexpectedly", "killed by signal 9")
+    assert not said(logged, '" 502 ')
+    await after.check()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_model_that_keeps_refusing_gets_the_normal_error(llamaswap, tmp_path: Path,
+                                                                 logged) -> None:
+    # Its server listens on another port than the one llamaswap sends to: every connection
+    # is refused while the process lives on. Replays are bounded; then the usual 502.
+    dead_port = free_port()
+    swapper, after = await start(llamaswap, tmp_path, f"""
+models:
+  deaf:
+    cmd: {cmd(tmp_path, "deaf")}
+    proxy: http://127.0.0.1:{dead_port}
+    checkEndpoint: none
+""")
+    response = await swapper.chat("deaf")
+    assert response.code == 502
+    assert (await body_json(response))["error"]["code"] == "upstream_unavailable"
+    assert said(logged, "deaf", "replay 2") and not said(logged, "replay 3")
+    assert swapper.starts == {"deaf": 1} and swapper.state("deaf") is ModelState.READY
+    await after.check()
+
+
 # -- llamaswap itself killed -------------------------------------------------------------------
 
 
@@ -518,12 +670,14 @@ async def output_of(proc: subprocess.Popen[bytes]) -> str:
 
 @pytest_twisted.ensureDeferred
 async def test_llamaswap_sigkilled_with_models_running_then_restarted(tmp_path: Path) -> None:
-    config = write_config(tmp_path, {"alpha": "", "beta": ""}, preload=["alpha"])
+    config = write_config(tmp_path, {
+        "alpha": f"--setsid-grandchild {tmp_path / 'gc.pid'}", "beta": ""}, preload=["alpha"])
     state = tmp_path / "state.json"
     port = free_port()
     first = twistd(config, state, port, tmp_path)
     try:
         alpha = await wait_pid_file(tmp_path / "alpha.pid")
+        grandchild = await wait_pid_file(tmp_path / "gc.pid")
         await wait_for(lambda: "alpha" in state.read_text() if state.exists() else False,
                        timeout=15)
         recorded = json.loads(state.read_text())
@@ -531,6 +685,7 @@ async def test_llamaswap_sigkilled_with_models_running_then_restarted(tmp_path: 
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         await wait_for(lambda: not pid_alive(alpha), timeout=5)  # died with llamaswap
+        await wait_for(lambda: not pid_alive(grandchild), timeout=5)  # though out of group
         await wait_for(lambda: not strays(str(tmp_path)), timeout=5)
     finally:
         if first.poll() is None:
@@ -584,3 +739,43 @@ async def test_sigterm_to_llamaswap_during_a_swap(tmp_path: Path) -> None:
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_survivors_of_a_dead_keeper_and_llamaswap_are_reaped_at_restart(
+        tmp_path: Path) -> None:
+    """The keeper and then llamaswap are SIGKILLed: nothing was left to clean up, and two
+    grandchildren survive, one in the model's group ignoring SIGTERM, one that called
+    setsid. The next llamaswap with the same state file finds and kills both."""
+    in_group, out_of_group = tmp_path / "in-group.pid", tmp_path / "setsid.pid"
+    config = write_config(tmp_path, {"alpha": f"--grandchild {in_group} "
+                                              f"--setsid-grandchild {out_of_group}"},
+                          preload=["alpha"])
+    state = tmp_path / "state.json"
+    port = free_port()
+    first = twistd(config, state, port, tmp_path)
+    try:
+        alpha = await wait_pid_file(tmp_path / "alpha.pid")
+        grandchildren = [await wait_pid_file(in_group), await wait_pid_file(out_of_group)]
+        await wait_for(lambda: "alpha" in state.read_text() if state.exists() else False,
+                       timeout=15)
+        keeper = json.loads(state.read_text())["groups"]["alpha"]["pgid"]
+        first.send_signal(signal.SIGSTOP)  # so that it cannot clean up after the keeper
+        os.kill(keeper, signal.SIGKILL)
+        await wait_for(lambda: not pid_alive(alpha), timeout=10)  # its death signal
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert all(pid_alive(pid) for pid in grandchildren)  # the orphans of the issue
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.communicate()
+    second = twistd(config, state, port, tmp_path)
+    try:
+        await wait_for(lambda: not any(pid_alive(pid) for pid in grandchildren), timeout=20)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        output = await output_of(second)
+    assert second.returncode == -signal.SIGTERM, output
+    assert "left behind by a previous llamaswap" in output, output
+    assert not strays(str(tmp_path)), output
