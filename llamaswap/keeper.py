@@ -142,7 +142,7 @@ def kill_family(*_: object) -> None:
             posix.killpg(0, signal.SIGKILL)  # the whole group, the keeper included
         finally:
             posix._exit(1)
-    for pid in family():
+    for pid in [model_pid, *family()]:  # the model even where /proc shows nothing
         try:
             posix.kill(pid, signal.SIGKILL)
         except OSError:

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -26,6 +27,7 @@ from llamaswap.web.h1client import (
     UpstreamError,
     UpstreamResponse,
 )
+from llamaswap.web.unanswered import unanswered
 
 
 class Body(Protocol):
@@ -426,3 +428,38 @@ def test_one_chunk_per_read_decodes_as_the_general_path_does(payloads: list[byte
     everything, rest = merged.feed(whole + b"next")
     assert b"".join(pieces) == b"".join(everything) == b"".join(payloads)
     assert rest == b"next"
+
+
+def test_a_connection_closed_before_any_byte_of_an_answer_is_unanswered() -> None:
+    h = Harness()
+    d = h.send()
+    h.connection.connectionLost(Failure(ConnectionResetError("reset by peer")))
+    failure = failure_of(d)
+    assert failure.check(UpstreamError)
+    error = unanswered(failure.value)
+    assert error is not None and error.sent  # the request went out: it may have been read
+
+
+def test_a_connection_closed_after_part_of_an_answer_is_not_unanswered() -> None:
+    h = Harness()
+    d = h.send()
+    h.answer(b"HTTP/1.1 200 O")
+    h.connection.connectionLost(Failure(ConnectionResetError("reset by peer")))
+    assert unanswered(failure_of(d).value) is None
+
+
+def test_a_refused_connection_is_unanswered_and_nothing_was_sent() -> None:
+    class Refusing:
+        def connect(self, factory: Any) -> Deferred[Any]:
+            return fail(ConnectionRefusedError("127.0.0.1:9: Connection refused"))
+
+    class Endpoints:
+        def endpointForURI(self, uri: Any) -> Refusing:
+            return Refusing()
+
+    client = H1Client(Clock(), Endpoints())  # type: ignore[arg-type]
+    d = Deferred.fromCoroutine(client.request(b"POST", "http://127.0.0.1:9/x", Headers(), b""))
+    failure = failure_of(d)
+    assert failure.check(UpstreamError)
+    error = unanswered(failure.value)
+    assert error is not None and not error.sent

@@ -40,6 +40,34 @@ def test_start_spawns_the_command_under_a_keeper_with_inherited_env_plus_model_e
     assert process.state is ModelState.STARTING and process.pid == spawned.pid
 
 
+def test_model_processes_carry_the_instance_marker_which_their_env_cannot_override() -> None:
+    reactor = FakeProcessReactor()
+    process = ModelProcess(model("org/m", env=(("LLAMASWAP_INSTANCE", "spoof"),)), reactor,
+                           health_timeout=30, probe=ScriptedProbe(), signal_group=SignalLog(),
+                           signal_keeper=SignalLog(), instance="0123456789ab")
+    process.ensure_ready()
+    assert reactor.last.env["LLAMASWAP_INSTANCE"] == "0123456789ab:org/m"
+
+
+def test_run_ended_fires_when_that_run_is_over_and_at_once_for_an_old_run() -> None:
+    reactor, probe = FakeProcessReactor(), ScriptedProbe()
+    probe.healthy = True
+    process = make(reactor, probe)
+    process.ensure_ready()
+    first = process.run
+    ended = result_of(process.run_ended(first))
+    withdrawn = process.run_ended(first)
+    withdrawn.addErrback(lambda _: None)
+    withdrawn.cancel()  # only this caller leaves
+    assert ended == []
+    reactor.last.exit(signal=9)
+    assert ended == [None] and process.state is ModelState.STOPPED
+    process.ensure_ready()
+    assert process.run == first + 1
+    assert result_of(process.run_ended(first)) == [None]  # over long ago
+    assert result_of(process.run_ended(process.run)) == []
+
+
 def test_first_probe_is_immediate_and_ready_fires_waiters() -> None:
     reactor, probe = FakeProcessReactor(), ScriptedProbe()
     probe.healthy = True

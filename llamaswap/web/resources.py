@@ -31,8 +31,8 @@ from llamaswap.web.limits import body_length, limit_message
 from llamaswap.web.modelrequest import IN_MEMORY_LIMIT, BadRequest, ModelRequest, extract
 from llamaswap.web.multipart import stream_file
 from llamaswap.web.relay import UpstreamBroke
-from llamaswap.web.unanswered import may_replay, replay_wait
 from llamaswap.web.routes import MODEL_ROUTES, ModelRoute, api_of_path
+from llamaswap.web.unanswered import may_replay, replay_wait
 from llamaswap.web.waiting import loading_state_applies, wait_for_model
 
 if TYPE_CHECKING:

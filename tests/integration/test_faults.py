@@ -546,7 +546,7 @@ models:
         response = await swapper.client.post(f"{swapper.url}/api/models/unload/{model}")
         assert response.code == 200, await treq.text_content(response)
         await treq.content(response)
-        await wait_for(lambda: swapper.state(model) is ModelState.STOPPED, timeout=10)
+        await wait_for(lambda m=model: swapper.state(m) is ModelState.STOPPED, timeout=10)
         # The keeper killed and reaped it before it exited: gone the moment the model is.
         assert not Path(f"/proc/{grandchild}").exists()
     assert said(logged, "stubborn", "sending SIGKILL")
