@@ -122,7 +122,10 @@ class Forwarder:
         """
         if headers is None:
             headers = upstream_headers(request)
-        watch = self.watch(request, url) if self.watch is not None else None
+        # One watch per client request, also when it is sent again (web/unanswered.py).
+        watch = getattr(request, "llamaswap_watch", None)
+        if watch is None and self.watch is not None:
+            watch = request.llamaswap_watch = self.watch(request, url)  # type: ignore[attr-defined]
         try:
             response = await self._client.request(request.method, url, headers, body)
         except CancelledError:

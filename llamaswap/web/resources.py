@@ -270,9 +270,9 @@ async def proxy_to_model(app: LlamaSwapService, request: Request, model_id: str,
     request.llamaswap_model = model_id  # type: ignore[attr-defined]
     if key_refuses(request, model_id):
         return
-    loading = streaming and loading_state_applies(app, model_id, upstream_uri)
     replays = 0
     while True:  # again only for a request the model never answered (web/unanswered.py)
+        loading = streaming and loading_state_applies(app, model_id, upstream_uri)
         lease = await wait_for_model(app, request, model_id, streaming, loading)
         if lease is None:
             return

@@ -580,6 +580,10 @@ models:
     cmd: {cmd(tmp_path, "phoenix", "--reply", "a b c")}
     supervision: {{backoff: 0.1}}
 """)
+    observability = swapper.service.observability
+    rows: list[dict[str, Any]] = []
+    record = observability.record
+    observability.record = lambda row, capture: (rows.append(row), record(row, capture))
     assert (await swapper.chat("phoenix")).code == 200  # a kept-alive connection stays
     process = swapper.service.processes["phoenix"]
     keeper, model_pid = process.pid, process.model_pid
@@ -608,6 +612,8 @@ models:
     assert swapper.starts == {"phoenix": 2}
     assert said(logged, "phoenix", "exited unexpectedly", "killed by signal 9")
     assert not said(logged, '" 502 ')
+    await wait_for(lambda: len(rows) >= 5, timeout=5)
+    assert [row["status"] for row in rows] == [200] * 5  # one activity row per request
     await after.check()
 
 
