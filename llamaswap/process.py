@@ -25,8 +25,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorT
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from llamaswap.cmdline import split_command
 from llamaswap.config import ModelConfig
+from llamaswap.config.cmdline import split_command
 from llamaswap.health import HealthTimeout, Probe, ReadinessPoller, http_probe
 from llamaswap.logs import LineSplitter, LogRing, get_logger
 from llamaswap.orphans import INSTANCE_VARIABLE, instance_mark, process_info

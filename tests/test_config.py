@@ -15,7 +15,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llamaswap.cmdline import split_command, split_command_checked, strip_comments
 from llamaswap.config import (
     DEFAULT_GROUP,
     Config,
@@ -23,7 +22,8 @@ from llamaswap.config import (
     load_config,
     parse_config,
 )
-from llamaswap.macros import go_format
+from llamaswap.config.cmdline import split_command, split_command_checked, strip_comments
+from llamaswap.config.macros import go_format
 
 REPO = Path(__file__).parents[1]
 FILE = "config.yaml"

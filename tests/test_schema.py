@@ -10,8 +10,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from llamaswap import config as loader
 from llamaswap.config import ConfigError, parse_config
+from llamaswap.config import keys as loader
+from llamaswap.config.yamlv3 import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "config" / "schema.json").read_text())
@@ -21,7 +22,7 @@ EXAMPLES = sorted((REPO / "config").glob("*.yaml"))
 
 def document(text: str) -> Any:
     """The YAML as the loader reads it (yaml.v3 scalars, as editors' YAML 1.2 servers do)."""
-    return loader._load_yaml(text)
+    return load_yaml(text)
 
 
 def schema_errors(text: str) -> list[str]:
@@ -136,13 +137,13 @@ def _ignored(node: dict[str, Any]) -> set[str]:
 
 
 def test_top_level_keys_match_the_loader() -> None:
-    assert _properties(SCHEMA) == set(loader._TOP_KEYS) | set(loader._TOP_UNSUPPORTED)
+    assert _properties(SCHEMA) == set(loader.TOP_KEYS) | set(loader._TOP_UNSUPPORTED)
     assert _ignored(SCHEMA) == set(loader._TOP_UNSUPPORTED)
 
 
 def test_model_keys_match_the_loader() -> None:
     model = _schema_node("properties", "models", "additionalProperties")
-    assert _properties(model) == set(loader._MODEL_KEYS) | set(loader._MODEL_UNSUPPORTED)
+    assert _properties(model) == set(loader.MODEL_KEYS) | set(loader._MODEL_UNSUPPORTED)
     assert _ignored(model) == set(loader._MODEL_UNSUPPORTED)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from llamaswap.cmdline import strip_comments
+from llamaswap.config.cmdline import strip_comments
 
 __all__ = [
     "DEFAULT_PROXY",

@@ -1,0 +1,383 @@
+# -*- test-case-name: tests.test_config -*-
+"""Typed decoding of the macro-expanded tree into a ``Config``, with llama-swap's defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from llamaswap.config.cmdline import split_command_checked
+from llamaswap.config.macros import Expansion, go_format, join_path
+from llamaswap.config.model import Config, ModelConfig, PeerConfig
+from llamaswap.config.problems import Problems, describe
+from llamaswap.config.semantic import (
+    check_aliases,
+    read_api_keys,
+    read_groups,
+    read_preload,
+    register_param_aliases,
+    router_source,
+    selectors_and_profiles,
+)
+from llamaswap.filters import Filters, parse_strip_params
+from llamaswap.routing import parse_matrix, parse_resources, parse_scheduler
+from llamaswap.supervision import SupervisionConfig, parse_supervision
+
+__all__ = ["decode_config"]
+
+
+_LOG_LEVELS = ("debug", "info", "warn", "error")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MIN_HEALTH_CHECK_TIMEOUT = 15.0
+_DEFAULT_UNLOAD_TIMEOUT = 10.0
+_DEFAULT_CONCURRENCY = 10
+
+
+def _proxy_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a proxy base URL, or ``None``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as e:
+        return f"invalid proxy URL {url!r}: {e}"
+    if parts.scheme not in ("http", "https"):
+        return f"invalid proxy URL {url!r}: the scheme must be http or https"
+    if not parts.hostname:
+        return f"invalid proxy URL {url!r}: it has no host"
+    return None
+
+
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+
+
+def _filters(p: Problems, raw: object, base: str, model_id: str | None,
+             port: int | None) -> Filters:
+    """``filters:`` of a model (``model_id`` set) or a peer (no ``setParamsByID``)."""
+    d = p.mapping(raw, base) or {}
+    strip = p.string(d, "stripParams", base) or p.string(d, "strip_params", base)
+    set_params = p.mapping(d.get("setParams"), f"{base}.setParams") or {}
+    if "model" in set_params:
+        p.warn(f"{base}.setParams.model", "model is protected and cannot be set; ignored")
+    by_id: dict[str, dict[str, Any]] = {}
+    if model_id is not None:
+        for key, params in (p.mapping(d.get("setParamsByID"), f"{base}.setParamsByID")
+                            or {}).items():
+            name = key.replace("${MODEL_ID}", model_id)
+            if port is not None:
+                name = name.replace("${PORT}", str(port))
+            if name in by_id:
+                p.error(f"{base}.setParamsByID.{key}",
+                        f"key '{name}' appears twice after macro expansion")
+            by_id[name] = p.mapping(params, f"{base}.setParamsByID.{key}") or {}
+    return Filters(strip_params=parse_strip_params(strip), set_params=set_params,
+                   set_params_by_id=by_id)
+
+
+def _header_pairs(p: Problems, raw: object, base: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for name, value in (p.mapping(raw, base) or {}).items():
+        text = p.string({name: value}, name, base)
+        if not _HEADER_NAME_RE.match(name):
+            p.error(join_path(base, name), f"invalid HTTP header name {name!r}")
+        elif any(c in text for c in "\r\n\x00"):
+            p.error(join_path(base, name), "header value must not contain CR, LF or NUL")
+        else:
+            pairs.append((name, text))
+    return tuple(pairs)
+
+
+def _byte_size(p: Problems, tree: Mapping[str, Any], key: str, default: int) -> int:
+    """A size in bytes: ``1048576``, ``"100MB"``, ``"1.5GiB"`` (K/M/G/T, 1000 or 1024)."""
+    value = tree.get(key)
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE_RE.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        p.error(key, f"must be a positive size like 104857600, '100MB' or '1GiB', got "
+                f"{describe(value)}")
+        return default
+    power = "kmgt".find(match.group(2).lower()) + 1
+    return int(float(match.group(1)) * (1024 if match.group(3) else 1000) ** power)
+
+
+def _peers(p: Problems, raw: object, models: Mapping[str, ModelConfig],
+           aliases: Mapping[str, str]) -> dict[str, PeerConfig]:
+    """``peers:``; a ``<peer>/<model>`` name must not collide with a local model or alias."""
+    peers: dict[str, PeerConfig] = {}
+    for peer_id, peer in (p.mapping(raw, "peers") or {}).items():
+        base = f"peers.{peer_id}"
+        d = p.mapping(peer, base)
+        if d is None:
+            continue
+        proxy = p.string(d, "proxy", base).strip()
+        if not proxy:
+            p.error(f"{base}.proxy", "proxy is required")
+        else:
+            problem = _proxy_problem(proxy)
+            if problem:
+                p.error(f"{base}.proxy", f"invalid peer proxy URL ({problem})")
+        names = [m.strip() for m in p.strings(d, "models", base) if m.strip()]
+        if not names:
+            p.error(f"{base}.models", "peer models can not be empty")
+        for index, name in enumerate(names):
+            fqn = f"{peer_id}/{name}"
+            if fqn in models or fqn in aliases:
+                p.error(f"{base}.models[{index}]", f'peer model "{fqn}" conflicts with a '
+                        "model ID or alias")
+        ca_cert = p.string(d, "caCert", base)
+        if ca_cert and not os.access(ca_cert, os.R_OK):
+            p.error(f"{base}.caCert", f"cannot read the CA certificate file {ca_cert!r}")
+        timeouts = p.mapping(d.get("timeouts"), f"{base}.timeouts") or {}
+        peers[peer_id] = PeerConfig(
+            id=peer_id, proxy=proxy, models=tuple(dict.fromkeys(names)),
+            api_key=p.string(d, "apiKey", base),
+            filters=_filters(p, d.get("filters"), f"{base}.filters", None, None),
+            ca_cert=ca_cert,
+            connect_timeout=p.seconds(timeouts, "connect", f"{base}.timeouts", 30.0),
+            response_header_timeout=p.seconds(timeouts, "responseHeader", f"{base}.timeouts",
+                                              60.0))
+    return peers
+
+
+def _env_pairs(p: Problems, entries: list[str], base: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for index, entry in enumerate(entries):
+        path = join_path(join_path(base, "env"), index)
+        name, eq, value = entry.partition("=")
+        if not eq:
+            p.error(path, f"env entry {entry!r} must look like NAME=value")
+        elif not _ENV_NAME_RE.match(name):
+            p.error(path, f"invalid environment variable name {name!r}")
+        elif "\x00" in value:
+            p.error(path, f"environment variable {name!r} contains a NUL byte")
+        else:
+            pairs.append((name, value))
+    return tuple(pairs)
+
+
+@dataclass
+class _Globals:
+    """Top-level values a model's defaults come from."""
+
+    global_ttl: float
+    unload_timeout: float
+
+
+def _model(
+    p: Problems, model_id: str, model: dict[str, Any], g: _Globals, exp: Expansion
+) -> ModelConfig:
+    """Decode one expanded ``models.<id>`` mapping, reporting problems under its path."""
+    base = f"models.{model_id}"
+    cmd: tuple[str, ...] = ()
+    raw_cmd = model.get("cmd")
+    if raw_cmd is None:
+        p.error(f"{base}.cmd", "cmd is required")
+    else:
+        text = p.string(model, "cmd", base)
+        if not isinstance(raw_cmd, dict | list):
+            try:
+                args, open_quote = split_command_checked(text)
+                cmd = tuple(args)
+                if open_quote:
+                    p.warn(f"{base}.cmd", "unterminated quote: the rest of the command is one "
+                                          "argument (llama-swap does the same)")
+            except ValueError as e:
+                p.error(f"{base}.cmd", str(e))
+    cmd_stop = p.string(model, "cmdStop", base)
+    if not cmd_stop.strip():
+        cmd_stop = ""
+
+    proxy = p.string(model, "proxy", base)
+    if model_id not in exp.port_reported and "${" not in proxy:
+        problem = _proxy_problem(proxy)
+        if problem:
+            p.error(f"{base}.proxy", problem)
+
+    check: str | None = p.string(model, "checkEndpoint", base, "/health").strip()
+    if check == "none":
+        check = None
+    elif check is not None and not check.startswith("/"):
+        check = "/" + check
+
+    ttl = p.seconds(model, "ttl", base, -1.0)
+    if ttl == -1:
+        ttl = g.global_ttl
+    if ttl < 0:
+        p.error(f"{base}.ttl", f"invalid TTL value {go_format(model.get('ttl'))}")
+    unload_timeout = p.seconds(model, "unloadTimeout", base, 0.0)
+    if unload_timeout < 0:
+        p.error(f"{base}.unloadTimeout",
+                f"invalid unloadTimeout value {go_format(model.get('unloadTimeout'))}")
+    elif unload_timeout == 0:
+        unload_timeout = g.unload_timeout
+    concurrency = p.integer(model, "concurrencyLimit", base, 0)
+    if concurrency < 0:
+        p.error(f"{base}.concurrencyLimit", f"invalid concurrencyLimit value {concurrency}")
+    elif concurrency == 0:
+        concurrency = _DEFAULT_CONCURRENCY
+    metadata = p.mapping(model.get("metadata"), f"{base}.metadata") or {}
+    max_queue = p.integer(model, "maxQueue", base, 0)
+    if max_queue < 0:
+        p.error(f"{base}.maxQueue", f"must be >= 0, got {max_queue}")
+        max_queue = 0
+
+    return ModelConfig(
+        id=model_id,
+        cmd=cmd,
+        proxy=proxy,
+        cmd_stop=cmd_stop,
+        check_endpoint=check,
+        aliases=tuple(p.strings(model, "aliases", base)),
+        env=_env_pairs(p, p.strings(model, "env", base), base),
+        ttl=ttl,
+        unload_timeout=unload_timeout,
+        unlisted=p.boolean(model, "unlisted", base, False),
+        use_model_name=p.string(model, "useModelName", base),
+        concurrency_limit=concurrency,
+        name=p.string(model, "name", base),
+        description=p.string(model, "description", base),
+        metadata=metadata,
+        port=exp.ports.get(model_id),
+        max_queue=max_queue,
+        send_loading_state=(None if model.get("sendLoadingState") is None
+                            else p.boolean(model, "sendLoadingState", base, False)),
+        filters=_filters(p, model.get("filters"), f"{base}.filters", model_id,
+                         exp.ports.get(model_id)),
+        upstream_headers=_header_pairs(p, model.get("upstreamHeaders"),
+                                       f"{base}.upstreamHeaders"),
+    )
+
+
+_LOG_TO_STDOUT = ("proxy", "upstream", "both", "none")
+_LOG_TIME_FORMATS = ("ansic", "unixdate", "rubydate", "rfc822", "rfc822z", "rfc850", "rfc1123",
+                     "rfc1123z", "rfc3339", "rfc3339nano", "kitchen", "stamp", "stampmilli",
+                     "stampmicro", "stampnano")
+
+
+def _observability(p: Problems, tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Logging, activity store and capture settings (reference §2.2)."""
+    log_to_stdout = p.string(tree, "logToStdout", "", "both").strip().lower()
+    if log_to_stdout not in _LOG_TO_STDOUT:
+        p.error("logToStdout", f"must be one of {', '.join(_LOG_TO_STDOUT)}, got "
+                f"{describe(tree.get('logToStdout'))}")
+        log_to_stdout = "both"
+    log_time_format = p.string(tree, "logTimeFormat", "", "").strip().lower()
+    if log_time_format and log_time_format not in _LOG_TIME_FORMATS:
+        p.warn("logTimeFormat", f"unknown time format {log_time_format!r} (valid: "
+               f"{', '.join(_LOG_TIME_FORMATS)}); lines get no time")
+        log_time_format = ""
+    max_in_memory = p.integer(tree, "metricsMaxInMemory", "", 1000)
+    if max_in_memory < 1:
+        p.error("metricsMaxInMemory", f"must be at least 1, got {max_in_memory}")
+    capture = p.seconds(tree, "captureBuffer", "", 5.0)
+    if capture < 0:
+        p.error("captureBuffer", f"must be a number of MiB >= 0, got {go_format(capture)}")
+    store = p.mapping(tree.get("store"), "store") or {}
+    store_path: str | None = None
+    if "path" in store:
+        store_path = p.string(store, "path", "store").strip()
+        if not store_path:
+            p.error("store.path", "must not be empty (leave store out to keep activity in "
+                    "memory)")
+        elif os.path.isdir(store_path):
+            p.error("store.path", f"{store_path} is a directory; give a file name")
+        elif not os.access(os.path.dirname(os.path.abspath(store_path)) or ".", os.W_OK):
+            p.error("store.path", f"cannot write in the directory of {store_path}")
+    max_rows = p.integer(store, "maxRows", "store", 100_000)
+    if max_rows < 1:
+        p.error("store.maxRows", f"must be at least 1, got {max_rows}")
+    return {"log_to_stdout": log_to_stdout, "log_time_format": log_time_format,
+            "metrics_max_in_memory": max(max_in_memory, 1),
+            "capture_buffer_bytes": int(max(capture, 0.0) * 1024 * 1024),
+            "store_path": store_path or None, "store_max_rows": max(max_rows, 1)}
+
+
+def decode_config(p: Problems, exp: Expansion) -> Config:
+    """Typed, defaulted, validated ``Config`` from the macro-expanded tree."""
+    tree = exp.tree
+    health = max(p.seconds(tree, "healthCheckTimeout", "", 120.0), _MIN_HEALTH_CHECK_TIMEOUT)
+    log_level = p.string(tree, "logLevel", "", "info").strip().lower()
+    if log_level not in _LOG_LEVELS:
+        p.warn("logLevel", f"unknown log level {tree.get('logLevel')!r} (valid: "
+               f"{', '.join(_LOG_LEVELS)}); using info")
+        log_level = "info"
+    start_port = p.integer(tree, "startPort", "", 5800)
+    if start_port < 1:
+        p.error("startPort", "startPort must be greater than 1")
+    elif start_port > 65535:
+        p.error("startPort", "startPort must be at most 65535")
+    global_ttl = p.seconds(tree, "globalTTL", "", 0.0)
+    if global_ttl < 0:
+        p.error("globalTTL", "globalTTL must be >= 0")
+    unload_timeout = p.seconds(tree, "unloadTimeout", "", _DEFAULT_UNLOAD_TIMEOUT)
+    if unload_timeout < 0:
+        p.error("unloadTimeout", "unloadTimeout must be >= 0")
+    elif unload_timeout == 0:
+        unload_timeout = _DEFAULT_UNLOAD_TIMEOUT
+
+    raw_models = tree.get("models")
+    if raw_models is not None and not isinstance(raw_models, dict):
+        p.error("models", f"must be a mapping of model id to settings, got {describe(raw_models)}")
+        raw_models = {}
+    elif not raw_models:
+        p.warn("models", "no models are defined")
+        raw_models = {}
+    g = _Globals(global_ttl=max(global_ttl, 0.0), unload_timeout=max(unload_timeout, 0.0))
+    models: dict[str, ModelConfig] = {}
+    for model_id, model in raw_models.items():
+        if model is None:
+            model = {}
+        if not isinstance(model, dict):
+            p.error(f"models.{model_id}", f"must be a mapping of model settings, got "
+                    f"{describe(model)}")
+            continue
+        models[model_id] = _model(p, model_id, model, g, exp)
+    aliases = check_aliases(p, models)
+    register_param_aliases(p, models, aliases)
+
+    group_base, raw_groups, matrix_base, raw_matrix = router_source(p, tree)
+    groups = read_groups(p, group_base, raw_groups, list(raw_models), aliases)
+    matrix = parse_matrix(p, raw_matrix, matrix_base, list(models)) if raw_matrix else None
+    routing = p.mapping(tree.get("routing"), "routing") or {}
+    scheduler = parse_scheduler(p, routing.get("scheduler"), list(models))
+    capacities, needs = parse_resources(p, tree, raw_models, list(models))
+    supervision = parse_supervision(p, tree.get("supervision"), "supervision",
+                                    SupervisionConfig())
+    models = {m: replace(c, resources=needs.get(m, {}), supervision=parse_supervision(
+        p, raw_models[m].get("supervision"), f"models.{m}.supervision", supervision))
+        for m, c in models.items()}
+    observability = _observability(p, tree)
+    peers = _peers(p, tree.get("peers"), models, aliases)
+    selectors, profiles = selectors_and_profiles(p, tree, models, aliases, peers, groups,
+                                                  matrix is not None)
+    api_keys, api_key_scopes = read_api_keys(p, tree, {**aliases, **{m: m for m in models}})
+    return Config(
+        **observability,
+        models=models,
+        groups=groups,
+        matrix=matrix,
+        scheduler=scheduler,
+        capacities=capacities,
+        health_check_timeout=health,
+        log_level=log_level,
+        start_port=start_port,
+        preload=read_preload(p, tree, raw_models, aliases),
+        global_ttl=global_ttl,
+        unload_timeout=unload_timeout,
+        include_aliases_in_list=p.boolean(tree, "includeAliasesInList", "", False),
+        send_loading_state=p.boolean(tree, "sendLoadingState", "", False),
+        supervision=supervision,
+        api_keys=api_keys,
+        api_key_scopes=api_key_scopes,
+        peers=peers,
+        selectors=selectors,
+        profiles=profiles,
+        max_request_size=_byte_size(p, tree, "maxRequestSize", 100 * 1024 * 1024),
+    )

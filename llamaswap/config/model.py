@@ -1,0 +1,196 @@
+# -*- test-case-name: tests.test_config -*-
+"""The configuration as immutable values: what the rest of llamaswap reads.
+
+Pure data, no parsing: ``llamaswap.config.loader`` builds these from a YAML file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llamaswap.filters import Filters
+from llamaswap.matrix import Matrix
+from llamaswap.routing import SchedulerConfig
+from llamaswap.selectors import ProfileConfig, SelectorConfig
+from llamaswap.supervision import SupervisionConfig
+
+__all__ = [
+    "API_KEY_SCOPES",
+    "DEFAULT_GROUP",
+    "ApiKeyScope",
+    "Config",
+    "ConfigError",
+    "GroupConfig",
+    "ModelConfig",
+    "PeerConfig",
+]
+
+
+DEFAULT_GROUP = "(default)"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` holds one line per problem.
+
+    Each line names the file, the key path and what is wrong, e.g.
+    ``config.yaml: models.llama.ttl: must be an integer >= 0, got 'x'``.
+    """
+
+    def __init__(self, problems: list[str], warnings: Sequence[str] = ()) -> None:
+        super().__init__("\n".join([*problems, *(f"warning: {w}" for w in warnings)]))
+        self.problems = problems
+        self.warnings = tuple(warnings)
+        """Non-fatal findings made on the way; a misspelt key often explains an error."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One entry of ``models:``, after macro expansion and defaulting."""
+
+    id: str
+    cmd: tuple[str, ...]
+    """argv after comment stripping, continuation joining and POSIX splitting (no shell)."""
+    proxy: str
+    """Base URL requests are forwarded to, e.g. ``http://127.0.0.1:5800``."""
+    cmd_stop: str = ""
+    """Raw stop command; ``${PID}`` is replaced, then it is split like ``cmd``."""
+    check_endpoint: str | None = "/health"
+    """Path polled until 200; ``None`` when the config says ``none``."""
+    aliases: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    """Added to the inherited environment, in config order."""
+    ttl: float = 0.0
+    """Idle seconds before unloading; 0 means never (``globalTTL`` already applied)."""
+    unload_timeout: float = 10.0
+    """Seconds between SIGTERM (or ``cmdStop``) and SIGKILL."""
+    unlisted: bool = False
+    use_model_name: str = ""
+    concurrency_limit: int = 10
+    name: str = ""
+    description: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    port: int | None = None
+    """The ``${PORT}`` allocated to this model, if its ``cmd`` uses it."""
+    max_queue: int = 0
+    """Requests that may wait for this model at once (429 beyond); 0 = unbounded."""
+    send_loading_state: bool | None = None
+    """Stream llama-swap style loading progress to chat clients; ``None``: the global value."""
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    resources: Mapping[str, float] = field(default_factory=dict)
+    """What this model needs of the ``resources`` capacities while it runs."""
+    filters: Filters = field(default_factory=Filters)
+    upstream_headers: tuple[tuple[str, str], ...] = ()
+    """Headers set on every request sent to this model's server (e.g. its own API key)."""
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One entry of ``peers:``: a remote OpenAI-compatible server (§2.6)."""
+
+    id: str
+    proxy: str
+    models: tuple[str, ...]
+    api_key: str = ""
+    filters: Filters = field(default_factory=Filters)
+    ca_cert: str = ""
+    """PEM file of the CA to trust for an https proxy instead of the system's roots."""
+    connect_timeout: float = 30.0
+    response_header_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """A swap group (llama-swap ``groups:``); the implicit ``(default)`` group included."""
+
+    id: str
+    members: tuple[str, ...]
+    swap: bool = True
+    exclusive: bool = True
+    persistent: bool = False
+
+
+API_KEY_SCOPES = ("all", "inference", "management")
+
+
+@dataclass(frozen=True)
+class ApiKeyScope:
+    """What a scoped API key may do: ``inference`` (model endpoints, model lists),
+    ``management`` (unload, reload, logs, metrics, UI...) or ``all``; ``models`` limits the
+    models it may use (``None``: all)."""
+
+    scope: str = "all"
+    models: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. ``groups`` always covers every model exactly once."""
+
+    models: Mapping[str, ModelConfig]
+    groups: Mapping[str, GroupConfig]
+    path: str = "<memory>"
+    health_check_timeout: float = 120.0
+    log_level: str = "info"
+    start_port: int = 5800
+    preload: tuple[str, ...] = ()
+    global_ttl: float = 0.0
+    unload_timeout: float = 10.0
+    include_aliases_in_list: bool = False
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    matrix: Matrix | None = None
+    """The matrix router's compiled sets; ``None`` when groups decide what coexists."""
+    capacities: Mapping[str, float] = field(default_factory=dict)
+    """Declared resource capacities (``resources:``); empty means no budget applies."""
+    send_loading_state: bool = False
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    """The global ``supervision`` block (each model's own, merged, is on ``ModelConfig``)."""
+    api_keys: tuple[str, ...] = ()
+    api_key_scopes: Mapping[str, ApiKeyScope] = field(default_factory=dict)
+    """Keys given as mappings: what each may do (plain string keys may do everything)."""
+    peers: Mapping[str, PeerConfig] = field(default_factory=dict)
+    max_request_size: int = 100 * 1024 * 1024
+    """Largest request body accepted, in bytes; larger ones get 413."""
+    selectors: Mapping[str, SelectorConfig] = field(default_factory=dict)
+    profiles: Mapping[str, ProfileConfig] = field(default_factory=dict)
+    log_to_stdout: str = "both"
+    """``proxy``, ``upstream``, ``both`` or ``none``: what reaches the process log and /logs."""
+    log_time_format: str = ""
+    """A llama-swap (Go) time layout name for the lines of /logs; ``""`` means no time."""
+    metrics_max_in_memory: int = 1000
+    """Row cap of the activity store when it is in memory."""
+    capture_buffer_bytes: int = 5 * 1024 * 1024
+    """Byte budget for captured request/response bodies (``captureBuffer`` MiB); 0 is off."""
+    store_path: str | None = None
+    """SQLite file for the activity history (``store.path``); ``None`` keeps it in memory."""
+    store_max_rows: int = 100_000
+    """Row cap of the activity store when it is a file (``store.maxRows``)."""
+    warnings: tuple[str, ...] = ()
+    """Non-fatal findings (unknown keys, unsupported features), one line each."""
+
+    def resolve(self, name: str) -> str | None:
+        """The model ID a request name means: an ID wins over an alias; ``None`` if unknown."""
+        if name in self.models:
+            return name
+        for model in self.models.values():
+            if name in model.aliases:
+                return model.id
+        return None
+
+    def resolve_peer(self, name: str) -> tuple[str, str] | None:
+        """``(peer id, model)`` for ``<peer>/<model>`` or a bare name exactly one peer lists.
+
+        Call it only after ``resolve``: local models and aliases win over peer models.
+        """
+        peer_id, slash, model = name.partition("/")
+        if slash and peer_id in self.peers and model in self.peers[peer_id].models:
+            return peer_id, model
+        owners = [peer.id for peer in self.peers.values() if name in peer.models]
+        return (owners[0], name) if len(owners) == 1 else None
+
+    def group_of(self, model_id: str) -> GroupConfig:
+        for group in self.groups.values():
+            if model_id in group.members:
+                return group
+        raise KeyError(model_id)

@@ -1,0 +1,123 @@
+# -*- test-case-name: tests.test_config -*-
+"""Collecting config problems, and reading typed values with defaults.
+
+Every reader reports a wrong type and returns the default, so decoding goes on and all
+problems of a file end up in one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from llamaswap.config.macros import go_format, join_path
+from llamaswap.config.model import ConfigError
+from llamaswap.config.yamlv3 import V3_BOOL_STRINGS
+
+__all__ = ["Problems", "describe", "is_set"]
+
+
+def describe(value: object) -> str:
+    """How a wrong value is quoted back to the user."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "null" if value is None else go_format(value)
+
+
+class Problems:
+    """Collects ``<file>: <key.path>: <message>`` lines and reads typed values with defaults.
+
+    Every reader reports a wrong type and returns the default, so decoding continues and
+    all problems end up in one ``ConfigError``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def _line(self, key: str, message: str) -> str:
+        return f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}"
+
+    def error(self, key: str, message: str) -> None:
+        self.errors.append(self._line(key, message))
+
+    def warn(self, key: str, message: str) -> None:
+        self.warnings.append(self._line(key, message))
+
+    def fail(self) -> ConfigError:
+        return ConfigError(self.errors, self.warnings)
+
+    def mapping(self, value: object, key: str) -> dict[str, Any] | None:
+        """``value`` if it is a mapping; ``None`` (reported unless null) otherwise."""
+        if isinstance(value, dict):
+            return value
+        if value is not None:
+            self.error(key, f"must be a mapping, got {describe(value)}")
+        return None
+
+    def integer(self, d: Mapping[str, Any], key: str, base: str, default: int) -> int:
+        value = d.get(key)
+        if value is None:
+            return default
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        self.error(join_path(base, key), f"must be an integer, got {describe(value)}")
+        return default
+
+    def seconds(self, d: Mapping[str, Any], key: str, base: str, default: float) -> float:
+        value = d.get(key)
+        if value is None:
+            return default
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        self.error(join_path(base, key), f"must be a number of seconds, got {describe(value)}")
+        return default
+
+    def boolean(self, d: Mapping[str, Any], key: str, base: str, default: bool) -> bool:
+        value = d.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value in V3_BOOL_STRINGS:  # yaml.v3 accepts these too
+            return V3_BOOL_STRINGS[value]
+        self.error(join_path(base, key), f"must be true or false, got {describe(value)}")
+        return default
+
+    def string(self, d: Mapping[str, Any], key: str, base: str, default: str = "") -> str:
+        value = d.get(key)
+        if value is None:
+            return default
+        if isinstance(value, dict | list):
+            self.error(join_path(base, key), f"must be a string, got {describe(value)}")
+            return default
+        return go_format(value)  # yaml.v3 decodes any scalar into a string field
+
+    def strings(self, d: Mapping[str, Any], key: str, base: str) -> list[str]:
+        value = d.get(key)
+        if value is None:
+            return []
+        path = join_path(base, key)
+        if not isinstance(value, list):
+            self.error(path, f"must be a list of strings, got {describe(value)}")
+            return []
+        result: list[str] = []
+        for index, item in enumerate(value):
+            if item is None or isinstance(item, dict | list):
+                self.error(join_path(path, index), f"must be a string, got {describe(item)}")
+            else:
+                result.append(go_format(item))
+        return result
+
+
+def is_set(value: object) -> bool:
+    """Whether an ignored key carries anything (null, false and empty values change nothing)."""
+    return not (value is None or value is False or value == "" or value == [] or value == {})
