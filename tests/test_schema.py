@@ -1,4 +1,4 @@
-"""config/schema.json stays in step with the loader: same keys, same verdict on examples."""
+"""The shipped JSON Schema: valid, shipped in the package, and the loader's structural check."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import jsonschema
 import pytest
 
 from llamaswap.config import ConfigError, parse_config
-from llamaswap.config import keys as loader
+from llamaswap.config.structure import SCHEMA, check_structure
 from llamaswap.config.yamlv3 import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = json.loads((REPO / "config" / "schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 EXAMPLES = sorted((REPO / "config").glob("*.yaml"))
 
@@ -120,53 +119,112 @@ def test_bad_configs_fail_both_at_the_same_key(text: str, where: str) -> None:
                for e in errors), errors
 
 
-def _properties(node: dict[str, Any]) -> set[str]:
-    return set(node["properties"])
+def test_editors_path_is_the_schema_the_package_ships() -> None:
+    """config/schema.json (where editors are pointed) is the file inside the package."""
+    shipped = REPO / "llamaswap" / "config" / "schema.json"
+    assert (REPO / "config" / "schema.json").resolve() == shipped.resolve()
+    assert json.loads(shipped.read_text()) == SCHEMA
 
 
-def _schema_node(*path: str) -> dict[str, Any]:
-    node = SCHEMA
-    for step in path:
-        node = node[step]
-    return node
+def _numeric_nodes(node: object, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        kinds = node.get("type")
+        kinds = [kinds] if isinstance(kinds, str) else kinds or []
+        if {"number", "integer"} & set(kinds):
+            found.append((path, node))
+        for key, child in node.items():
+            found += _numeric_nodes(child, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            found += _numeric_nodes(child, f"{path}/{index}")
+    return found
 
 
-def _ignored(node: dict[str, Any]) -> set[str]:
-    """Keys the schema marks ``deprecated``: those the loader warns about and ignores."""
-    return {key for key, value in node["properties"].items() if value.get("deprecated")}
+def test_every_number_in_the_schema_has_a_range() -> None:
+    """A number without bounds would let 10**300 through to the code that uses it."""
+    nodes = [(path, node) for path, node in _numeric_nodes(SCHEMA)
+             if path != "/$defs/scalar" and "pins" not in path]  # read as text, not numbers
+    assert len(nodes) > 25
+    unbounded = [path for path, node in nodes if "minimum" not in node or "maximum" not in node]
+    assert unbounded == []
 
 
-def test_top_level_keys_match_the_loader() -> None:
-    assert _properties(SCHEMA) == set(loader.TOP_KEYS) | set(loader._TOP_UNSUPPORTED)
-    assert _ignored(SCHEMA) == set(loader._TOP_UNSUPPORTED)
+def _ignored_keys(node: object, path: str = "") -> dict[str, str]:
+    found: dict[str, str] = {}
+    if isinstance(node, dict):
+        for key, child in node.get("properties", {}).items():
+            if isinstance(child, dict) and "x-ignored" in child:
+                assert child.get("deprecated") is True, "editors should show it as unused"
+                found[f"{path}.{key}".lstrip(".")] = child["x-ignored"]
+        for key, child in node.items():
+            step = "" if key in ("properties", "additionalProperties", "$defs") else key
+            found |= _ignored_keys(child, f"{path}.{step}".rstrip(".") if step else path)
+    return found
 
 
-def test_model_keys_match_the_loader() -> None:
-    model = _schema_node("properties", "models", "additionalProperties")
-    assert _properties(model) == set(loader.MODEL_KEYS) | set(loader._MODEL_UNSUPPORTED)
-    assert _ignored(model) == set(loader._MODEL_UNSUPPORTED)
+def test_ignored_keys_warn_with_the_schemas_words() -> None:
+    """Marking a key x-ignored in the schema is all it takes to warn about it."""
+    ignored = _ignored_keys(SCHEMA)
+    assert {"ui", "logRequests", "models.capabilities",
+            "peers.timeouts.keepalive"} <= set(ignored)
+    config = parse_config(textwrap.dedent("""
+        ui: {x: 1}
+        logRequests: true
+        models:
+          m: {cmd: "x --port ${PORT}", capabilities: [text]}
+        peers:
+          p: {proxy: "http://h:1", models: [a], timeouts: {keepalive: 5}}
+        """), "c.yaml", environ={})
+    assert config.warnings == (
+        f"c.yaml: ui: {ignored['ui']}",
+        f"c.yaml: logRequests: {ignored['logRequests']}",
+        f"c.yaml: models.m.capabilities: {ignored['models.capabilities']}",
+        f"c.yaml: peers.p.timeouts.keepalive: {ignored['peers.timeouts.keepalive']}",
+    )
 
 
-def test_group_keys_match_the_loader() -> None:
-    group = _schema_node("properties", "groups", "additionalProperties")
-    assert _properties(group) == set(loader._GROUP_KEYS)
+def test_the_schema_reports_what_no_decoder_checks() -> None:
+    """All problems at once: the decoder's own and the schema's, each with its key path."""
+    with pytest.raises(ConfigError) as raised:
+        parse_config(textwrap.dedent("""
+            captureBuffer: 100000
+            routing:
+              scheduler: {settings: {swapaware: {priority: {m: 5000000}}}}
+            models:
+              m: {cmd: "x --port ${PORT}", ttl: -5}
+            """), "c.yaml", environ={})
+    assert raised.value.problems == [
+        "c.yaml: models.m.ttl: invalid TTL value -5",
+        "c.yaml: captureBuffer: must be <= 65536, got 100000",
+        "c.yaml: routing.scheduler.settings.swapaware.priority.m: must be <= 1000000, "
+        "got 5000000",
+    ]
 
 
-@pytest.mark.parametrize(("path", "loader_keys"), [
-    (("properties", "peers", "additionalProperties"), "_PEER_KEYS"),
-    (("properties", "models", "additionalProperties", "properties", "filters"), "_FILTER_KEYS"),
-    (("properties", "selectors", "additionalProperties"), "_SELECTOR_KEYS"),
-])
-def test_nested_keys_match_the_loader(path: tuple[str, ...], loader_keys: str) -> None:
-    assert _properties(_schema_node(*path)) == set(getattr(loader, loader_keys))
+def test_a_key_checked_by_both_is_reported_once_in_the_loaders_words() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config("startPort: 70000\nmodels: {}\n", "c.yaml", environ={})
+    assert raised.value.problems == ["c.yaml: startPort: startPort must be at most 65535"]
 
 
-def test_supervision_keys_match_the_loader() -> None:
-    from llamaswap import supervision
-    assert _properties(SCHEMA["$defs"]["supervision"]) == set(supervision._KEYS)
+def test_schema_findings_never_quote_an_api_key() -> None:
+    findings = check_structure({"apiKeys": [{"key": "s3cret value", "scope": "all"}, 12345],
+                                "peers": {"p": {"proxy": "http://h:1", "models": ["a"],
+                                                "apiKey": ["s3cret"]}}})
+    assert findings, "the schema should object to all three"
+    assert not [f for f in findings if "s3cret" in f.message or "12345" in f.message]
+    assert {f.path for f in findings} >= {"apiKeys[0]", "apiKeys[1]", "peers.p.apiKey"}
 
 
-def test_a_misspelt_key_is_flagged_like_the_loader_warns() -> None:
-    text = "models:\n  m: {cmd: 'x ${PORT}', tll: 5}\n"
-    assert any("tll" in w for w in parse_config(text, "c.yaml", environ={}).warnings)
-    assert any("'tll' was unexpected" in e for e in schema_errors(text))
+def test_findings_come_in_file_order_one_line_each() -> None:
+    findings = check_structure(load_yaml(textwrap.dedent("""
+        zzz: 1
+        models:
+          m: {cmd: x, tll: 5, concurrencyLimit: -1}
+        aaa: 2
+        """)))
+    assert [(f.path, f.warning) for f in findings] == [
+        ("zzz", True), ("models.m.tll", True), ("models.m.concurrencyLimit", False),
+        ("aaa", True)]
+    assert all("\n" not in f.message for f in findings)

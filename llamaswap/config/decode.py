@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from llamaswap.config.cmdline import split_command_checked
 from llamaswap.config.macros import Expansion, go_format, join_path
 from llamaswap.config.model import Config, ModelConfig, PeerConfig
-from llamaswap.config.problems import Problems, describe
+from llamaswap.config.problems import Problems
 from llamaswap.config.semantic import (
     check_aliases,
     read_api_keys,
@@ -23,6 +23,7 @@ from llamaswap.config.semantic import (
     router_source,
     selectors_and_profiles,
 )
+from llamaswap.config.structure import describe
 from llamaswap.filters import Filters, parse_strip_params
 from llamaswap.routing import parse_matrix, parse_resources, parse_scheduler
 from llamaswap.supervision import SupervisionConfig, parse_supervision

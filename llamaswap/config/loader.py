@@ -16,7 +16,6 @@ from dataclasses import replace
 import yaml
 
 from llamaswap.config.decode import decode_config
-from llamaswap.config.keys import MODEL_KEYS, TOP_KEYS, check_all_keys
 from llamaswap.config.macros import (
     check_leftovers,
     env_refs_in_text,
@@ -25,7 +24,8 @@ from llamaswap.config.macros import (
     substitute_env,
 )
 from llamaswap.config.model import Config, ConfigError
-from llamaswap.config.problems import Problems, describe
+from llamaswap.config.problems import Problems
+from llamaswap.config.structure import MODEL_KEYS, TOP_KEYS, check_structure, describe
 from llamaswap.config.yamlv3 import load_yaml, yaml_problem
 
 __all__ = ["load_config", "parse_config"]
@@ -66,10 +66,11 @@ def parse_config(
         p.error("", f"the top level must be a mapping of settings, got {describe(tree)}")
         raise p.fail()
 
-    check_all_keys(p, tree)
     expansion = expand_config_macros(tree, p.error)
+    p.add_structure(check_structure(expansion.tree))
     check_leftovers(expansion, TOP_KEYS, MODEL_KEYS, p.error, failed_env)
     config = decode_config(p, expansion)
+    p.add_structure_errors()
     if p.errors:
         raise p.fail()
     return replace(config, path=path, warnings=tuple(p.warnings))

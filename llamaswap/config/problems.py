@@ -8,47 +8,62 @@ problems of a file end up in one ``ConfigError``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from llamaswap.config.macros import go_format, join_path
 from llamaswap.config.model import ConfigError
+from llamaswap.config.structure import Finding, describe
 from llamaswap.config.yamlv3 import V3_BOOL_STRINGS
 
-__all__ = ["Problems", "describe", "is_set"]
-
-
-def describe(value: object) -> str:
-    """How a wrong value is quoted back to the user."""
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return "null" if value is None else go_format(value)
+__all__ = ["Problems"]
 
 
 class Problems:
     """Collects ``<file>: <key.path>: <message>`` lines and reads typed values with defaults.
 
     Every reader reports a wrong type and returns the default, so decoding continues and
-    all problems end up in one ``ConfigError``.
+    all problems end up in one ``ConfigError``. The schema's findings (``add_structure``)
+    join in: its warnings at once, its errors after decoding (``add_structure_errors``) for
+    the key paths the decoder, whose words are llama-swap's, had nothing to say about.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.errors: list[str] = []
         self.warnings: list[str] = []
+        self._error_paths: list[str] = []
+        self._schema_warned: set[str] = set()
+        self._schema_errors: list[Finding] = []
 
     def _line(self, key: str, message: str) -> str:
         return f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}"
 
     def error(self, key: str, message: str) -> None:
         self.errors.append(self._line(key, message))
+        self._error_paths.append(key)
 
     def warn(self, key: str, message: str) -> None:
+        if key in self._schema_warned:
+            return  # the schema already said what is wrong with this key
         self.warnings.append(self._line(key, message))
+
+    def add_structure(self, findings: Iterable[Finding]) -> None:
+        """Take the schema's findings: warnings now, errors kept for after decoding."""
+        for finding in findings:
+            if finding.warning:
+                self.warn(finding.path, finding.message)
+                self._schema_warned.add(finding.path)
+            else:
+                self._schema_errors.append(finding)
+
+    def add_structure_errors(self) -> None:
+        """Report the schema's errors at key paths no decoder error already covers."""
+        reported = [path for path in self._error_paths if path]
+        for finding in self._schema_errors:
+            if not any(_related(finding.path, path) for path in reported):
+                self.error(finding.path, finding.message)
+        self._schema_errors = []
 
     def fail(self) -> ConfigError:
         return ConfigError(self.errors, self.warnings)
@@ -118,6 +133,7 @@ class Problems:
         return result
 
 
-def is_set(value: object) -> bool:
-    """Whether an ignored key carries anything (null, false and empty values change nothing)."""
-    return not (value is None or value is False or value == "" or value == [] or value == {})
+def _related(a: str, b: str) -> bool:
+    """Whether one key path is the other or lies inside it (``models.m`` and ``models.m.ttl``)."""
+    short, long = sorted((a, b), key=len)
+    return long == short or long.startswith((short + ".", short + "["))

@@ -20,7 +20,8 @@ from llamaswap.config.model import (
     ModelConfig,
     PeerConfig,
 )
-from llamaswap.config.problems import Problems, describe, is_set
+from llamaswap.config.problems import Problems
+from llamaswap.config.structure import describe, is_set
 from llamaswap.selectors import ProfileConfig, SelectorConfig, parse_profiles, parse_selectors
 
 __all__ = [
