@@ -53,6 +53,7 @@ def _proxy_problem(url: str) -> str | None:
 
 
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_MAX_BYTE_SIZE = 1 << 40
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 
 
@@ -93,19 +94,24 @@ def _header_pairs(p: Problems, raw: object, base: str) -> tuple[tuple[str, str],
 
 
 def _byte_size(p: Problems, tree: Mapping[str, Any], key: str, default: int) -> int:
-    """A size in bytes: ``1048576``, ``"100MB"``, ``"1.5GiB"`` (K/M/G/T, 1000 or 1024)."""
+    """A size in bytes: ``1048576``, ``"100MB"``, ``"1.5GiB"`` (K/M/G/T, 1000 or 1024), <= 1TiB."""
     value = tree.get(key)
     if value is None:
         return default
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = _SIZE_RE.match(value) if isinstance(value, str) else None
-    if match is None or float(match.group(1)) <= 0:
+    size: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE_RE.match(value)) is not None:
+        power = "kmgt".find(match.group(2).lower()) + 1
+        size = float(match.group(1)) * (1024 if match.group(3) else 1000) ** power
+    if size is None or size <= 0:
         p.error(key, f"must be a positive size like 104857600, '100MB' or '1GiB', got "
                 f"{describe(value)}")
         return default
-    power = "kmgt".find(match.group(2).lower()) + 1
-    return int(float(match.group(1)) * (1024 if match.group(3) else 1000) ** power)
+    if size > _MAX_BYTE_SIZE:  # also catches a float that overflowed to infinity
+        p.error(key, f"must be at most 1TiB ({_MAX_BYTE_SIZE} bytes), got {describe(value)}")
+        return default
+    return int(size)
 
 
 def _peers(p: Problems, raw: object, models: Mapping[str, ModelConfig],

@@ -18,6 +18,8 @@ from llamaswap.config.yamlv3 import V3_BOOL_STRINGS
 
 __all__ = ["Problems"]
 
+_MAX_MESSAGE = 240
+
 
 class Problems:
     """Collects ``<file>: <key.path>: <message>`` lines and reads typed values with defaults.
@@ -37,6 +39,8 @@ class Problems:
         self._schema_errors: list[Finding] = []
 
     def _line(self, key: str, message: str) -> str:
+        if len(message) > _MAX_MESSAGE:  # a value quoted back whole could be megabytes
+            message = f"{message[:_MAX_MESSAGE - 40]}... ({len(message)} characters)"
         return f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}"
 
     def error(self, key: str, message: str) -> None:
@@ -80,8 +84,8 @@ class Problems:
         value = d.get(key)
         if value is None:
             return default
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2.0 ** 63:
+            return int(value)  # like yaml.v3: a whole float fits an int field if it fits 64 bits
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         self.error(join_path(base, key), f"must be an integer, got {describe(value)}")

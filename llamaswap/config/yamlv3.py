@@ -37,7 +37,8 @@ V3_BOOL_STRINGS = {
 
 
 def _go_int(text: str) -> int | None:
-    """Go's ``strconv.ParseInt(text, 0, 64)``: prefixes ``0x``/``0o``/``0b``, and ``0`` is octal."""
+    """Go's ``strconv.ParseInt(text, 0, 64)``, then ``ParseUint``: prefixes ``0x``/``0o``/``0b``,
+    ``0`` is octal, and the value must fit 64 bits (a larger one is left to ``ParseFloat``)."""
     sign, digits = 1, text
     if digits[:1] in ("+", "-"):
         sign, digits = (-1 if digits[0] == "-" else 1), digits[1:]
@@ -50,9 +51,12 @@ def _go_int(text: str) -> int | None:
     if not digits or not digits.isascii() or not digits.isalnum():
         return None
     try:
-        return sign * int(digits, base)
-    except ValueError:
+        value = sign * int(digits, base)
+    except ValueError:  # not digits of that base, or more digits than Python converts
         return None
+    fits_int64 = -(1 << 63) <= value < (1 << 63)
+    fits_uint64 = text[:1] not in ("+", "-") and 0 <= value < (1 << 64)
+    return value if fits_int64 or fits_uint64 else None
 
 
 def _v3_number(text: str) -> int | float | str:

@@ -1,0 +1,106 @@
+"""Hostile configs: huge numbers, exploding macros, ambiguous API keys (issue 14, items 11-14).
+
+Each must give a one-line ``ConfigError`` naming the key, never a traceback, a hang or a
+config that silently means something else.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from llamaswap.config import ConfigError, parse_config
+
+FILE = "c.yaml"
+MODEL = "models:\n  m:\n    cmd: srv --port ${PORT}\n"
+HUGE = "1" + "0" * 300  # a float in yaml.v3 (beyond 64 bits), 1e+300
+HUGER = "9" * 400  # beyond float64 too: yaml.v3 keeps it as text
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(textwrap.dedent(text), FILE, environ={})
+    return raised.value.problems
+
+
+def one_line_naming(text: str, key: str) -> str:
+    found = problems(text)
+    assert len(found) == 1, found
+    line = found[0]
+    assert line.startswith(f"{FILE}: {key}: "), line
+    assert "\n" not in line and len(line) < 300, line
+    return line
+
+
+# --- item 11: every number has a range -----------------------------------------------------
+
+TOP_LEVEL = ["healthCheckTimeout", "globalTTL", "unloadTimeout", "startPort", "maxRequestSize",
+             "metricsMaxInMemory", "captureBuffer"]
+MODEL_KEYS = ["ttl", "unloadTimeout", "concurrencyLimit", "maxQueue"]
+NESTED = {
+    "supervision.hangTimeout": "supervision: {{hangTimeout: {v}}}\n",
+    "supervision.maxFailures": "supervision: {{maxFailures: {v}}}\n",
+    "store.maxRows": "store: {{maxRows: {v}}}\n",
+    "routing.scheduler.queueTimeout": "routing: {{scheduler: {{queueTimeout: {v}}}}}\n",
+    "routing.scheduler.maxQueue": "routing: {{scheduler: {{maxQueue: {v}}}}}\n",
+    "routing.scheduler.settings.swapaware.holdTime":
+        "routing: {{scheduler: {{settings: {{swapaware: {{holdTime: {v}}}}}}}}}\n",
+    "resources.vram": "resources: {{vram: {v}}}\n",
+    "peers.p.timeouts.connect":
+        "peers: {{p: {{proxy: 'http://h:1', models: [a], timeouts: {{connect: {v}}}}}}}\n",
+}
+
+
+@pytest.mark.parametrize("value", [HUGE, HUGER, "-" + HUGE, "1e400"])
+@pytest.mark.parametrize("key", TOP_LEVEL)
+def test_top_level_numbers_out_of_range(key: str, value: str) -> None:
+    one_line_naming(f"{key}: {value}\n{MODEL}", key)
+
+
+@pytest.mark.parametrize("value", [HUGE, HUGER, "-" + HUGE])
+@pytest.mark.parametrize("key", MODEL_KEYS)
+def test_model_numbers_out_of_range(key: str, value: str) -> None:
+    one_line_naming(f"{MODEL}    {key}: {value}\n", f"models.m.{key}")
+
+
+@pytest.mark.parametrize("value", [HUGE, HUGER, "-" + HUGE])
+@pytest.mark.parametrize("key", NESTED)
+def test_nested_numbers_out_of_range(key: str, value: str) -> None:
+    one_line_naming(NESTED[key].format(v=value) + MODEL, key)
+
+
+@pytest.mark.parametrize(("snippet", "expected"), [
+    ("concurrencyLimit: 100001", "models.m.concurrencyLimit: must be <= 100000, got 100001"),
+    ("ttl: 31536001", "models.m.ttl: must be <= 31536000, got 31536001"),
+    ("maxQueue: 18446744073709551615",
+     "models.m.maxQueue: must be <= 1000000, got 18446744073709551615"),
+])
+def test_a_number_just_past_its_range_is_named_with_the_limit(snippet: str,
+                                                               expected: str) -> None:
+    assert problems(f"{MODEL}    {snippet}\n") == [f"{FILE}: {expected}"]
+
+
+def test_a_huge_value_is_shortened_in_the_message() -> None:
+    line = one_line_naming(f"{MODEL}    ttl: {HUGER}\n", "models.m.ttl")
+    assert "(400 characters)" in line or "(402 characters)" in line
+
+
+def test_sizes_are_bounded_in_every_spelling() -> None:
+    for value in ("1099511627777", "2TB", "1" + "0" * 400 + "MB"):
+        line = one_line_naming(f"maxRequestSize: {value}\n{MODEL}", "maxRequestSize")
+        assert "1TiB" in line
+    config = parse_config(f"maxRequestSize: 1TiB\n{MODEL}", FILE, environ={})
+    assert config.max_request_size == 1 << 40
+
+
+def test_numbers_in_range_still_work() -> None:
+    config = parse_config(textwrap.dedent("""
+        healthCheckTimeout: 86400
+        globalTTL: 31536000
+        models:
+          m: {cmd: "srv --port ${PORT}", concurrencyLimit: 100000, maxQueue: 0}
+        """), FILE, environ={})
+    assert config.health_check_timeout == 86400
+    assert config.models["m"].ttl == 31536000
+    assert config.models["m"].concurrency_limit == 100000
