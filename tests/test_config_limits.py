@@ -6,11 +6,16 @@ config that silently means something else.
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
+from twisted.internet.task import Clock
 
-from llamaswap.config import ConfigError, parse_config
+from llamaswap.config import ConfigError, load_config, parse_config
+from llamaswap.config.macros import MAX_EXPANDED_CHARS, MAX_EXPANSION_STEPS
+from llamaswap.service import LlamaSwapService
 
 FILE = "c.yaml"
 MODEL = "models:\n  m:\n    cmd: srv --port ${PORT}\n"
@@ -104,3 +109,61 @@ def test_numbers_in_range_still_work() -> None:
     assert config.health_check_timeout == 86400
     assert config.models["m"].ttl == 31536000
     assert config.models["m"].concurrency_limit == 100000
+
+
+# --- item 12: macro expansion is bounded ---------------------------------------------------
+
+
+def doubling_chain(length: int) -> str:
+    """m0 is 16 characters; each next macro is the previous one twice."""
+    lines = ["macros:", "  m0: 'abcdefghijklmnop'"]
+    lines += [f"  m{i}: '${{m{i - 1}}}${{m{i - 1}}}'" for i in range(1, length)]
+    lines += ["models:", "  m:", f"    cmd: srv --port ${{PORT}} ${{m{length - 1}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def chain_failure(problem: str, length: int) -> None:
+    """One line naming the value and the macro whose substitution crossed the bound."""
+    match = re.fullmatch(
+        r"(.*): models\.m\.cmd: macro 'm(\d+)' makes this value longer than (\d+) characters "
+        r"\(a macro repeating another macro doubles the text at every step\)", problem)
+    assert match, problem
+    assert 0 < int(match.group(2)) < length
+    assert int(match.group(3)) == MAX_EXPANDED_CHARS
+
+
+@pytest.mark.parametrize("length", [26, 40])
+def test_a_doubling_macro_chain_fails_naming_the_macro(length: int) -> None:
+    found = problems(doubling_chain(length))
+    assert len(found) == 1, found
+    chain_failure(found[0], length)
+
+
+def test_a_chain_that_stays_under_the_bound_expands() -> None:
+    config = parse_config(doubling_chain(14), FILE, environ={})
+    assert len(config.models["m"].cmd[-1]) == 16 * 2 ** 13
+
+
+def test_many_macros_times_many_values_hit_the_step_budget() -> None:
+    macros = "macros:\n" + "".join(f"  k{i}: v\n" for i in range(3000))
+    uses = ", ".join(f"'${{k{i}}}'" for i in range(8))
+    models = "models:\n" + "".join(
+        f"  m{i}: {{cmd: 'srv --port ${{PORT}}', metadata: {{a: [{uses}]}}}}\n"
+        for i in range(200))
+    found = problems(macros + models)
+    assert len(found) == 1, found
+    assert f"macro expansion needs more than {MAX_EXPANSION_STEPS} steps" in found[0]
+
+
+def test_a_reload_with_a_macro_bomb_is_refused_and_keeps_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(MODEL)
+    service = LlamaSwapService(load_config(str(path)), Clock())
+    before = service.config
+    path.write_text(doubling_chain(40))
+    with pytest.raises(ConfigError) as raised:
+        service.reload()
+    assert len(raised.value.problems) == 1
+    assert raised.value.problems[0].startswith(f"{path}: ")
+    chain_failure(raised.value.problems[0], 40)
+    assert service.config is before

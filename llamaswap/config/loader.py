@@ -67,6 +67,8 @@ def parse_config(
         raise p.fail()
 
     expansion = expand_config_macros(tree, p.error)
+    if expansion.aborted:
+        raise p.fail()
     p.add_structure(check_structure(expansion.tree))
     check_leftovers(expansion, TOP_KEYS, MODEL_KEYS, p.error, failed_env)
     config = decode_config(p, expansion)

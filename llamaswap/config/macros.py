@@ -28,7 +28,9 @@ from llamaswap.config.cmdline import strip_comments
 __all__ = [
     "DEFAULT_PROXY",
     "Expansion",
+    "ExpansionBudget",
     "Macro",
+    "MacroLimitError",
     "MacroValue",
     "Report",
     "check_leftovers",
@@ -241,28 +243,95 @@ def merge_model_macros(
 # --- substitution --------------------------------------------------------------------------
 
 
-def _substitute_one(value: Any, slug: str, macro_value: MacroValue, text: str) -> Any:
+MAX_EXPANDED_CHARS = 1 << 20
+"""Longest a single value may grow to by macro expansion (characters)."""
+MAX_EXPANSION_GROWTH = 16 << 20
+"""Most characters macro expansion may add to the whole config."""
+MAX_EXPANSION_STEPS = 1_000_000
+"""Most macro applications to values holding a ``${``, across the config (about a second)."""
+
+
+class MacroLimitError(Exception):
+    """Expansion went past a limit: a macro chain that doubles its text, or sheer size."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@dataclass
+class ExpansionBudget:
+    """What one config's macro expansion has used so far (see the ``MAX_EXPANSION_*``)."""
+
+    steps: int = 0
+    growth: int = 0
+
+    def spend(self, path: str, name: str, steps: int = 1, growth: int = 0) -> None:
+        self.steps += steps
+        self.growth += growth
+        if self.steps > MAX_EXPANSION_STEPS:
+            raise MacroLimitError(path, f"macro expansion needs more than {MAX_EXPANSION_STEPS} "
+                                  f"steps (at macro '{name}'); use fewer macros or models")
+        if self.growth > MAX_EXPANSION_GROWTH:
+            raise MacroLimitError(path, f"macro expansion adds more than {MAX_EXPANSION_GROWTH} "
+                                  f"characters to the config (at macro '{name}')")
+
+
+_Prepared = tuple[str, str, MacroValue, str]  # name, ${name}, typed value, its text
+
+
+def _substitute_string(value: str, macros: Sequence[_Prepared], path: str,
+                       budget: ExpansionBudget) -> Any:
+    if "${" not in value:
+        return value
+    result: Any = value
+    for name, slug, macro_value, text in macros:
+        budget.spend(path, name)
+        if result == slug:
+            result = macro_value
+            if not isinstance(result, str):
+                return result
+            continue
+        if slug not in result:
+            continue
+        size = len(result) + result.count(slug) * (len(text) - len(slug))
+        if size > MAX_EXPANDED_CHARS:
+            raise MacroLimitError(path, f"macro '{name}' makes this value longer than "
+                                  f"{MAX_EXPANDED_CHARS} characters (a macro repeating another "
+                                  "macro doubles the text at every step)")
+        budget.spend(path, name, steps=0, growth=max(size - len(result), 0))
+        result = result.replace(slug, text)
+    return result
+
+
+def _substitute_tree(value: Any, macros: Sequence[_Prepared], path: str,
+                     budget: ExpansionBudget) -> Any:
     if isinstance(value, str):
-        if value == slug:
-            return macro_value
-        return value.replace(slug, text) if slug in value else value
+        return _substitute_string(value, macros, path, budget)
     if isinstance(value, dict):
-        return {k: _substitute_one(v, slug, macro_value, text) for k, v in value.items()}
+        return {k: _substitute_tree(v, macros, join_path(path, str(k)), budget)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute_one(v, slug, macro_value, text) for v in value]
+        return [_substitute_tree(v, macros, join_path(path, i), budget)
+                for i, v in enumerate(value)]
     return value
 
 
-def substitute(value: Any, macros: Sequence[Macro]) -> Any:
+def substitute(value: Any, macros: Sequence[Macro], path: str = "",
+               budget: ExpansionBudget | None = None) -> Any:
     """Apply ``macros`` to every string in ``value`` (map keys excluded), last declared first.
 
     The reverse order is what lets a macro use *earlier* macros. A string that is exactly
     ``${m}`` takes the macro's typed value (so ``port: ${PORT}`` stays an int). Returns a
-    new tree; the input is not modified (YAML aliases share objects).
+    new tree; the input is not modified (YAML aliases share objects). ``MacroLimitError``
+    (naming the value's ``path`` and the macro) when ``budget`` runs out or a value grows
+    past ``MAX_EXPANDED_CHARS``.
     """
-    for name, macro_value in reversed(macros):
-        value = _substitute_one(value, "${" + name + "}", macro_value, go_format(macro_value))
-    return value
+    prepared = [(name, "${" + name + "}", macro_value, go_format(macro_value))
+                for name, macro_value in reversed(macros)]
+    return _substitute_tree(value, prepared, path,
+                            ExpansionBudget() if budget is None else budget)
 
 
 @dataclass
@@ -276,6 +345,8 @@ class Expansion:
     """Declared but rejected names: their uses are not reported a second time."""
     port_reported: set[str] = field(default_factory=set)
     """Models already told that proxy uses ``${PORT}`` without cmd."""
+    aborted: bool = False
+    """A limit stopped the expansion (reported): the tree is not fit for decoding."""
 
 
 def _start_port(value: object) -> int:
@@ -288,12 +359,25 @@ def _start_port(value: object) -> int:
 
 
 def expand_config_macros(tree: Mapping[str, Any], report: Report) -> Expansion:
-    """Expand global, then per-model macros and allocate ``${PORT}`` (resolveConfigMacros)."""
+    """Expand global, then per-model macros and allocate ``${PORT}`` (resolveConfigMacros).
+
+    Expansion is bounded (``MacroLimitError``): past a limit the problem is reported and the
+    result is marked ``aborted``.
+    """
+    budget = ExpansionBudget()
+    try:
+        return _expand(tree, report, budget)
+    except MacroLimitError as e:
+        report(e.path, e.message)
+        return Expansion(tree={}, aborted=True)
+
+
+def _expand(tree: Mapping[str, Any], report: Report, budget: ExpansionBudget) -> Expansion:
     global_macros, invalid = read_macros(tree.get("macros"), "macros", report)
     out: dict[str, Any] = {k: v for k, v in tree.items() if k != "macros"}
     for key in out:
         if key != "models":
-            out[key] = substitute(out[key], global_macros)
+            out[key] = substitute(out[key], global_macros, key, budget)
     expansion = Expansion(tree=out, invalid_macros=invalid)
 
     models = tree.get("models")
@@ -319,13 +403,14 @@ def expand_config_macros(tree: Mapping[str, Any], report: Report) -> Expansion:
     next_port = _start_port(out.get("startPort"))
     for model_id in sorted(prepared):
         model = substitute(prepared[model_id], merge_model_macros(model_id, global_macros,
-                                                                  local[model_id]))
+                                                                  local[model_id]),
+                           f"models.{model_id}", budget)
         cmd, proxy = model.get("cmd"), model.get("proxy")
         if isinstance(cmd, str) and "${PORT}" in cmd:
             if next_port > MAX_PORT:
                 report(f"models.{model_id}.cmd",
                        f"no port left for ${{PORT}}: {next_port} is above {MAX_PORT}")
-            model = substitute(model, [("PORT", next_port)])
+            model = substitute(model, [("PORT", next_port)], f"models.{model_id}", budget)
             expansion.ports[model_id] = next_port
             next_port += 1
         elif isinstance(proxy, str) and "${PORT}" in proxy:
