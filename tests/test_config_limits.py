@@ -167,3 +167,45 @@ def test_a_reload_with_a_macro_bomb_is_refused_and_keeps_the_config(tmp_path: Pa
     assert raised.value.problems[0].startswith(f"{path}: ")
     chain_failure(raised.value.problems[0], 40)
     assert service.config is before
+
+
+# --- item 14: API keys ---------------------------------------------------------------------
+
+
+def test_the_same_key_under_two_scopes_is_an_error() -> None:
+    found = problems(MODEL + textwrap.dedent("""
+        apiKeys:
+          - {key: sk-shared, scope: inference}
+          - sk-other
+          - sk-shared
+        """))
+    assert found == [f"{FILE}: apiKeys[2]: the same api key as apiKeys[0] with a different "
+                     "scope or models; give each key one entry"]
+
+
+def test_the_same_key_with_other_models_is_an_error() -> None:
+    found = problems(MODEL + "  n:\n    cmd: srv --port ${PORT}\n" + textwrap.dedent("""
+        apiKeys:
+          - {key: sk-shared, scope: inference, models: [m]}
+          - {key: sk-shared, scope: inference, models: [n]}
+        """))
+    assert found == [f"{FILE}: apiKeys[1]: the same api key as apiKeys[0] with a different "
+                     "scope or models; give each key one entry"]
+
+
+def test_the_same_key_twice_with_the_same_grant_is_accepted() -> None:
+    config = parse_config(MODEL + "apiKeys: [sk-a, {key: sk-a, scope: all}, sk-b]\n", FILE,
+                          environ={})
+    assert config.api_keys == ("sk-a", "sk-b")
+
+
+@pytest.mark.parametrize("entry", ["12345", "true", "1.5", "{key: 12345, scope: inference}"])
+def test_a_key_that_is_not_a_string_is_an_error(entry: str) -> None:
+    found = problems(f"{MODEL}apiKeys: [sk-fine, {entry}]\n")
+    assert found == [f"{FILE}: apiKeys[1]: api key must be a string (put it in quotes)"]
+    assert "12345" not in found[0]
+
+
+def test_a_quoted_numeric_key_is_fine() -> None:
+    config = parse_config(f"{MODEL}apiKeys: ['12345']\n", FILE, environ={})
+    assert config.api_keys == ("12345",)

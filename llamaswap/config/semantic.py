@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
-from llamaswap.config.macros import go_format, join_path
+from llamaswap.config.macros import join_path
 from llamaswap.config.model import (
     API_KEY_SCOPES,
     DEFAULT_GROUP,
@@ -193,6 +193,7 @@ def read_api_keys(p: Problems, tree: Mapping[str, Any],
         return (), {}
     keys: list[str] = []
     scopes: dict[str, ApiKeyScope] = {}
+    first: dict[str, tuple[int, ApiKeyScope]] = {}
     for index, entry in enumerate(raw):
         base = f"apiKeys[{index}]"
         scope = None
@@ -215,12 +216,22 @@ def read_api_keys(p: Problems, tree: Mapping[str, Any],
         if entry is None or isinstance(entry, dict | list):
             p.error(base, "must be a key or a mapping with a key")
             continue
-        key = go_format(entry)
+        if not isinstance(entry, str):  # 12345 or true: YAML typed it; say so, quote nothing
+            p.error(base, "api key must be a string (put it in quotes)")
+            continue
+        key = entry
         if not key.strip():
             p.error(base, "empty api key found in apiKeys")
         elif any(c.isspace() for c in key):
             p.error(base, "api key cannot contain spaces")
-        elif key not in keys:
+        elif key in first:
+            # The same key twice: harmless if the grants agree, ambiguous if they differ.
+            other, granted = first[key]
+            if granted != (scope or ApiKeyScope()):
+                p.error(base, f"the same api key as apiKeys[{other}] with a different scope or "
+                        "models; give each key one entry")
+        else:
+            first[key] = (index, scope or ApiKeyScope())
             keys.append(key)
             if scope is not None:
                 scopes[key] = scope
