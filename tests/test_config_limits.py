@@ -34,7 +34,7 @@ def one_line_naming(text: str, key: str) -> str:
     assert len(found) == 1, found
     line = found[0]
     assert line.startswith(f"{FILE}: {key}: "), line
-    assert "\n" not in line and len(line) < 300, line
+    assert "\n" not in line and len(line) < 400, line
     return line
 
 

@@ -18,7 +18,7 @@ from llamaswap.config.yamlv3 import V3_BOOL_STRINGS
 
 __all__ = ["Problems"]
 
-_MAX_MESSAGE = 240
+_MAX_MESSAGE = 320
 
 
 class Problems:
