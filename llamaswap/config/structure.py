@@ -102,6 +102,10 @@ def _validator() -> Any:
 
 
 def _secret_names(node: object, found: set[str], name: str = "") -> set[str]:
+    """Names of the properties marked ``x-secret`` anywhere in the schema.
+
+    A value is hidden when any key on its path has such a name: this errs towards hiding.
+    """
     if isinstance(node, Mapping):
         if node.get(_SECRET) and name:
             found.add(name)
