@@ -86,8 +86,15 @@ def scope_refusal(scope: str, path: str, model_paths: Collection[str]) -> str | 
     return None
 
 
+OPEN_PREFIXES = ("/ui/",)
+"""Static files open to GET/HEAD: the web UI's pages hold no data and ask for the key
+themselves (every API call they make still needs it)."""
+
+
 def needs_key(path: str, method: bytes) -> bool:
     """Whether a request must carry a key (when keys are configured). Preflights never do."""
     if method == b"OPTIONS":
         return False
-    return not (path in OPEN_PATHS and method in (b"GET", b"HEAD"))
+    if method not in (b"GET", b"HEAD"):
+        return True
+    return not (path in OPEN_PATHS or path == "/ui" or path.startswith(OPEN_PREFIXES))

@@ -1,9 +1,10 @@
 """The web UI at ``/ui/``: static HTML, CSS and JavaScript shipped in the package.
 
-No build step and nothing from a CDN: ``llamaswap/ui/`` is served as it is. The pages talk
-to the same API as any client (``/api/events``, ``/logs/stream``, ``/api/metrics/*``,
-``/v1/chat/completions``) with relative URLs, so the UI works wherever llamaswap is mounted
-and behind the same authentication as the API.
+No build step and nothing from a CDN: ``llamaswap/ui/`` (``index.html``, ``app.css`` and ES
+modules under ``js/``) is served as it is. The pages talk to the same API as any client
+(``/api/events``, ``/logs/stream``, ``/api/metrics/*``, ``/v1/...``) with relative URLs, so
+the UI works wherever llamaswap is mounted. The files themselves are open (``auth.needs_key``);
+every API call they make carries the key the user typed (see docs/ui.md).
 """
 
 from __future__ import annotations
