@@ -23,11 +23,19 @@ export function statusMatches(row, status) {
   return String(Math.floor(code / 100)) + "xx" === status;
 }
 
-/** Rows that pass the filters the server may not apply itself (status and path). */
+/** Rows that pass every filter. The server applies model and time range (and may apply
+ *  status and path); applying all of them here too keeps a server that ignores one honest. */
 export function applyLocalFilters(rows, filters) {
   const path = (filters.path || "").toLowerCase();
-  return rows.filter((row) => statusMatches(row, filters.status)
-    && (!path || String(row.req_path || "").toLowerCase().includes(path)));
+  const from = filters.from ? new Date(filters.from).getTime() : -Infinity;
+  const to = filters.to ? new Date(filters.to).getTime() : Infinity;
+  return rows.filter((row) => {
+    const t = Date.parse(row.timestamp);
+    return statusMatches(row, filters.status)
+      && (!filters.model || row.model === filters.model)
+      && (!path || String(row.req_path || "").toLowerCase().includes(path))
+      && (Number.isNaN(t) || (t >= from && t <= to));
+  });
 }
 
 export const EXPORT_COLUMNS = [

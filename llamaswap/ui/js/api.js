@@ -31,6 +31,13 @@ export function authHeaders(extra = {}) {
   return key ? { ...extra, Authorization: "Bearer " + key } : { ...extra };
 }
 
+/** fetch() options with the key. Without a key, credentials are omitted so that a 401's
+ *  Basic challenge does not pop up the browser's login dialog: the UI asks for the key. */
+export function withAuth(options = {}) {
+  return { ...options, headers: authHeaders(options.headers || {}),
+           credentials: getKey() ? "same-origin" : "omit" };
+}
+
 export class ApiError extends Error {
   constructor(message, status) {
     super(message);
@@ -62,7 +69,7 @@ async function messageOf(response) {
 export async function request(path, options = {}) {
   let response;
   try {
-    response = await fetch(url(path), { ...options, headers: authHeaders(options.headers || {}) });
+    response = await fetch(url(path), withAuth(options));
   } catch (error) {
     if (error.name === "AbortError") throw error;
     throw new ApiError("llamaswap cannot be reached: " + error.message, 0);

@@ -1,7 +1,7 @@
 // A log viewer: streams /logs/stream/<source>, renders ANSI colours, appends new lines in
 // one batch per animation frame, keeps at most MAX_LINES lines, filters, follows or pauses.
 
-import { authHeaders, readStream, url } from "./api.js";
+import { readStream, url, withAuth } from "./api.js";
 import { ansiLine, stripAnsi } from "./ansi.js";
 import { debounce, el, errorBox } from "./dom.js";
 
@@ -89,7 +89,7 @@ export function logPanel({ id = "log", label = "Log" } = {}) {
     controller = mine;
     let partial = "";
     try {
-      const response = await fetch(url(path), { headers: authHeaders(), signal: mine.signal });
+      const response = await fetch(url(path), withAuth({ signal: mine.signal }));
       if (!response.ok) {
         const text = await response.text();
         let message = text;

@@ -304,7 +304,7 @@ function compareTab(offs) {
     go.disabled = false;
   });
   return el("div", {}, form, el("div", { class: "cards two" },
-    columns.map((c, i) => el("div", { class: "card" }, el("h3", {}, i ? "Right" : "Left"), c.out, c.stat))));
+    columns.map((c, i) => el("div", { class: "card" }, el("h2", {}, i ? "Right" : "Left"), c.out, c.stat))));
 }
 
 const BUILDERS = { chat: chatTab, completion: completionTab, embeddings: embeddingsTab, images: imagesTab,

@@ -45,13 +45,13 @@ export function mount(view) {
       el("option", { value: v, selected: (localStorage.getItem(THEME) || "system") === v }, label)));
   theme.addEventListener("change", () => applyTheme(theme.value));
 
-  const version = el("dl", { class: "facts", id: "version" });
+  const version = el("div", { id: "version" });
   async function loadVersion() {
     try {
       const v = await getVersion();
-      version.replaceChildren(el("dt", {}, "version"), el("dd", {}, v.version || "—"),
+      version.replaceChildren(el("dl", { class: "facts" }, el("dt", {}, "version"), el("dd", {}, v.version || "—"),
         el("dt", {}, "commit"), el("dd", {}, v.commit || "—"),
-        el("dt", {}, "built"), el("dd", {}, v.build_date || "—"));
+        el("dt", {}, "built"), el("dd", {}, v.build_date || "—")));
     } catch (error) {
       version.replaceChildren(errorBox(error, loadVersion));
     }
