@@ -317,7 +317,8 @@ def test_timeline_shows_phases_and_swaps_live(server: Server, page: Any, tmp_pat
     marker = chart.locator("path.swap-mark").last
     expect(marker).to_have_attribute("aria-label", re.compile("evicted demo-embed"))
     marker.focus()  # keyboard users get the details as hover does
-    expect(page.locator("#timeline-details")).to_contain_text("a request for demo-chat evicted demo-embed")
+    expect(page.locator("#timeline-details")).to_contain_text(
+        "a request for demo-chat evicted demo-embed")
     page.select_option("#timeline-window", "60")
     expect(chart).to_have_attribute("aria-label", re.compile("last 1 minutes"))
     check_accessibility(page, "timeline")
@@ -393,7 +394,8 @@ def test_hardware_page(server: Server, page: Any, tmp_path: Path) -> None:
         "schema_version": 1, "captured_at": stamp(60),
         "capture": {"scope": "inference_host", "method": "detected", "detector": None},
         "architecture": {"name": "x86_64"},
-        "operating_system": {"family": "linux", "name": "Debian", "version": "13", "kernel": "6.12"},
+        "operating_system": {"family": "linux", "name": "Debian", "version": "13",
+                             "kernel": "6.12"},
         "environment": {"kind": "bare_metal", "name": None, "version": None},
         "cpu": {"vendor": "AMD", "model": "EPYC", "socket_count": 1, "physical_core_count": 16,
                 "logical_thread_count": 32},

@@ -22,7 +22,7 @@ export function mount(view) {
     el("option", { value: "" }, "any status"), el("option", { value: "2xx" }, "2xx success"),
     el("option", { value: "4xx" }, "4xx client error"), el("option", { value: "5xx" }, "5xx server error"),
     el("option", { value: "error" }, "any error"));
-  const pathInput = el("input", { id: "activity-path", name: "path", type: "search", placeholder: "/v1/chat/completions" });
+  const pathInput = el("input", { id: "activity-path", name: "path", type: "search", placeholder: "e.g. chat/completions" });
   const fromInput = el("input", { id: "activity-from", name: "from", type: "datetime-local" });
   const toInput = el("input", { id: "activity-to", name: "to", type: "datetime-local" });
   const sizeSelect = el("select", { id: "activity-limit", name: "limit" },

@@ -17,7 +17,7 @@ export function segments(lane, start, end) {
     let to = Math.min(next ? next.t : end, end);
     if (change.phase === "failed") to = Math.min(Math.max(to, from + 2000), end); // visible
     if (to <= start || from >= end || change.phase === "stopped") return;
-    out.push({ from, to, phase: change.phase, detail: change.detail });
+    out.push({ from, to, phase: change.phase, detail: change.detail || "" });
   });
   return out;
 }

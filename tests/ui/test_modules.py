@@ -1,0 +1,158 @@
+"""The UI's pure modules, run in Chromium (no Node toolchain): markdown stays inert, ANSI
+colours, secret masking, CSV export, activity rows, timeline phases and routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.ui.conftest import Server
+
+
+@pytest.fixture
+def run(server: Server, page: Any) -> Any:
+    """Evaluates an async function body with the UI's modules imported as ``m.<name>``."""
+    page.goto(server.ui + "#/settings")
+
+    def evaluate(body: str, *modules: str, arg: Any = None) -> Any:
+        imports = ", ".join(f"{name.replace('-', '_').replace('/', '_')}: "
+                            f"await import('./js/{name}.js')" for name in modules)
+        return page.evaluate(f"async (arg) => {{ const m = {{ {imports} }}; {body} }}", arg)
+
+    return evaluate
+
+
+def test_markdown_builds_elements_and_never_html(run: Any) -> None:
+    source = "\n".join([
+        "# Title", "some **bold** and *em* and `x < y`",
+        '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>',
+        "- one", "- two", "1. first", "```js", "if (a < b) { alert(1) }", "```",
+        "[ok](https://example.org) [bad](javascript:alert(1))", "> quoted"])
+    html = run("""
+        const box = document.createElement('div');
+        box.append(m.markdown.renderMarkdown(arg));
+        document.body.append(box);
+        await new Promise((r) => setTimeout(r, 50));
+        return {html: box.innerHTML, pwned: window.pwned ?? null,
+                tags: [...box.querySelectorAll('*')].map((n) => n.tagName.toLowerCase())};
+    """, "markdown", arg=source)
+    assert html["pwned"] is None
+    assert "script" not in html["tags"] and "img" not in html["tags"]
+    assert "&lt;img src=x onerror" in html["html"]  # shown as text
+    assert {"strong", "em", "code", "ul", "ol", "li", "pre", "blockquote", "a"} <= set(html["tags"])
+    assert 'href="https://example.org"' in html["html"]
+    assert html["html"].count("<a ") == 1  # the javascript: link stays text
+    assert "bad (javascript:alert(1))" in html["html"]
+
+
+def test_ansi_colours_become_classes(run: Any) -> None:
+    line = "plain \x1b[1;31mred bold\x1b[0m \x1b[38;5;200mx\x1b[2Kend"
+    runs = run("return m.ansi.ansiRuns(arg);", "ansi", arg=line)
+    assert runs == [
+        {"text": "plain ", "classes": []},
+        {"text": "red bold", "classes": ["ansi-fg-red", "ansi-bold"]},
+        {"text": " ", "classes": []},
+        {"text": "x", "classes": []},
+        {"text": "end", "classes": []},
+    ]
+
+
+def test_secrets_are_masked_in_the_config_view(run: Any) -> None:
+    masked = run("""return m.model_data.maskSecrets({
+        cmd: 'llama-server --api-key s3cret --port 9 HF_TOKEN=abc -m x.gguf',
+        env: ['OPENAI_API_KEY=sk-1', 'PATH=/bin'], apiKey: 'k', headers: 'Bearer tok', ttl: 5});""",
+                 "model-data")
+    assert masked == {
+        "cmd": "llama-server --api-key •••••• --port 9 HF_TOKEN=•••••• -m x.gguf",
+        "env": ["OPENAI_API_KEY=••••••", "PATH=/bin"], "apiKey": "••••••",
+        "headers": "Bearer ••••••", "ttl": 5}
+
+
+def test_prometheus_text_is_parsed(run: Any) -> None:
+    samples = run("""return m.model_data.parsePrometheus([
+        '# HELP x y', 'llamaswap_swaps_total{model="a",reason="ttl"} 3.0',
+        'llamaswap_model_load_seconds_sum{model="a"} 4.5', 'up 1'].join('\\n'));""", "model-data")
+    assert samples == [
+        {"name": "llamaswap_swaps_total", "labels": {"model": "a", "reason": "ttl"}, "value": 3},
+        {"name": "llamaswap_model_load_seconds_sum", "labels": {"model": "a"}, "value": 4.5},
+        {"name": "up", "labels": {}, "value": 1}]
+
+
+def test_csv_export_quotes_and_defuses_formulas(run: Any) -> None:
+    text = run("""return m.activity_data.toCSV([{id: 1, timestamp: 't', model: 'a,b',
+        req_path: '=cmd()', resp_status_code: 200, tokens: {input_tokens: 3}, duration_ms: 5,
+        error_msg: 'said "no"'}]);""", "activity-data")
+    header, row, end = text.split("\r\n")
+    assert header.startswith("id,timestamp,model,req_path,resp_status_code")
+    assert row == "1,t,\"a,b\",'=cmd(),200,,,3,,,,5,\"said \"\"no\"\"\""
+    assert end == ""
+
+
+def test_activity_rows_filters_and_captures(run: Any) -> None:
+    result = run("""
+        const old = {id: 4, ts: 1700000000, model: 'm', endpoint: '/v1/embeddings', method: 'POST',
+                     status: 503, duration_ms: 9, input_tokens: 2, output_tokens: null,
+                     cached_tokens: 1, prompt_per_second: 5, tokens_per_second: null,
+                     client: '1.2.3.4', error: '503 down', has_capture: 0};
+        const row = m.activity_data.normalizeRow(old);
+        const same = m.activity_data.normalizeRow(row);
+        const f = (filters) => m.activity_data.applyLocalFilters([row], filters).length;
+        return {row, same: same === row,
+                error: f({status: 'error'}), ok: f({status: '2xx'}), s5: f({status: '5xx'}),
+                path: f({path: 'EMBED'}), other: f({model: 'n'}),
+                before: f({to: '2023-11-14T00:00'}), after: f({from: '2023-11-13T00:00'}),
+                b64: m.activity_data.decodeBody(btoa('{"a":1}')),
+                text: m.activity_data.decodeBody('{"a":1}'),
+                query: m.activity_data.activityQuery(
+                  {model: 'm', from: '2026-01-01T10:00', path: 'v1'}, 2, 50).toString()};
+    """, "activity-data")
+    assert result["row"]["req_path"] == "/v1/embeddings"
+    assert result["row"]["resp_status_code"] == 503
+    assert result["row"]["tokens"]["cache_tokens"] == 1
+    assert result["row"]["timestamp"] == "2023-11-14T22:13:20.000Z"
+    assert result["same"] is True
+    counts = [result[k] for k in ("error", "ok", "s5", "path", "other")]
+    assert counts == [1, 0, 1, 1, 0]
+    assert (result["before"], result["after"]) == (0, 1)
+    assert result["b64"] == '{"a":1}' and result["text"] == '{"a":1}'
+    assert result["query"].startswith("page=2&limit=50&model=m&start=2026-01-01T")
+    assert result["query"].endswith("&path=v1")
+
+
+def test_timeline_phases_and_segments(run: Any) -> None:
+    result = run("""
+        const p = m.live.phaseOf;
+        const phases = [p({state: 'ready', inFlight: 0}), p({state: 'ready', inFlight: 2}),
+          p({state: 'stopping', inFlight: 1}), p({state: 'stopping'}), p({state: 'starting'}),
+          p({state: 'stopped', lastError: 'exit 1'}, 'starting'), p({state: 'stopped'}, 'ready')];
+        const lane = [{t: 0, phase: 'starting'}, {t: 10, phase: 'ready'}, {t: 20, phase: 'serving'},
+                      {t: 30, phase: 'stopped'}, {t: 40, phase: 'failed'}];
+        return {phases, segments: m.views_timeline.segments(lane, 5, 45)};
+    """, "live", "views/timeline")
+    assert result["phases"] == ["ready", "serving", "draining", "stopping", "starting", "failed",
+                                "stopped"]
+    assert result["segments"] == [
+        {"from": 5, "to": 10, "phase": "starting", "detail": ""},
+        {"from": 10, "to": 20, "phase": "ready", "detail": ""},
+        {"from": 20, "to": 30, "phase": "serving", "detail": ""},
+        {"from": 40, "to": 45, "phase": "failed", "detail": ""}]
+
+
+def test_routes_and_ttl_countdown(run: Any) -> None:
+    result = run("""
+        const r = m.main.parseRoute;
+        const ttl = m.views_models.ttlText;
+        return {routes: [r(''), r('#/models'), r('#/models/org%2Fx/y'), r('#/nope'),
+                         r('#/playground/rerank')],
+                ttl: [ttl({ttl: 0, state: 'ready'}), ttl({ttl: 60, state: 'stopped'}),
+                      ttl({ttl: 60, state: 'ready', inFlight: 1}, 0, 0),
+                      ttl({ttl: 60, state: 'ready', inFlight: 0}, 1000, 11000),
+                      ttl({ttl: 60, state: 'ready', inFlight: 0}, 1000, 99000)]};
+    """, "main", "views/models")
+    assert result["routes"] == [
+        {"page": "activity", "params": {"rest": []}}, {"page": "models", "params": {"rest": []}},
+        {"page": "model", "params": {"id": "org/x/y"}},
+        {"page": "activity", "params": {"rest": []}},
+        {"page": "playground", "params": {"rest": ["rerank"]}}]
+    assert result["ttl"] == ["no TTL", "60 s", "60 s (busy)", "50 s left", "unloading"]
