@@ -11,7 +11,7 @@ from tests.ui.conftest import PREFIX, Server
 
 def get(server: Server, path: str) -> tuple[int, bytes]:
     parts = urlsplit(server.origin)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
     try:
         connection.request("GET", path)  # sent as written: no client-side normalisation
         response = connection.getresponse()
