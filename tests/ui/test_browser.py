@@ -223,6 +223,7 @@ def test_activity_filters_exports_and_captures(server: Server, page: Any, tmp_pa
     expect(page.locator("#activity tbody")).to_contain_text("/v1/chat/completions")
     # The generation speed histogram of that model is an SVG with bars.
     expect(page.locator("#gen-histogram svg rect.bar").first).to_be_attached()
+    shot(page, "activity", tmp_path)
     page.select_option("#activity-model", "")
     page.fill("#activity-path", "embeddings")
     expect(page.locator("#activity tbody")).not_to_contain_text("demo-chat")
@@ -253,7 +254,9 @@ def test_activity_filters_exports_and_captures(server: Server, page: Any, tmp_pa
     check_accessibility(page, "capture viewer")
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
-    shot(page, "activity", tmp_path)
+    page.emulate_media(color_scheme="dark")  # the dark theme follows the system
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(21, 22, 26)"
+    check_accessibility(page, "activity, dark")
 
 
 def test_in_flight_requests_show_live_and_can_be_cancelled(
@@ -433,3 +436,24 @@ def test_the_ui_works_with_the_prefix_and_relative_urls_only(server: Server, pag
     ours = [url for url in requested if url.startswith(server.origin)]
     assert ours and all(url.startswith(server.base + "/") for url in ours), ours
     assert PREFIX == "/llm"
+
+
+def test_the_event_stream_reconnects_and_every_page_says_when_it_is_down(
+        server: Server, page: Any) -> None:
+    attempts: list[str] = []
+
+    def refuse(route: Any) -> None:
+        attempts.append(route.request.url)
+        route.abort()
+
+    page.route("**/api/events", refuse)
+    page.goto(server.ui + "#/models")
+    expect(page.locator("#conn")).to_have_text("reconnecting")
+    expect(page.locator("#banner")).to_contain_text("Live updates are interrupted")
+    check_accessibility(page, "models while reconnecting")
+    page.wait_for_timeout(1500)
+    assert len(attempts) >= 2  # it keeps trying, with backoff
+    page.unroute("**/api/events")
+    expect(page.locator("#conn")).to_have_text("live", timeout=30_000)
+    expect(page.locator("#banner")).to_be_hidden()
+    expect(model_row(page, "demo-chat")).to_have_count(1)

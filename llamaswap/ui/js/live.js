@@ -11,6 +11,8 @@ const MAX_BACKOFF = 30_000;
 export const live = {
   connection: "connecting", // connecting | live | reconnecting | unauthorized
   lastError: "",
+  /** Date.now() of the next reconnection attempt while reconnecting. */
+  retryAt: 0,
   models: [],
   inflight: new Map(),
   queued: 0,
@@ -152,7 +154,7 @@ let retryTimer = null;
 async function connect() {
   controller = new AbortController();
   const mine = controller;
-  setConnection(live.connection === "live" ? "reconnecting" : live.connection === "reconnecting" ? "reconnecting" : "connecting");
+  if (live.connection !== "reconnecting") setConnection("connecting");
   try {
     const response = await request("api/events", { signal: mine.signal });
     setConnection("live");
@@ -171,6 +173,8 @@ async function connect() {
     if (mine.signal.aborted) return;
     setConnection(error.status === 401 ? "unauthorized" : "reconnecting", error.message);
   }
+  live.retryAt = Date.now() + backoff;
+  emit("connection", live.connection);
   retryTimer = setTimeout(connect, backoff);
   backoff = Math.min(backoff * 2, MAX_BACKOFF);
 }

@@ -63,9 +63,13 @@ export function logPanel({ id = "log", label = "Log" } = {}) {
   }
 
   function add(newLines) {
-    lines.push(...newLines);
+    if (newLines.length > MAX_LINES) {
+      dropped += newLines.length - MAX_LINES;
+      newLines = newLines.slice(-MAX_LINES);
+    }
+    for (const line of newLines) lines.push(line);
     if (lines.length > MAX_LINES) { dropped += lines.length - MAX_LINES; lines.splice(0, lines.length - MAX_LINES); }
-    pending.push(...newLines);
+    for (const line of newLines) pending.push(line);
     if (pending.length > MAX_LINES) pending.splice(0, pending.length - MAX_LINES);
     if (!frame && !paused) frame = requestAnimationFrame(draw);
   }

@@ -79,11 +79,21 @@ function showKeyBanner() {
   banner.hidden = false;
 }
 
+/** Live views go stale while the event stream is down: say so on every page. */
+function showConnectionBanner() {
+  const banner = document.getElementById("banner");
+  if (live.connection === "live") { banner.hidden = true; return; }
+  if (live.connection === "unauthorized") { showKeyBanner(); return; }
+  if (live.connection === "reconnecting") {
+    const wait = Math.max(0, Math.round((live.retryAt - Date.now()) / 1000));
+    banner.replaceChildren(`Live updates are interrupted (${live.lastError || "no connection"}); `
+      + `reconnecting${wait ? ` in ${wait} s` : ""}.`);
+    banner.hidden = false;
+  }
+}
+
 onAuthRequired(showKeyBanner);
-on("connection", () => {
-  showConnection();
-  if (live.connection === "live") document.getElementById("banner").hidden = true;
-});
+on("connection", () => { showConnection(); showConnectionBanner(); });
 on("queue", (depth) => { document.getElementById("queue-count").textContent = String(depth); });
 window.addEventListener("hashchange", route);
 window.addEventListener("llamaswap:key-changed", () => { document.getElementById("banner").hidden = true; start(); });
