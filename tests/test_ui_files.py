@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llamaswap.web import auth
-from llamaswap.web.ui import UI_DIR
+from llamaswap.web.ui import PAGES, UI_DIR, fragment_location
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(UI_DIR.rglob("*.js"))
@@ -53,3 +53,11 @@ def test_scripts_use_relative_urls_only(script: Path) -> None:
 def test_index_loads_only_relative_files() -> None:
     html = (UI_DIR / "index.html").read_text()
     assert re.findall(r'(?:src|href)="(/|https?:)', html) == []
+
+
+def test_page_paths_redirect_relatively_to_fragments() -> None:
+    assert fragment_location("models", []) == b"./#/models"
+    assert fragment_location("models", ["org", "name"]) == b"../../#/models/org/name"
+    assert fragment_location("logs", [""]) == b"../#/logs/"
+    routes = re.findall(r"^  (\w+): \(\) => import", (UI_DIR / "js" / "main.js").read_text(), re.M)
+    assert PAGES - {"performance"} == set(routes) - {"model"}

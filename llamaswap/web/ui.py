@@ -5,6 +5,10 @@ modules under ``js/``) is served as it is. The pages talk to the same API as any
 (``/api/events``, ``/logs/stream``, ``/api/metrics/*``, ``/v1/...``) with relative URLs, so
 the UI works wherever llamaswap is mounted. The files themselves are open (``auth.needs_key``);
 every API call they make carries the key the user typed (see docs/ui.md).
+
+The UI routes with the URL's fragment (``ui/#/models``); llama-swap's UI uses paths
+(``ui/models``), so those paths are redirected to their fragment form: links and redirects
+written for llama-swap (``GET /upstream`` goes to ``ui/models``) land on the right page.
 """
 
 from __future__ import annotations
@@ -17,12 +21,47 @@ from twisted.web.static import File
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
+PAGES = frozenset({"activity", "models", "timeline", "queue", "logs", "playground", "hardware",
+                   "performance", "settings"})
+"""The UI's pages, as llama-swap-style paths below ``ui/``."""
+
+
+def fragment_location(page: str, rest: list[str]) -> bytes:
+    """The relative redirect from ``ui/<page>/<rest...>`` to ``ui/#/<page>/<rest...>``:
+    relative, so it holds under any mount prefix."""
+    up = "../" * len(rest) if rest else "./"
+    return (up + "#/" + "/".join([page, *rest])).encode("utf-8")
+
+
+class _ToFragment(Resource):
+    isLeaf = True
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self._page = page
+
+    def render(self, request: Any) -> bytes:
+        rest = [s.decode("utf-8", "replace") for s in request.postpath or []]
+        request.setResponseCode(302)
+        request.setHeader("location", fragment_location(self._page, rest))
+        request.setHeader("cache-control", "no-cache")
+        return b""
+
 
 class _UiFiles(File):
     """Static files without directory listings; pages are not cached across versions."""
 
+    contentTypes = {**File.contentTypes, ".js": "text/javascript; charset=utf-8",
+                    ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8"}
+
     def directoryListing(self) -> Resource:
         return self.childNotFound
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        name = path.decode("utf-8", "replace")
+        if name in PAGES and Path(self.path) == UI_DIR:
+            return _ToFragment(name)
+        return super().getChild(path, request)
 
     def render_GET(self, request: Any) -> Any:
         request.setHeader("cache-control", "no-cache")
@@ -30,8 +69,4 @@ class _UiFiles(File):
 
 
 def mount_ui(root: Resource) -> None:
-    files = _UiFiles(str(UI_DIR))
-    files.contentTypes = {**files.contentTypes, ".js": "text/javascript; charset=utf-8",
-                          ".css": "text/css; charset=utf-8",
-                          ".html": "text/html; charset=utf-8"}
-    root.putChild(b"ui", files)
+    root.putChild(b"ui", _UiFiles(str(UI_DIR)))

@@ -34,6 +34,12 @@ def go(page: Any, server: Server, route: str) -> None:
     expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
 
 
+def failing(status: int, message: str) -> Any:
+    """A route handler answering llamaswap's JSON error envelope."""
+    return lambda route: route.fulfill(status=status, json={
+        "src": "llamaswap", "error": {"message": message, "type": "error", "code": "x"}})
+
+
 def model_row(page: Any, model: str) -> Any:
     return page.locator(f'#models tr[data-model="{model}"]')
 
@@ -66,8 +72,11 @@ def test_without_a_key_the_ui_asks_for_one_and_keeps_it_for_the_tab_only(
         page.select_option("#theme", "system")
         assert page.evaluate("document.documentElement.dataset.theme") is None
 
-        # /api/version: its error state, then llama-swap's shape.
-        expect(page.locator("#version .error-box")).to_contain_text("404")
+        # /api/version (routed, see the module's docstring): its error state, then its data.
+        page.route("**/api/version", failing(503, "version unavailable"))
+        page.reload()
+        expect(page.locator("#version .error-box")).to_contain_text("503: version unavailable")
+        page.unroute("**/api/version")
         page.route("**/api/version", lambda route: route.fulfill(json={
             "version": "9.9.9", "commit": "abc1234", "build_date": "2026-12-01"}))
         page.click("#version .error-box button")
@@ -294,9 +303,11 @@ def test_in_flight_requests_show_live_and_can_be_cancelled(
 
         row_id = row.get_attribute("data-id")
         button = row.locator("button.cancel")
-        button.click()  # llamaswap has no cancel endpoint on this branch yet: the error shows
+        page.route("**/api/inflight/*/cancel", failing(404, "inflight request not found"))
+        button.click()
         expect(button).to_have_text("Cancel failed")
-        assert "404" in (button.get_attribute("title") or "")
+        assert button.get_attribute("title") == "404: inflight request not found"
+        page.unroute("**/api/inflight/*/cancel")
         page.route("**/api/inflight/*/cancel", cancel)
         button.click()
         expect(button).to_have_text("Cancelling")
@@ -329,9 +340,11 @@ def test_timeline_shows_phases_and_swaps_live(server: Server, page: Any, tmp_pat
 
 
 def test_queue_page(server: Server, page: Any, tmp_path: Path) -> None:
+    page.route("**/api/queue", failing(404, "no such endpoint"))
     go(page, server, "queue")
     expect(page.locator("#queue-depth")).to_have_text("0 requests waiting")
-    expect(page.locator("#view .error-box")).to_contain_text("404")  # /api/queue not served yet
+    expect(page.locator("#view .error-box")).to_contain_text("404: no such endpoint")
+    page.unroute("**/api/queue")
     page.route("**/api/queue", lambda route: route.fulfill(json={"requests": [
         {"position": 1, "id": "17", "model": "demo-chat", "req_path": "/v1/chat/completions",
          "waited_ms": 1500, "eta_ms": 4000}]}))
@@ -386,8 +399,17 @@ def test_logs_follow_search_and_pause(server: Server, page: Any, tmp_path: Path)
 
 
 def test_hardware_page(server: Server, page: Any, tmp_path: Path) -> None:
-    go(page, server, "hardware")
-    expect(page.locator("#hardware .error-box")).to_contain_text("404")
+    page.route("**/api/hardware", failing(503, "hardware detection unavailable"))
+    page.route("**/api/performance*", lambda route: route.fulfill(status=503,
+                                                                   json={"enabled": False}))
+    go(page, server, "performance")  # llama-swap's page name: the same page
+    expect(page.locator("h1")).to_have_text("Hardware")
+    expect(page.locator("#hardware .error-box")).to_contain_text(
+        "503: hardware detection unavailable")
+    expect(page.locator("#view section").nth(1).locator(".error-box")).to_contain_text(
+        "503: performance sampling is off")
+    page.unroute("**/api/hardware")
+    page.unroute("**/api/performance*")
     now = time.time()
 
     def stamp(seconds_ago: float) -> str:
@@ -431,7 +453,9 @@ def test_hardware_page(server: Server, page: Any, tmp_path: Path) -> None:
 def test_the_ui_works_with_the_prefix_and_relative_urls_only(server: Server, page: Any) -> None:
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
-    go(page, server, "models")
+    page.goto(server.base + "/ui/models")  # llama-swap's path: redirected to the page
+    expect(page).to_have_url(server.ui + "#/models")
+    expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
     expect(model_row(page, "demo-chat")).to_have_count(1)
     ours = [url for url in requested if url.startswith(server.origin)]
     assert ours and all(url.startswith(server.base + "/") for url in ours), ours

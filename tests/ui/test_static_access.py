@@ -30,3 +30,20 @@ def test_ui_files_are_open_and_the_api_is_not(server: Server) -> None:
         status, body = get(server, PREFIX + sneaky)
         assert status in (401, 403, 404), (sneaky, status)
         assert b"running" not in body or status != 200
+
+
+def test_llama_swap_style_page_paths_redirect_to_the_ui_pages(server: Server) -> None:
+    parts = urlsplit(server.origin)
+    for path, location in (("/ui/models", "./#/models"),
+                           ("/ui/models/org/name", "../../#/models/org/name"),
+                           ("/ui/performance", "./#/performance")):
+        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                                timeout=10)
+        try:
+            connection.request("GET", PREFIX + path)
+            response = connection.getresponse()
+            response.read()
+            assert (response.status, response.getheader("location")) == (302, location)
+        finally:
+            connection.close()
+    assert get(server, PREFIX + "/ui/js/nothing.js")[0] == 404

@@ -20,7 +20,7 @@ const ROUTES = {
 /** "#/models/org/name" -> {page: "model", params: {id: "org/name"}} (IDs may contain "/"). */
 export function parseRoute(hash) {
   const parts = hash.replace(/^#\/?/, "").split("/").filter(Boolean);
-  const page = parts[0] || "activity";
+  const page = parts[0] === "performance" ? "hardware" : parts[0] || "activity";
   if (page === "models" && parts.length > 1) {
     return { page: "model", params: { id: parts.slice(1).map(decodeURIComponent).join("/") } };
   }

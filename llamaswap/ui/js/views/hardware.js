@@ -61,7 +61,8 @@ export function mount(view) {
       if (last) after = last.timestamp;
       draw();
     } catch (error) {
-      perfState.replaceChildren(errorBox(error, poll));
+      const off = error.status === 503 ? new Error("503: performance sampling is off on this llamaswap") : error;
+      perfState.replaceChildren(errorBox(off, poll));
     }
     clearTimeout(timer);
     timer = setTimeout(poll, POLL_MS);

@@ -3,7 +3,7 @@
 // and its log.
 
 import { getJSON, modelPath, request } from "../api.js";
-import { el, emptyRow, errorBox, ms, num, seconds, time } from "../dom.js";
+import { debounce, el, emptyRow, errorBox, ms, num, seconds, time } from "../dom.js";
 import { live, on } from "../live.js";
 import { logPanel } from "../logpanel.js";
 import { normalizeRow } from "../activity-data.js";
@@ -101,11 +101,12 @@ export function mount(view, { id }) {
     }
   }
 
-  const offs = [on("models", () => { renderSummary(); }), on("activity", () => { loadActivity(); loadLearnt(); })];
+  const refresh = debounce(() => { loadActivity(); loadLearnt(); }, 750);
+  const offs = [on("models", () => { renderSummary(); }), on("activity", refresh), () => refresh.cancel()];
   let lastState = live.models.find((x) => x.id === id)?.state;
   offs.push(on("models", () => {
     const state = live.models.find((x) => x.id === id)?.state;
-    if (state !== lastState) { lastState = state; loadConfig(); loadLearnt(); }
+    if (state !== lastState) { lastState = state; loadConfig(); refresh(); }
   }));
   renderSummary();
   loadConfig();
