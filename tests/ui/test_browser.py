@@ -119,8 +119,9 @@ def test_models_load_unload_and_the_model_page(server: Server, page: Any, tmp_pa
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_have_text("demo-chat")
     expect(page.locator("#model-summary")).to_contain_text("ready")
-    expect(page.locator("#model-config")).to_contain_text("upstream.py")
-    expect(page.locator("#learnt-load")).to_have_text(re.compile(r"^\d+ s$"))
+    expect(page.locator("#model-config")).to_contain_text("--token-delay 0.08")  # not a secret
+    expect(page.locator("#model-config")).not_to_contain_text("null")
+    expect(page.locator("#learnt-load")).to_have_text(re.compile(r"^\d+(\.\d\d)? m?s$"))
     expect(page.locator("#model-log-status")).to_have_text("streaming")  # the model is --quiet
     expect(page.locator("#view .log-panel .error-box")).to_have_count(0)
     check_accessibility(page, "model page")
@@ -481,3 +482,22 @@ def test_the_event_stream_reconnects_and_every_page_says_when_it_is_down(
     expect(page.locator("#conn")).to_have_text("live", timeout=30_000)
     expect(page.locator("#banner")).to_be_hidden()
     expect(model_row(page, "demo-chat")).to_have_count(1)
+
+
+def test_the_log_view_keeps_a_bounded_number_of_coloured_lines(
+        server: Server, page: Any) -> None:
+    # A routed proxy log of 6,000 lines, some coloured: the view keeps the newest 5,000.
+    text = "".join(f"line {i}\n" if i % 2 else f"\x1b[31mline {i}\x1b[0m\n" for i in range(6000))
+    page.route("**/logs/stream/proxy", lambda route: route.fulfill(
+        body=text, headers={"content-type": "text/plain; charset=utf-8"}))
+    go(page, server, "logs")
+    page.select_option("#log-source", "proxy")
+    lines = page.locator("#log-view .log-line")
+    expect(lines).to_have_count(5000)
+    expect(page.locator("#log-status")).to_contain_text("5000 lines kept, 1000 older dropped")
+    expect(lines.first).to_have_text("line 1000")
+    expect(lines.last).to_have_text("line 5999")
+    assert lines.first.locator("span.ansi-fg-red").inner_text() == "line 1000"
+    assert lines.last.locator("span").count() == 0
+    # The stream ended: the view says so and offers to reopen it.
+    expect(page.locator("#view .error-box")).to_contain_text("the log stream ended")

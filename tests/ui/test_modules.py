@@ -60,13 +60,13 @@ def test_ansi_colours_become_classes(run: Any) -> None:
 
 def test_secrets_are_masked_in_the_config_view(run: Any) -> None:
     masked = run("""return m.model_data.maskSecrets({
-        cmd: 'llama-server --api-key s3cret --port 9 HF_TOKEN=abc -m x.gguf',
-        env: ['OPENAI_API_KEY=sk-1', 'PATH=/bin'], apiKey: 'k', headers: 'Bearer tok', ttl: 5});""",
-                 "model-data")
+        cmd: 'llama-server --api-key s3cret --port 9 HF_TOKEN=abc --token-delay 0.5 -m x.gguf',
+        env: ['OPENAI_API_KEY=sk-1', 'PATH=/bin'], apiKey: 'k', headers: 'Bearer tok', ttl: 5,
+        max_tokens: 'kept', hf_token: 'x'});""", "model-data")
     assert masked == {
-        "cmd": "llama-server --api-key •••••• --port 9 HF_TOKEN=•••••• -m x.gguf",
+        "cmd": "llama-server --api-key •••••• --port 9 HF_TOKEN=•••••• --token-delay 0.5 -m x.gguf",
         "env": ["OPENAI_API_KEY=••••••", "PATH=/bin"], "apiKey": "••••••",
-        "headers": "Bearer ••••••", "ttl": 5}
+        "headers": "Bearer ••••••", "ttl": 5, "max_tokens": "kept", "hf_token": "••••••"}
 
 
 def test_prometheus_text_is_parsed(run: Any) -> None:

@@ -16,11 +16,13 @@ export function parsePrometheus(text) {
   return samples;
 }
 
-const SECRET_NAME = /(key|token|secret|password|passwd|auth|credential)/i;
+/** Names that end like a secret's: apiKey, api_key, HF_TOKEN, password, authorization... */
+const SECRET_NAME = /(key|token|secret|password|passwd|authorization|credentials?)$/i;
 const MASK = "••••••";
 
 /** A copy with secret-looking values masked: keys named like secrets, `--api-key X` flags,
- *  NAME=value pairs with secret names, and bearer tokens inside strings. */
+ *  NAME=value pairs with secret names, and bearer tokens inside strings. A name must end
+ *  like a secret's (`--hf-token`, not `--token-delay`; `apiKey`, not `max_tokens`). */
 export function maskSecrets(value, name = "") {
   if (Array.isArray(value)) return value.map((v) => maskSecrets(v, name));
   if (value && typeof value === "object") {
@@ -29,7 +31,7 @@ export function maskSecrets(value, name = "") {
   if (typeof value !== "string") return value;
   if (name && SECRET_NAME.test(name)) return MASK;
   return value
-    .replace(/(--?[\w-]*(?:key|token|secret|password)[\w-]*)(\s+|=)("[^"]*"|'[^']*'|\S+)/gi, `$1$2${MASK}`)
-    .replace(/\b([A-Z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD)[A-Z0-9_]*)=("[^"]*"|'[^']*'|\S+)/g, `$1=${MASK}`)
+    .replace(/(--?[\w-]*(?:key|token|secret|password))(\s+|=)("[^"]*"|'[^']*'|\S+)/gi, `$1$2${MASK}`)
+    .replace(/\b([A-Z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD))=("[^"]*"|'[^']*'|\S+)/g, `$1=${MASK}`)
     .replace(/(Bearer\s+)\S+/gi, `$1${MASK}`);
 }

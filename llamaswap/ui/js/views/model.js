@@ -3,7 +3,7 @@
 // and its log.
 
 import { getJSON, modelPath, request } from "../api.js";
-import { debounce, el, emptyRow, errorBox, ms, num, seconds, time } from "../dom.js";
+import { debounce, el, emptyRow, errorBox, ms, num, time } from "../dom.js";
 import { live, on } from "../live.js";
 import { logPanel } from "../logpanel.js";
 import { normalizeRow } from "../activity-data.js";
@@ -60,7 +60,7 @@ export function mount(view, { id }) {
         : { ttl: m.ttl, name: m.name, unlisted: m.unlisted, aliases: m.aliases };
       config.replaceChildren(
         el("pre", { class: "body", tabindex: 0, "aria-label": "Config" }, JSON.stringify(maskSecrets(shown), null, 2)),
-        entry ? null : el("p", { class: "muted" }, "The command line is shown while the model runs."));
+        entry ? "" : el("p", { class: "muted" }, "The command line is shown while the model runs."));
     } catch (error) {
       config.replaceChildren(errorBox(error, loadConfig));
     }
@@ -71,12 +71,13 @@ export function mount(view, { id }) {
       const text = await (await request("metrics")).text();
       const samples = parsePrometheus(text).filter((s) => s.labels.model === id);
       const value = (name) => samples.filter((s) => s.name === name).reduce((a, s) => a + s.value, 0);
-      const mean = (base) => { const n = value(base + "_count"); return n ? value(base + "_sum") / n : null; };
+      // mean in ms, from a Prometheus histogram's _sum (seconds) and _count
+      const mean = (base) => { const n = value(base + "_count"); return n ? (1000 * value(base + "_sum")) / n : null; };
       const swaps = samples.filter((s) => s.name === "llamaswap_swaps_total");
       learnt.replaceChildren(el("dl", { class: "facts" },
-        el("dt", {}, "mean load time"), el("dd", { id: "learnt-load" }, mean("llamaswap_model_load_seconds") === null ? "not loaded yet" : seconds(mean("llamaswap_model_load_seconds"))),
+        el("dt", {}, "mean load time"), el("dd", { id: "learnt-load" }, mean("llamaswap_model_load_seconds") === null ? "not loaded yet" : ms(mean("llamaswap_model_load_seconds"))),
         el("dt", {}, "loads"), el("dd", {}, num(value("llamaswap_model_load_seconds_count"))),
-        el("dt", {}, "mean unload time"), el("dd", {}, mean("llamaswap_model_unload_seconds") === null ? "not unloaded yet" : seconds(mean("llamaswap_model_unload_seconds"))),
+        el("dt", {}, "mean unload time"), el("dd", {}, mean("llamaswap_model_unload_seconds") === null ? "not unloaded yet" : ms(mean("llamaswap_model_unload_seconds"))),
         el("dt", {}, "swapped out"), el("dd", {}, swaps.length ? swaps.map((s) => `${s.labels.reason}: ${s.value}`).join(", ") : "never"),
         el("dt", {}, "start failures"), el("dd", {}, num(value("llamaswap_model_start_failures_total"))),
         el("dt", {}, "restarts"), el("dd", {}, num(value("llamaswap_model_restarts_total")))));
