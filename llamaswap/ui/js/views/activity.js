@@ -70,18 +70,46 @@ export function mount(view) {
 
   // -- in flight ----------------------------------------------------------------------------
 
+  const cancelStates = new Map(); // request id -> what its Cancel button says, across re-renders
+  const elapsedOf = (r) => (r.elapsed_ms || 0) + (performance.now() - r.seenAt);
+
+  /** Elapsed times tick in place, so keyboard focus on a Cancel button stays put. */
+  function tickInflight() {
+    for (const tr of inflightBody.querySelectorAll("tr[data-id]")) {
+      const r = live.inflight.get(tr.dataset.id);
+      if (r) tr.querySelector(".elapsed").textContent = ms(elapsedOf(r));
+    }
+  }
+
   function renderInflight() {
+    const focusedId = inflightBody.contains(document.activeElement)
+      ? document.activeElement.closest("tr")?.dataset.id : null;
+    drawInflight();
+    if (focusedId) inflightBody.querySelector(`tr[data-id="${CSS.escape(focusedId)}"] button`)?.focus();
+  }
+
+  function drawInflight() {
     const rows = [...live.inflight.values()].sort((a, b) => String(a.timestamp).localeCompare(String(b.timestamp)));
+    for (const id of cancelStates.keys()) if (!live.inflight.has(id)) cancelStates.delete(id);
     if (!rows.length) { inflightBody.replaceChildren(emptyRow(8, "nothing in flight")); return; }
     inflightBody.replaceChildren(...rows.map((r) => {
-      const elapsed = (r.elapsed_ms || 0) + (performance.now() - r.seenAt);
+      const elapsed = elapsedOf(r);
       const agent = header(r.req_headers, "user-agent") || r.user_agent || "—";
       const cancel = el("button", { type: "button", class: "small danger cancel",
                                     "aria-label": `Cancel request ${r.id}` }, "Cancel");
+      const show = (state) => {
+        cancelStates.set(String(r.id), state);
+        cancel.textContent = state.text;
+        cancel.disabled = state.disabled;
+        if (state.title) cancel.title = state.title; else cancel.removeAttribute("title");
+      };
+      if (cancelStates.has(String(r.id))) show(cancelStates.get(String(r.id)));
       cancel.addEventListener("click", async () => {
-        cancel.disabled = true;
-        try { await cancelInflight(r.id); cancel.textContent = "Cancelling"; }
-        catch (error) { cancel.disabled = false; cancel.title = error.message; cancel.textContent = "Cancel failed"; }
+        if (cancel.getAttribute("aria-busy") === "true") return;
+        cancel.setAttribute("aria-busy", "true"); // not disabled: that would drop keyboard focus
+        try { await cancelInflight(r.id); show({ text: "Cancelling", disabled: true }); }
+        catch (error) { show({ text: "Cancel failed", disabled: false, title: error.message }); }
+        finally { cancel.removeAttribute("aria-busy"); }
       });
       return el("tr", { "data-id": r.id },
         el("td", {}, r.id), el("td", {}, r.model),
@@ -237,7 +265,7 @@ export function mount(view) {
 
   // A finished request refreshes the table and stats, at most every 750 ms.
   const refresh = debounce(() => { loadTable(); loadStats(); }, 750);
-  const ticker = setInterval(renderInflight, 1000);
+  const ticker = setInterval(tickInflight, 1000);
   const offs = [on("inflight", renderInflight), on("models", fillModels), on("activity", refresh)];
   fillModels();
   renderInflight();

@@ -31,10 +31,13 @@ export function actionButtons(m, report) {
   const unloadButton = el("button", { type: "button", class: "small unload",
                                       disabled: m.state === "stopped" || busy,
                                       "aria-label": `Unload ${m.id}` }, "Unload");
+  // Busy, not disabled, while the call runs: disabling would drop keyboard focus.
   const act = (button, action) => button.addEventListener("click", async () => {
-    button.disabled = true;
+    if (button.getAttribute("aria-busy") === "true") return;
+    button.setAttribute("aria-busy", "true");
     report("");
-    try { await action(m.id); } catch (error) { report(`${m.id}: ${error.message}`); button.disabled = false; }
+    try { await action(m.id); } catch (error) { report(`${m.id}: ${error.message}`); }
+    finally { button.removeAttribute("aria-busy"); }
   });
   act(loadButton, load);
   act(unloadButton, unloadModel);
