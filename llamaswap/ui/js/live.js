@@ -160,11 +160,11 @@ async function connect() {
     setConnection("live");
     backoff = MIN_BACKOFF;
     await readSSE(response, (text) => {
-      const message = JSON.parse(text);
       try {
+        const message = JSON.parse(text);
         handle(message.type, JSON.parse(message.data));
       } catch (error) {
-        console.warn("event", message.type, error);
+        console.warn("a malformed event was skipped:", error);
       }
     });
     if (mine.signal.aborted) return;

@@ -7,7 +7,7 @@ import {
   pretty, toCSV,
 } from "../activity-data.js";
 import { histogram } from "../charts.js";
-import { debounce, download, el, emptyRow, errorBox, header, ms, num, time } from "../dom.js";
+import { bytes, debounce, download, el, emptyRow, errorBox, header, ms, num, time } from "../dom.js";
 import { live, on } from "../live.js";
 
 export function mount(view) {
@@ -44,7 +44,7 @@ export function mount(view) {
       el("h2", { id: "inflight-title" }, "In flight"),
       el("div", { class: "table-wrap" }, el("table", { id: "inflight" },
         el("caption", { class: "sr-only" }, "Requests being answered now"),
-        el("thead", {}, el("tr", {}, ["ID", "Model", "Request", "User agent", "Status", "Received", "Elapsed", "Actions"]
+        el("thead", {}, el("tr", {}, ["ID", "Model", "Request", "User agent", "Status", "Sent", "Elapsed", "Actions"]
           .map((h) => el("th", { scope: "col" }, h)))),
         inflightBody))),
     el("section", { "aria-labelledby": "speed-title" },
@@ -116,7 +116,7 @@ export function mount(view) {
         el("td", {}, (r.method || "") + " " + (r.req_path || "")),
         el("td", { class: "ua" }, agent),
         el("td", {}, r.status ?? (r.resp_bytes ? "streaming" : "waiting")),
-        el("td", {}, num(r.resp_bytes) + " B"),
+        el("td", { class: "num" }, bytes(r.resp_bytes)),
         el("td", { class: "elapsed" }, ms(elapsed)), el("td", {}, cancel));
     }));
   }
