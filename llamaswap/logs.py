@@ -11,8 +11,6 @@ from datetime import datetime
 from typing import IO, Any
 
 from twisted.logger import (
-    FilteringLogObserver,
-    ILogFilterPredicate,
     ILogObserver,
     Logger,
     LogLevel,
@@ -26,28 +24,10 @@ from zope.interface import implementer
 
 LOG_LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,
               "error": LogLevel.error}
+LOG_TO_STDOUT = ("proxy", "upstream", "both", "none")
 
-# Everything llamaswap logs passes this filter, set from the config's ``logLevel``. Twisted's
-# own events and those of an embedding application are not affected.
-_level_filter = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-
-
-@implementer(ILogFilterPredicate)
-def _to_stdout(event: dict[str, Any]) -> PredicateResult:
-    """``logToStdout``: which of llamaswap's own events reach the process log (stdout)."""
-    is_model = event.get("log_namespace", "").startswith("llamaswap.model.")
-    wanted = _stdout_sources["upstream" if is_model else "proxy"]
-    return PredicateResult.maybe if wanted else PredicateResult.no
-
-
-_stdout_sources = {"proxy": True, "upstream": True}
-# After the level filter, events fan out to the process log and to in-memory collectors
-# (``ProxyLogCollector``, for /logs and /api/events), which see them whatever logToStdout says.
-llamaswap_events = LogPublisher(FilteringLogObserver(globalLogPublisher, [_to_stdout]))
-_filtered = FilteringLogObserver(llamaswap_events, [_level_filter])
-# Before any filter: for observers that must see every event whatever ``logLevel`` says
-# (metrics learn why a model is stopped from the router's info lines).
-llamaswap_all_events = LogPublisher(_filtered)
+llamaswap_events = LogPublisher()
+"""Every event llamaswap's loggers emit, before any filter (``get_logger``)."""
 
 
 TEXT_KEY = "_text"
@@ -61,23 +41,105 @@ def literal(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def get_logger(namespace: str | None = None) -> Logger:
-    """A ``Logger`` subject to ``logLevel`` (as a class attribute it names the class)."""
-    return Logger(namespace=namespace, observer=llamaswap_all_events)
+def get_logger(namespace: str | None = None, source: object = None) -> Logger:
+    """A ``Logger`` whose events go through llamaswap's log rules (``LogRules``). As a class
+    attribute it names the class and each event's source is the instance; ``source`` gives
+    a module-level logger one (a service's model output, its access lines)."""
+    return Logger(namespace=namespace, source=source, observer=llamaswap_events)
 
 
-def set_log_level(level: str) -> None:
-    """Apply a config ``logLevel`` (debug, info, warn, error) to all of llamaswap's logs."""
-    _level_filter.setLogLevelForNamespace("", LOG_LEVELS.get(level, LogLevel.info))
+def _is_model_output(event: dict[str, Any]) -> bool:
+    return bool(event.get("log_namespace", "").startswith("llamaswap.model."))
 
 
-LOG_TO_STDOUT = ("proxy", "upstream", "both", "none")
+class LogRules:
+    """One service's ``logLevel`` and ``logToStdout``, and the in-memory observers
+    (``collectors``: ``/logs``, ``/api/events``) that see its events past the level.
+
+    Rules apply only between ``attach`` and ``detach`` (a service's start and stop), and
+    only to events of that service: those whose source ``owns`` accepts, and those with no
+    owner among running services, which each attached service's level admits for its own
+    collectors and which reach the process log once. Twisted's own events and those of an
+    embedding application are never filtered.
+    """
+
+    def __init__(self, level: str = "info", to_stdout: str = "both",
+                 owns: Callable[[object], bool] | None = None) -> None:
+        self._level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+        self._stdout = {"proxy": True, "upstream": True}
+        self.owns: Callable[[object], bool] = owns or (lambda source: False)
+        self.collectors = LogPublisher()
+        self.set_level(level)
+        self.set_to_stdout(to_stdout)
+
+    def set_level(self, level: str) -> None:
+        """A config's ``logLevel``: debug, info (also for an unknown name), warn, error."""
+        self._level.setLogLevelForNamespace("", LOG_LEVELS.get(level, LogLevel.info))
+
+    def set_to_stdout(self, which: str) -> None:
+        """A config's ``logToStdout``: ``proxy``, ``upstream``, ``both`` or ``none``."""
+        self._stdout["proxy"] = which in ("proxy", "both")
+        self._stdout["upstream"] = which in ("upstream", "both")
+
+    def admits(self, event: dict[str, Any]) -> bool:
+        """``logLevel`` lets the event through (to collectors, maybe to the process log)."""
+        return self._level(event) is not PredicateResult.no
+
+    def shows(self, event: dict[str, Any]) -> bool:
+        """``logToStdout`` sends the event to the process log."""
+        return self._stdout["upstream" if _is_model_output(event) else "proxy"]
 
 
-def set_log_to_stdout(which: str) -> None:
-    """Apply a config ``logToStdout``: ``proxy`` (default), ``upstream``, ``both``, ``none``."""
-    _stdout_sources["proxy"] = which in ("proxy", "both")
-    _stdout_sources["upstream"] = which in ("upstream", "both")
+DEFAULT_RULES = LogRules()
+"""What applies while no service runs (events logged while setting one up): info, both."""
+
+
+@implementer(ILogObserver)
+class _Dispatch:
+    """Sends each of llamaswap's events to the rules of the running service it belongs to,
+    and on to the process log (``globalLogPublisher``) at most once."""
+
+    def __init__(self) -> None:
+        self.attached: list[LogRules] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        attached = self.attached
+        if not attached:
+            if DEFAULT_RULES.admits(event) and DEFAULT_RULES.shows(event):
+                globalLogPublisher(event)
+            return
+        source = event.get("log_source")
+        if source is not None:
+            for rules in attached:
+                if rules.owns(source):
+                    if rules.admits(event):
+                        rules.collectors(event)
+                        if rules.shows(event):
+                            globalLogPublisher(event)
+                    return
+        shown = False
+        for rules in attached:
+            if rules.admits(event):
+                rules.collectors(event)
+                shown = shown or rules.shows(event)
+        if shown:
+            globalLogPublisher(event)
+
+
+_dispatch = _Dispatch()
+llamaswap_events.addObserver(_dispatch)
+
+
+def attach(rules: LogRules) -> None:
+    """Apply ``rules`` from now on (a service starts)."""
+    if rules not in _dispatch.attached:
+        _dispatch.attached.append(rules)
+
+
+def detach(rules: LogRules) -> None:
+    """Stop applying ``rules`` (a service stopped); harmless if they were not attached."""
+    if rules in _dispatch.attached:
+        _dispatch.attached.remove(rules)
 
 
 DEFAULT_RING_BYTES = 100 * 1024

@@ -30,8 +30,9 @@ from llamaswap.activity import (
     StoreBusy,
     frozen_headers,
 )
+from llamaswap.context import context_of
 from llamaswap.events import EventBus
-from llamaswap.logs import LogStream, ProxyLogCollector, get_logger, llamaswap_events
+from llamaswap.logs import LogRules, LogStream, ProxyLogCollector, get_logger
 from llamaswap.metrics import Metrics, endpoint_label
 from llamaswap.policy import ModelState
 from llamaswap.process import ModelProcess
@@ -49,7 +50,7 @@ ERROR_BODY_BYTES = 4096
 
 def relative_path(request: Request) -> str:
     """The request path below llamaswap's mount point, without the query."""
-    depth = getattr(request, "llamaswap_depth", 0)
+    depth = context_of(request).depth
     segments = request.path.split(b"/")[1 + depth:]
     return "/" + b"/".join(segments).decode("latin-1")
 
@@ -62,8 +63,11 @@ class Observability:
     """Log streams, the event bus, the metrics registry, the activity store and captures."""
 
     def __init__(self, config: Config, processes: Mapping[str, ModelProcess], router: Any,
-                 reactor: Any) -> None:
+                 reactor: Any, log_rules: LogRules | None = None) -> None:
+        """``log_rules``: the service's, whose collectors feed the proxy log while started
+        (without them only model output reaches the logs)."""
         self._config = config
+        self._log_rules = log_rules
         self._processes = processes
         self._router = router
         self._clock = reactor
@@ -104,11 +108,13 @@ class Observability:
         self.upstream_log.append(f"[{model_id}] {line}")
 
     def start(self) -> None:
-        llamaswap_events.addObserver(self._collector)
+        if self._log_rules is not None:
+            self._log_rules.collectors.addObserver(self._collector)
         self._queue_poll.start(QUEUE_POLL_INTERVAL, now=False)
 
     def stop(self) -> None:
-        llamaswap_events.removeObserver(self._collector)
+        if self._log_rules is not None:
+            self._log_rules.collectors.removeObserver(self._collector)
         if self._queue_poll.running:
             self._queue_poll.stop()
         for close in list(self.open_streams):
@@ -154,17 +160,17 @@ class Observability:
 
     def watch(self, request: Request, url: str) -> Exchange:
         """The forwarder's hook: a request is about to be sent to its model."""
-        exchange_id = getattr(request, "llamaswap_request_id", None) or next(self._ids)
+        exchange_id = context_of(request).request_id or next(self._ids)
         return Exchange(self, request, exchange_id)
 
     def request_finished(self, request: Request, status: int, seconds: float) -> None:
         """The access log's hook: every request, once it is over."""
-        exchange = getattr(request, "llamaswap_exchange", None)
-        path = exchange.path if exchange is not None else relative_path(request)
-        model = getattr(request, "llamaswap_model", None)
+        context = context_of(request)
+        path = relative_path(request)
+        model = context.model
         self.metrics.request_finished(endpoint_label(path), self._label_of(model), status,
                                       seconds)
-        if model and exchange is None:
+        if model and not context.relayed:  # relayed ones are recorded by their Exchange
             self.record({"ts": time.time(), "model": model, "endpoint": path,
                          "method": request.method.decode("ascii", "replace"), "status": status,
                          "duration_ms": seconds * 1000, "client": client_of(request),
@@ -220,13 +226,14 @@ class Exchange:
         self._clock = owner._clock
         self._request = request
         self.id = exchange_id
-        self.model = getattr(request, "llamaswap_model", "") or ""
+        context = context_of(request)
+        self.model = context.model or ""
         self.path = relative_path(request)
         self.method = request.method.decode("ascii", "replace")
         self.client = client_of(request)
         self.started_wall = time.time()
         self.dispatched = self._clock.seconds()
-        began = getattr(request, "_llamaswap_started", None)
+        began = context.started
         self.wait = time.monotonic() - began if began is not None else None
         self.status: int | None = None
         self.first_byte: float | None = None
@@ -241,7 +248,7 @@ class Exchange:
         self._capture_size = 0
         self._capture = self._start_capture(request, self._capture_budget)
         self._resp_body: list[bytes] = []
-        request.llamaswap_exchange = self  # type: ignore[attr-defined]
+        context.relayed = True
         owner.in_flight[exchange_id] = self
         if owner.bus.subscribers:
             owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
@@ -334,9 +341,9 @@ class Exchange:
             self._record(499 if isinstance(result, Failure) else self._request.code)
         except Exception:
             log.failure("recording a request of {model} failed", model=self.model)
-        # The request holds this exchange: without this cycle both are freed as soon as
-        # twisted.web lets go of the request, not by a full collection that would have to
-        # walk every finished request (tens of ms at 200 streams).
+        # The request holds this exchange (its context's watch): without this cycle both
+        # are freed as soon as twisted.web lets go of the request, not by a full collection
+        # that would have to walk every finished request (tens of ms at 200 streams).
         del self._request
 
     def _record(self, status: int) -> None:

@@ -18,20 +18,25 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.server import Request, Site
 
 from llamaswap.config import Config, ConfigError, load_config
-from llamaswap.logs import LogStream, get_logger, literal, set_log_level, set_log_to_stdout
+from llamaswap.context import context_of
+from llamaswap.logs import LogRules, LogStream, attach, detach, get_logger, literal
 from llamaswap.observability import Observability
 from llamaswap.orphans import StateFile, keeper_marker
+from llamaswap.peers import Peers
 from llamaswap.policy import ModelState
 from llamaswap.process import DEFAULT_INSTANCE, DEFAULT_MARKER, ModelProcess
 from llamaswap.reload import diff_configs
 from llamaswap.router import Router
+from llamaswap.selectors import Rewriter
 from llamaswap.web.fastchannel import FastRequestMixin
 from llamaswap.web.forward import Forwarder
 from llamaswap.web.limits import BodyLimitMixin
-from llamaswap.web.resources import build_root
+from llamaswap.web.root import build_root
+from llamaswap.web.site import HardenedSite
 
 DEFAULT_DRAIN_TIMEOUT = 10.0
 
@@ -52,8 +57,8 @@ class LlamaSwapService(MultiService):
             reactor = global_reactor
         self.config = config
         self.reactor = reactor
-        set_log_level(config.log_level)
-        set_log_to_stdout(config.log_to_stdout)
+        self.log_rules = LogRules(config.log_level, config.log_to_stdout, self._owns)
+        """This service's ``logLevel`` and ``logToStdout``, applied while it runs."""
         self.drain_timeout = drain_timeout
         self.state = (StateFile(state_file, keeper_marker(state_file))
                       if state_file else None)
@@ -63,22 +68,23 @@ class LlamaSwapService(MultiService):
                           for model_id in config.models}
         self.router = Router(config, self.processes, reactor)
         self.forwarder = Forwarder(reactor)
-        self.observability = Observability(config, self.processes, self.router, reactor)
+        self.observability = Observability(config, self.processes, self.router, reactor,
+                                           log_rules=self.log_rules)
         """Log streams, events, metrics and the activity store (``llamaswap.observability``)."""
         self.observability.store.setServiceParent(self)
         self.forwarder.watch = self.observability.watch
+        self.peers = Peers(config.peers, reactor)
+        """Clients of the configured peers; their pools close when the service stops."""
+        self.peers.setServiceParent(self)
+        self.names = Rewriter(config.selectors, config.profiles, self._target_state)
+        """The active profile and the selectors: which model a requested name gets."""
         self.resource = build_root(self)
         self._listeners: list[StreamServerEndpointService] = []
 
     def site(self) -> Site:
         """A ``Site`` serving ``resource`` with one access-log line per request, hardened
         against clients that send slowly (``llamaswap.web.site``)."""
-        from llamaswap.web.site import HardenedSite
-        site = HardenedSite(self.resource, reactor=self.reactor)
-        site.requestFactory = AccessLoggedRequest
-        site.llamaswap_observability = self.observability  # type: ignore[attr-defined]
-        site.log = lambda request: None  # type: ignore[method-assign]  # ours is per request
-        return site
+        return ServiceSite(self.resource, self.observability, self.reactor, owner=self)
 
     def listen(self, endpoint: str) -> None:
         """Serve the API on a Twisted server endpoint string (``tcp:8080``, ``unix:...``)."""
@@ -92,7 +98,7 @@ class LlamaSwapService(MultiService):
         process = ModelProcess(config.models[model_id], self.reactor,
                                health_timeout=config.health_check_timeout, output=LogStream(),
                                marker=self._marker, instance=self._instance,
-                               on_line=_model_logger(model_id, self._model_line))
+                               on_line=_model_logger(model_id, self._model_line, self))
         process.add_observer(self._record_state)
         return process
 
@@ -115,8 +121,10 @@ class LlamaSwapService(MultiService):
 
         self.router.reconfigure(new, diff, make)
         self.config = new
+        self.peers.reconfigure(new.peers)
+        self.names.reconfigure(new.selectors, new.profiles)
         self.observability.reconfigure(new)
-        set_log_level(new.log_level)
+        self.log_rules.set_level(new.log_level)
         for warning in new.warnings:
             self.log.warn("config: {warning}", warning=warning)
         summary = diff.summary()
@@ -139,13 +147,6 @@ class LlamaSwapService(MultiService):
         except Exception:
             self.log.failure("config reload failed")
 
-    def reload_on_sighup(self) -> None:
-        """Reload when the process gets SIGHUP (twistd installs no handler of its own)."""
-        import signal
-
-        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(
-            self.reload_logging_errors))
-
     def watch_config(self, interval: float = 2.0) -> None:
         """Reload when the config file changes (checked every ``interval`` seconds)."""
         self._config_stamp = _stamp(self.config.path)
@@ -160,6 +161,11 @@ class LlamaSwapService(MultiService):
             self.log.info("{path} changed; reloading", path=self.config.path)
             self.reload_logging_errors()
 
+    def _target_state(self, name: str) -> str:
+        """A selector target's state: its local model's, or ``remote`` for a peer model."""
+        model_id = self.config.resolve(name)
+        return self.processes[model_id].state.value if model_id else "remote"
+
     def _record_state(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:
         if self.state is None:
             return
@@ -168,7 +174,15 @@ class LlamaSwapService(MultiService):
         elif process.pid is not None and old is ModelState.STARTING:
             self.state.record(process.model.id, process.pid, list(process.model.cmd))
 
+    def _owns(self, source: object) -> bool:
+        """Whether a log event's source is one of this service's parts (``LogRules``)."""
+        if isinstance(source, ModelProcess):
+            return self.processes.get(source.model.id) is source
+        return (source is self or source is self.router
+                or source is self.observability.store)
+
     def startService(self) -> None:
+        attach(self.log_rules)
         if self.state is not None:
             reaped = self.state.reap()  # before anything starts: ports and GPUs freed
             if reaped:
@@ -208,6 +222,7 @@ class LlamaSwapService(MultiService):
         await self.forwarder.close()
         self.log.info("stopped")
         self.observability.stop()
+        detach(self.log_rules)
 
     def _model_line(self, model_id: str, line: str) -> None:
         self.observability.model_line(model_id, line)
@@ -218,8 +233,8 @@ async def _as_coroutine(result: Any) -> None:
         await result
 
 
-def _model_logger(model_id: str, also: Any = None) -> Any:
-    log = get_logger(f"llamaswap.model.{model_id}")
+def _model_logger(model_id: str, also: Any = None, source: object = None) -> Any:
+    log = get_logger(f"llamaswap.model.{model_id}", source)
 
     def emit(stream: str, line: str) -> None:
         if also is not None:
@@ -230,7 +245,23 @@ def _model_logger(model_id: str, also: Any = None) -> Any:
 
 
 access_log = get_logger("llamaswap.access")
-_request_ids = itertools.count(1)
+
+
+class ServiceSite(HardenedSite):
+    """The ``Site`` of one service: its requests log one access line each (instead of
+    twisted.web's) and feed that service's observability."""
+
+    def __init__(self, resource: Any, observability: Observability, reactor: Any,
+                 owner: object = None) -> None:
+        super().__init__(resource, reactor=reactor)
+        self.requestFactory = AccessLoggedRequest
+        self.observability = observability
+        self.access_log = get_logger("llamaswap.access", owner)
+        self.request_ids = itertools.count(1)
+        """The ``id=`` of access lines, also the activity row's ID."""
+
+    def log(self, request: http.Request) -> None:
+        """Nothing: ``AccessLoggedRequest`` writes its own line when the request ends."""
 
 
 class AccessLoggedRequest(FastRequestMixin, BodyLimitMixin, Request):
@@ -246,30 +277,34 @@ class AccessLoggedRequest(FastRequestMixin, BodyLimitMixin, Request):
         super().requestReceived(command, path, version)
 
     def process(self) -> None:
-        self._llamaswap_started = time.monotonic()
-        self.llamaswap_request_id = next(_request_ids)
+        context = context_of(self)
+        context.started = time.monotonic()
+        site = self.channel.site
+        context.request_id = next(site.request_ids) if isinstance(site, ServiceSite) else None
         self.notifyFinish().addBoth(self._log_access)
         super().process()
 
     def _log_access(self, result: object) -> None:
+        context = context_of(self)
         status = 499 if isinstance(result, Failure) else self.code
         client = getattr(self.getClientAddress(), "host", "-")
         method = self.method.decode("ascii", "replace")
         path = self.uri.decode("latin-1").encode("unicode_escape").decode("ascii")
         # a requested name is client input: escaped, so one line per request
-        model = str(getattr(self, "llamaswap_model", "-")).encode("unicode_escape").decode("ascii")
-        duration = time.monotonic() - self._llamaswap_started
+        model = (context.model if context.model is not None else "-").encode(
+            "unicode_escape").decode("ascii")
+        duration = time.monotonic() - (context.started or 0.0)
         # Formatted here once, as a literal format: no observer parses a template for it
         # (that was ~5% of a proxied request); the fields stay in the event for JSON logs.
         line = (f'{client} "{method} {path}" {status} {self.sentLength} model={model} '
-                f'{duration:.3f}s id={self.llamaswap_request_id}')
-        access_log.info(literal(line), _text=line, request_id=self.llamaswap_request_id,
-                        client=client, method=method, path=path, status=status,
-                        size=self.sentLength, model=model, duration=duration)
-        observability = getattr(self.site, "llamaswap_observability", None)
-        if observability is not None:
-            observability.request_finished(self, status,
-                                           time.monotonic() - self._llamaswap_started)
+                f'{duration:.3f}s id={context.request_id}')
+        site = self.site
+        logger = site.access_log if isinstance(site, ServiceSite) else access_log
+        logger.info(literal(line), _text=line, request_id=context.request_id,
+                    client=client, method=method, path=path, status=status,
+                    size=self.sentLength, model=model, duration=duration)
+        if isinstance(site, ServiceSite):
+            site.observability.request_finished(self, status, duration)
 
 
 def _stamp(path: str) -> tuple[int, int, int] | None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from twisted.logger import LogLevel, globalLogPublisher
 
-from llamaswap.logs import LineSplitter, LogRing, get_logger, set_log_level
+from llamaswap.logs import LineSplitter, LogRing, LogRules, attach, detach, get_logger
 
 
 def test_ring_keeps_the_newest_lines_within_its_byte_budget() -> None:
@@ -29,20 +29,24 @@ def test_splitter_joins_partial_lines_and_cuts_overlong_ones() -> None:
 
 
 @pytest.fixture
-def events() -> Iterator[list[dict]]:
+def events() -> Iterator[tuple[LogRules, list[dict]]]:
+    """What reaches the process log while a service's rules are attached."""
     seen: list[dict] = []
+    rules = LogRules()
     globalLogPublisher.addObserver(seen.append)
-    yield seen
+    attach(rules)
+    yield rules, seen
+    detach(rules)
     globalLogPublisher.removeObserver(seen.append)
-    set_log_level("info")
 
 
-def test_log_level_filters_llamaswap_events(events: list[dict]) -> None:
+def test_log_level_filters_llamaswap_events(events: tuple[LogRules, list[dict]]) -> None:
+    rules, seen = events
     log = get_logger("llamaswap.test")
-    set_log_level("warn")
+    rules.set_level("warn")
     log.info("hidden")
     log.warn("shown")
-    assert [e["log_format"] for e in events] == ["shown"]
-    set_log_level("debug")
+    assert [e["log_format"] for e in seen] == ["shown"]
+    rules.set_level("debug")
     log.debug("now shown")
-    assert events[-1]["log_level"] is LogLevel.debug
+    assert seen[-1]["log_level"] is LogLevel.debug

@@ -16,10 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from llamaswap.activity import COLUMNS, ActivityStore, Query
+from llamaswap.context import context_of
 from llamaswap.events import Envelope
 from llamaswap.observability import Exchange, Observability
 from llamaswap.tokens import _KEYS, JSON_TAIL_BYTES, TokenMeter, _mentions_figures
@@ -47,13 +49,15 @@ class SyncStore:
         return succeed(len(self.rows))
 
 
-class FakeRequest:
-    """What observability reads of a twisted.web Request that is relayed to a model."""
+class FakeRequest(Componentized):
+    """What observability reads of a twisted.web Request that is relayed to a model
+    (``Componentized`` as twisted.web's: it carries llamaswap's ``RequestContext``)."""
 
     def __init__(self, body: bytes | None, headers: dict[bytes, list[bytes]]) -> None:
+        super().__init__()
         self.path = b"/v1/chat/completions"
         self.method = b"POST"
-        self.llamaswap_model = "m"
+        context_of(self).model = "m"
         self.content = io.BytesIO(body) if body is not None else None
         self.requestHeaders = Headers(headers)
         self.code = 200
@@ -238,7 +242,7 @@ def test_names_nobody_configured_share_one_metrics_series() -> None:
     obs, store, _ = make(budget=0)
     for name in ("nope-1", "nope-2", "m"):
         request = FakeRequest(b"", {})
-        request.llamaswap_model = name
+        context_of(request).model = name
         request.code, request.code_message = 404, b"Not Found"
         obs.request_finished(request, 404, 0.001)  # type: ignore[arg-type]
     got = samples(obs)
@@ -248,7 +252,7 @@ def test_names_nobody_configured_share_one_metrics_series() -> None:
     assert [row["model"] for row in store.rows] == ["nope-1", "nope-2", "m"]
     obs.reconfigure(make_config(model("m"), model("nope-1")))  # a reload adds the name
     request = FakeRequest(b"", {})
-    request.llamaswap_model = "nope-1"
+    context_of(request).model = "nope-1"
     obs.request_finished(request, 200, 0.001)  # type: ignore[arg-type]
     assert ("llamaswap_requests_total", (("endpoint", "/v1/chat/completions"),
             ("model", "nope-1"), ("status", "200"))) in samples(obs)
@@ -300,7 +304,7 @@ def test_the_json_tail_is_the_last_bytes_whatever_the_chunk_sizes(sizes: list[in
 def test_watch_numbers_exchanges_by_request_id_or_its_own_count() -> None:
     obs, _, clock = make(budget=0)
     request = FakeRequest(b"", {})
-    request.llamaswap_request_id = 41  # type: ignore[attr-defined]
+    context_of(request).request_id = 41
     assert obs.watch(request, "u").id == 41  # type: ignore[arg-type]
     assert obs.watch(FakeRequest(b"", {}), "u").id == 1  # type: ignore[arg-type]
 

@@ -13,13 +13,13 @@ from twisted.python.failure import Failure
 
 from llamaswap.logs import (
     JSONLinesObserver,
+    LogRules,
     LogStream,
     ProxyLogCollector,
+    attach,
+    detach,
     format_log_time,
     get_logger,
-    llamaswap_events,
-    set_log_level,
-    set_log_to_stdout,
 )
 
 
@@ -69,7 +69,9 @@ OURS = ("test.obs", "llamaswap.model.test.obs")
 
 @pytest.fixture
 def captured() -> Any:
-    """What reaches the process log (globalLogPublisher) and what collectors see."""
+    """A service's rules, what reaches the process log (globalLogPublisher) and what its
+    collectors see."""
+    rules = LogRules()
     to_stdout: list[dict[str, Any]] = []
     collected: list[dict[str, Any]] = []
 
@@ -82,12 +84,11 @@ def captured() -> Any:
             collected.append(e)
 
     globalLogPublisher.addObserver(on_global)
-    llamaswap_events.addObserver(on_collect)
-    yield to_stdout, collected
+    rules.collectors.addObserver(on_collect)
+    attach(rules)
+    yield rules, to_stdout, collected
+    detach(rules)
     globalLogPublisher.removeObserver(on_global)
-    llamaswap_events.removeObserver(on_collect)
-    set_log_to_stdout("both")
-    set_log_level("info")
 
 
 @pytest.mark.parametrize("which, proxy, upstream", [
@@ -95,8 +96,8 @@ def captured() -> Any:
     ("none", False, False)])
 def test_log_to_stdout_chooses_what_reaches_the_process_log(
         captured: Any, which: str, proxy: bool, upstream: bool) -> None:
-    to_stdout, collected = captured
-    set_log_to_stdout(which)
+    rules, to_stdout, collected = captured
+    rules.set_to_stdout(which)
     get_logger("test.obs.proxy").info("proxy line")
     get_logger("llamaswap.model.test.obs").info("model line")
     namespaces = [e["log_namespace"] for e in to_stdout]
@@ -108,8 +109,8 @@ def test_log_to_stdout_chooses_what_reaches_the_process_log(
 
 
 def test_log_level_applies_to_collectors_too(captured: Any) -> None:
-    _, collected = captured
-    set_log_level("warn")
+    rules, _, collected = captured
+    rules.set_level("warn")
     log = get_logger("test.obs.level")
     log.info("quiet")
     log.warn("loud")

@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from llamaswap.context import context_of
 from llamaswap.web.anthropic import ANTHROPIC_API, anthropic_error_body
 
 _TYPES = {
@@ -41,7 +42,8 @@ def error_body(status: int, message: str, code: str | None = None) -> dict[str, 
 def send_error(request: Request, status: int, message: str, code: str | None = None,
                headers: dict[str, str] | None = None) -> None:
     """Answer ``request`` with an error, unless the client is gone; abort if already started."""
-    if getattr(request, "_llamaswap_gone", False) or request.finished:
+    context = context_of(request)
+    if context.gone or request.finished:
         return
     if request.startedWriting:
         abort_connection(request)
@@ -50,7 +52,7 @@ def send_error(request: Request, status: int, message: str, code: str | None = N
     for name, value in (headers or {}).items():
         request.setHeader(name, value)
     accept = (request.getHeader("accept") or "").lower()
-    if getattr(request, "llamaswap_api", None) == ANTHROPIC_API:  # set by resources
+    if context.api == ANTHROPIC_API:  # set by the root for Anthropic endpoints
         request.setHeader("content-type", "application/json")
         body = json.dumps(anthropic_error_body(status, message)).encode()
     elif "text/plain" in accept:

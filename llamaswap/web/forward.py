@@ -19,6 +19,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.server import Request
 
+from llamaswap.context import context_of
 from llamaswap.web.connect import ModelEndpointFactory
 from llamaswap.web.h1client import H1Client
 from llamaswap.web.relay import Relay
@@ -123,16 +124,17 @@ class Forwarder:
         if headers is None:
             headers = upstream_headers(request)
         # One watch per client request, also when it is sent again (web/unanswered.py).
-        watch = getattr(request, "llamaswap_watch", None)
+        context = context_of(request)
+        watch = context.watch
         if watch is None and self.watch is not None:
-            watch = request.llamaswap_watch = self.watch(request, url)  # type: ignore[attr-defined]
+            watch = context.watch = self.watch(request, url)
         try:
             response = await self._client.request(request.method, url, headers, body)
         except CancelledError:
             raise
         except Exception as e:
             raise UpstreamUnavailable(_describe(e), unanswered(e)) from e
-        if getattr(request, "headers_sent_early", False):
+        if context.stream_started:
             if response.code >= 400:  # a waiting stream already said 200: report it inside
                 return await _error_as_event(request, response)
         else:
@@ -171,7 +173,7 @@ async def _error_as_event(request: Request, response: Any) -> int:
     text = body.decode("utf-8", "replace").strip().replace("\n", " ") or json.dumps(
         {"error": {"message": f"upstream answered {response.code}", "code": response.code}})
     event = f"event: error\ndata: {text}\n\n".encode()
-    if not getattr(request, "_llamaswap_gone", False):
+    if not context_of(request).gone:
         request.write(event)
         request.finish()
     return len(event)

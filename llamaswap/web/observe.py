@@ -1,5 +1,8 @@
 """``/logs*``, ``/api/events``, ``/metrics``, ``/api/metrics/*`` and ``/api/captures/<id>``.
 
+To add an endpoint: an ``Endpoint`` subclass taking the ``App``, and one line in
+``observe_routes``.
+
 Streams (logs, events) are push producers registered on their request: when a client reads
 slower than llamaswap writes, the transport pauses the producer and lines are dropped for
 that client only (a note says how many bytes were lost), so a slow reader never slows a
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from twisted.internet.interfaces import IPushProducer
@@ -22,11 +24,9 @@ from llamaswap import events
 from llamaswap.activity import MAX_PAGE_SIZE, SORTABLE, Query
 from llamaswap.logs import LogStream
 from llamaswap.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from llamaswap.web.app import App
+from llamaswap.web.base import Endpoint, NotFound, Routes, send_json, send_text
 from llamaswap.web.errors import send_error
-from llamaswap.web.resources import _Endpoint, _NotFound, mount, send_json, send_text
-
-if TYPE_CHECKING:
-    from llamaswap.service import LlamaSwapService
 
 
 @implementer(IPushProducer)
@@ -80,7 +80,7 @@ class _Follower:
         self._gone(None)
 
 
-def _follow(app: LlamaSwapService, request: Request,
+def _follow(app: App, request: Request,
             on_resume_after_drop: Callable[[int], None]) -> _Follower:
     follower = _Follower(request, on_resume_after_drop)
     streams = app.observability.open_streams
@@ -97,10 +97,10 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in accept
 
 
-class Logs(_Endpoint):
+class Logs(Endpoint):
     """``GET /logs``: the combined log's history as text; browsers go to the UI."""
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -119,13 +119,13 @@ def _has_flag(request: Request, name: bytes) -> bool:
     return any(part.partition(b"=")[0] == name for part in query.split(b"&"))
 
 
-class LogStreamEndpoint(_Endpoint):
+class LogStreamEndpoint(Endpoint):
     """``/logs/stream``, ``/logs/stream/proxy``, ``/logs/stream/upstream``,
     ``/logs/stream/<model>`` (IDs may contain ``/``): history first unless ``?no-history``."""
 
     allow_subpaths = True
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -169,10 +169,10 @@ def _sse(message: dict[str, str]) -> bytes:
         b"\n\n"
 
 
-class Events(_Endpoint):
+class Events(Endpoint):
     """``GET /api/events``: server-sent events, starting with a snapshot (§5.2)."""
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -202,10 +202,10 @@ class Events(_Endpoint):
 # -- metrics and activity ------------------------------------------------------------------
 
 
-class Metrics(_Endpoint):
+class Metrics(Endpoint):
     """``GET /metrics``: Prometheus text format."""
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -234,10 +234,10 @@ def _models_arg(request: Request) -> list[str]:
     return [m.decode("utf-8", "replace") for m in request.args.get(b"model", []) if m]
 
 
-class Activity(_Endpoint):
+class Activity(Endpoint):
     """``GET /api/metrics/activity?model=&page=&limit=&sort=&order=``."""
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -263,10 +263,10 @@ class Activity(_Endpoint):
         send_json(request, result)
 
 
-class Stats(_Endpoint):
+class Stats(Endpoint):
     """``GET /api/metrics/stats?model=``: totals and per-model token and speed stats."""
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -274,12 +274,12 @@ class Stats(_Endpoint):
         send_json(request, await self._app.observability.store.stats(_models_arg(request)))
 
 
-class Captures(_Endpoint):
+class Captures(Endpoint):
     """``GET /api/captures/<id>``: the captured request and response of an activity row."""
 
     allow_subpaths = True
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -295,10 +295,10 @@ class Captures(_Endpoint):
         send_json(request, capture)
 
 
-class InFlight(_Endpoint):
+class InFlight(Endpoint):
     """``GET /api/inflight``: requests being relayed right now."""
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -309,24 +309,26 @@ class InFlight(_Endpoint):
 class _LogsNode(Resource):
     """``/logs`` itself, with ``/logs/stream...`` below it."""
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._logs = Logs(app)
         self.putChild(b"stream", LogStreamEndpoint(app))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
-        return self._logs if path == b"" else _NotFound()
+        return self._logs if path == b"" else NotFound()
 
     def render(self, request: Request) -> bytes | int:
         return self._logs.render(request)
 
 
-def mount_observability(root: Resource, app: LlamaSwapService) -> None:
-    """Put the observability endpoints into ``root`` (called by ``build_root``)."""
-    mount(root, b"/logs", _LogsNode(app))
-    mount(root, b"/api/events", Events(app))
-    mount(root, b"/metrics", Metrics(app))
-    mount(root, b"/api/metrics/activity", Activity(app))
-    mount(root, b"/api/metrics/stats", Stats(app))
-    mount(root, b"/api/captures", Captures(app))
-    mount(root, b"/api/inflight", InFlight(app))
+def observe_routes(app: App) -> Routes:
+    """The observability endpoints, by path."""
+    return [
+        (b"/logs", _LogsNode(app)),
+        (b"/api/events", Events(app)),
+        (b"/metrics", Metrics(app)),
+        (b"/api/metrics/activity", Activity(app)),
+        (b"/api/metrics/stats", Stats(app)),
+        (b"/api/captures", Captures(app)),
+        (b"/api/inflight", InFlight(app)),
+    ]

@@ -18,24 +18,23 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.web.server import Request
 
+from llamaswap.context import context_of
 from llamaswap.policy import ModelState
 from llamaswap.process import StartError
 from llamaswap.router import Lease, Rejected, Ticket, WaitFailed
+from llamaswap.web.app import App
 from llamaswap.web.errors import error_body, send_error
-
-if TYPE_CHECKING:
-    from llamaswap.service import LlamaSwapService
 
 LOADING_TICK = 1.0
 
 
-async def wait_for_model(app: LlamaSwapService, request: Request, model_id: str,
+async def wait_for_model(app: App, request: Request, model_id: str,
                          streaming: bool = False, loading_state: bool = False) -> Lease | None:
     """The lease to serve ``request`` on ``model_id``, or ``None`` once an error was sent.
 
@@ -89,7 +88,7 @@ def _fail(request: Request, keeper: _KeepAlive | None, status: int, message: str
 class _KeepAlive:
     """Starts an event stream early and writes to it until the model is ready."""
 
-    def __init__(self, app: LlamaSwapService, request: Request, ticket: Ticket) -> None:
+    def __init__(self, app: App, request: Request, ticket: Ticket) -> None:
         self._app = app
         self._request = request
         self._ticket = ticket
@@ -104,10 +103,10 @@ class _KeepAlive:
         self._request.setHeader("content-type", "text/event-stream")
         self._request.setHeader("cache-control", "no-cache")
         self._request.setHeader("x-accel-buffering", "no")
-        self._request.headers_sent_early = True  # type: ignore[attr-defined]
+        context_of(self._request).stream_started = True
 
     def _write(self, data: bytes) -> None:
-        if not getattr(self._request, "_llamaswap_gone", False):
+        if not context_of(self._request).gone:
             self._request.write(data)
 
     def _every(self, seconds: float) -> None:
@@ -127,7 +126,7 @@ class _KeepAlive:
     def error(self, status: int, message: str, code: str) -> None:
         body = json.dumps(error_body(status, message, code))
         self._write(f"event: error\ndata: {body}\n\n".encode())
-        if not getattr(self._request, "_llamaswap_gone", False):
+        if not context_of(self._request).gone:
             self._request.finish()
 
     def stop(self) -> None:
@@ -142,7 +141,7 @@ class _KeepAlive:
 
 
 class _Heartbeat(_KeepAlive):
-    def __init__(self, app: LlamaSwapService, request: Request, ticket: Ticket,
+    def __init__(self, app: App, request: Request, ticket: Ticket,
                  interval: float) -> None:
         super().__init__(app, request, ticket)
         self._every(interval)
@@ -156,7 +155,7 @@ class _Heartbeat(_KeepAlive):
 class _LoadingState(_KeepAlive):
     """llama-swap's loading stream: ``reasoning_content`` deltas while the model loads."""
 
-    def __init__(self, app: LlamaSwapService, request: Request, ticket: Ticket) -> None:
+    def __init__(self, app: App, request: Request, ticket: Ticket) -> None:
         super().__init__(app, request, ticket)
         self._began = app.reactor.seconds()
         self._last_status = ""
@@ -180,7 +179,7 @@ class _LoadingState(_KeepAlive):
         self._say(f"\nDone! ({self._app.reactor.seconds() - self._began:.1f}s)\n\n")
 
 
-def loading_state_applies(app: LlamaSwapService, model_id: str, path: bytes) -> bool:
+def loading_state_applies(app: App, model_id: str, path: bytes) -> bool:
     """llama-swap's rule: chat completions only, effective setting, model not ready yet."""
     if not path.split(b"?")[0].endswith(b"/chat/completions"):
         return False

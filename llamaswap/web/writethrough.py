@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from weakref import WeakKeyDictionary, ref
 
 from twisted.internet import tcp
 
@@ -26,15 +27,16 @@ class _TurnFlusher:
     """Sends every connection written during a reactor turn, at the end of that turn."""
 
     def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
+        self._reactor = ref(reactor)  # weak: the flusher goes when its reactor does
         self._dirty: list[Any] = []
         self._scheduled = False
 
     def add(self, connection: Any) -> None:
         self._dirty.append(connection)
-        if not self._scheduled:
+        reactor = self._reactor()
+        if not self._scheduled and reactor is not None:
             self._scheduled = True
-            self._reactor.callLater(0, self.flush)
+            reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
@@ -43,14 +45,15 @@ class _TurnFlusher:
             connection._flush_turn()
 
 
-_flushers: dict[int, _TurnFlusher] = {}
+_flushers: WeakKeyDictionary[Any, _TurnFlusher] = WeakKeyDictionary()
+"""One flusher per reactor, gone with it."""
 _classes: dict[type, type] = {}
 
 
 def _flusher(reactor: Any) -> _TurnFlusher:
-    flusher = _flushers.get(id(reactor))
-    if flusher is None or flusher._reactor is not reactor:
-        flusher = _flushers[id(reactor)] = _TurnFlusher(reactor)
+    flusher = _flushers.get(reactor)
+    if flusher is None:
+        flusher = _flushers[reactor] = _TurnFlusher(reactor)
     return flusher
 
 

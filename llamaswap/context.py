@@ -1,0 +1,60 @@
+"""What llamaswap learns about one HTTP request while serving it, as one typed record.
+
+The resource tree writes it (how deep llamaswap is mounted, whose error shape applies, the
+model asked for, the API key's limits, whether the client left); the access log and
+observability read it when the request ends. It is kept on the request as a component
+(``twisted.web.server.Request`` is ``Componentized``, the mechanism twisted.web uses for
+sessions), so no attribute of twisted's object is invented and an embedding application's
+own components are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.python.components import Componentized
+from zope.interface import Interface, implementer
+
+
+class IRequestContext(Interface):
+    """The key under which a request's ``RequestContext`` is stored."""
+
+
+@implementer(IRequestContext)
+@dataclass(slots=True, eq=False)
+class RequestContext:
+    """llamaswap's per-request state; every field has a neutral default."""
+
+    depth: int = 0
+    """Path segments above llamaswap's root (1 when an application mounts it at ``/llm/``):
+    paths forwarded upstream and recorded in metrics are taken below it."""
+    api: str = "openai"
+    """Whose error envelope llamaswap's own errors take: ``openai`` or ``anthropic``."""
+    model: str | None = None
+    """The model the request named, then the one serving it: access log, metrics, activity."""
+    allowed_models: frozenset[str] | None = None
+    """The only models the request's API key may use (``apiKeys[].models``); None: any."""
+    gone: bool = False
+    """The client disconnected: nothing more may be written to the request."""
+    stream_started: bool = False
+    """A keep-alive event stream (``web/waiting.py``) already sent status and headers."""
+    relayed: bool = False
+    """The request reached its model; observability records it from the relayed exchange."""
+    watch: Any = None
+    """What follows the relayed answer (``Forwarder.watch``'s result, an
+    ``observability.Exchange``): one per client request, also when it is sent again."""
+    request_id: int | None = None
+    """The access log's number for the request (``id=`` in its line)."""
+    started: float | None = None
+    """``time.monotonic()`` when twisted.web began processing the request."""
+
+
+def context_of(request: Componentized) -> RequestContext:
+    """The request's context, created empty on first use."""
+    found = request.getComponent(IRequestContext)
+    if isinstance(found, RequestContext):
+        return found
+    context = RequestContext()
+    request.setComponent(IRequestContext, context)
+    return context
