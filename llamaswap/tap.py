@@ -1,9 +1,16 @@
 # -*- test-case-name: tests.test_tap -*-
-"""twistd integration: ``twistd -n llamaswap -c config.yaml [-l ENDPOINT]...``."""
+"""twistd integration: ``twistd -n llamaswap -c config.yaml [-l ENDPOINT]...``.
+
+Everything process-wide is decided here, for twistd's process only: signal handlers (SIGHUP
+reloads the config, SIGUSR1 rotates a log file), the log observer and GC tuning.
+``build_service`` and ``LlamaSwapService`` install none of it, so an application embedding
+them keeps its process as it was.
+"""
 
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from typing import Any
 
@@ -11,6 +18,7 @@ from twisted.application.service import MultiService
 from twisted.logger import ILogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
+from twisted.python.logfile import LogFile
 
 from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.exposure import warn_if_exposed
@@ -18,7 +26,7 @@ from llamaswap.gctuning import tune_for_serving
 from llamaswap.orphans import default_state_path
 from llamaswap.service import DEFAULT_DRAIN_TIMEOUT, LlamaSwapService
 from llamaswap.systemd import SystemdNotifyService
-from llamaswap.twistdlog import observer_for
+from llamaswap.twistdlog import destination_for, text_observer
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TLS_LISTEN = "ssl:8443"
@@ -154,10 +162,31 @@ def makeService(options: Any) -> MultiService:
     from twisted.internet import reactor
 
     twistd = getattr(options, "parent", None)  # twistd's own options: --logfile, -n ...
-    top = build_service(options, top=_TwistdTop(
-        observer_for(twistd, reactor) if twistd is not None else None))
+    observer = None
+    if twistd is not None:
+        destination = destination_for(twistd)
+        if isinstance(destination, LogFile):
+            _rotate_on_sigusr1(destination, reactor)
+        if destination is not None:
+            observer = text_observer(destination, reactor)
+    top = build_service(options, top=_TwistdTop(observer))
+    swapper = top.getServiceNamed("llamaswap")
+    assert isinstance(swapper, LlamaSwapService)
+    _reload_on_sighup(swapper, reactor)
     reactor.callWhenRunning(tune_for_serving)
     return top
+
+
+def _reload_on_sighup(swapper: LlamaSwapService, reactor: Any) -> None:
+    """SIGHUP reloads the config (twistd installs no handler of its own for it)."""
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(
+        swapper.reload_logging_errors))
+
+
+def _rotate_on_sigusr1(log_file: LogFile, reactor: Any) -> None:
+    """As twistd does for its own log file: SIGUSR1 rotates it, unless the signal is taken."""
+    if not signal.getsignal(signal.SIGUSR1):
+        signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(log_file.rotate))
 
 
 class _TwistdTop(MultiService):
@@ -191,7 +220,6 @@ def build_service(options: Any, top: MultiService | None = None) -> MultiService
     for endpoint in options["listen"]:
         swapper.listen(endpoint)
     warn_if_exposed(options["listen"], config)  # once per address reachable beyond loopback
-    swapper.reload_on_sighup()
     if options["watch-config"]:
         swapper.watch_config()
     swapper.setName("llamaswap")

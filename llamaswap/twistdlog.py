@@ -7,8 +7,8 @@ from scratch (a time-zone lookup and ``strftime``). llamaswap logs a line per re
 that time stamp was ~6% of a proxied request's CPU. Under ``twistd llamaswap`` the
 application gets this observer instead (twistd uses an application's ``ILogObserver``
 component when it has one, as ``.tac`` files set it): the destination twistd would choose
-from ``--logfile`` and ``--nodaemon`` (standard output, or a ``LogFile`` rotated on
-``SIGUSR1``), the lines ``formatEventAsClassicLogText`` makes. With ``--syslog`` or
+from ``--logfile`` and ``--nodaemon`` (standard output, or a ``LogFile``, which ``tap.py``
+rotates on ``SIGUSR1``), the lines ``formatEventAsClassicLogText`` makes. With ``--syslog`` or
 ``--logger`` twistd's own choice stands.
 
 twistd also writes and flushes every line on its own (a system call, and a lock for a
@@ -19,7 +19,6 @@ the lines of its last turn.
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -90,7 +89,7 @@ class TurnBuffered:
                 sys.stderr.write(f"llamaswap: cannot write the log ({e}); lines are lost\n")
 
 
-def text_observer(out: IO[Any], reactor: Any = None) -> FileLogObserver:
+def text_observer(out: IO[Any] | LogFile, reactor: Any = None) -> FileLogObserver:
     """What ``textFileLogObserver(out)`` writes, with ``time_formatter``'s time stamps;
     with ``reactor``, written once per turn (``TurnBuffered``)."""
     target: Any = out if reactor is None else TurnBuffered(out, reactor)
@@ -98,24 +97,22 @@ def text_observer(out: IO[Any], reactor: Any = None) -> FileLogObserver:
                                            formatTime=time_formatter()))
 
 
-def observer_for(twistd: Mapping[str, Any], reactor: Any = None) -> ILogObserver | None:
-    """The observer for twistd's options (``--logfile``, ``--nodaemon``), as twistd's
-    ``UnixAppLogger`` would pick its destination; ``None`` to leave the choice to twistd
-    (``--syslog``, ``--logger``, or a daemon asked to log to stdout, which twistd refuses).
-    With ``reactor``, lines are written once per turn."""
+def destination_for(twistd: Mapping[str, Any]) -> IO[Any] | LogFile | None:
+    """Where twistd's options (``--logfile``, ``--nodaemon``) send the log, as twistd's
+    ``UnixAppLogger`` would pick it; ``None`` to leave the choice to twistd (``--syslog``,
+    ``--logger``, or a daemon asked to log to stdout, which twistd refuses). A log file is
+    opened here; rotating it on a signal is the caller's choice (``tap.py``)."""
     if twistd.get("logger") or twistd.get("syslog"):
         return None
     name = twistd.get("logfile")
     nodaemon = bool(twistd.get("nodaemon"))
     if name == "-" or (nodaemon and not name):
-        return text_observer(sys.stdout, reactor) if nodaemon else None
-    log_file = LogFile.fromFullPath(name or "twistd.log")
-    if not signal.getsignal(signal.SIGUSR1):  # as twistd: rotate on SIGUSR1 unless taken
+        return sys.stdout if nodaemon else None
+    return LogFile.fromFullPath(name or "twistd.log")
 
-        def rotate(signum: int, frame: Any) -> None:
-            from twisted.internet import reactor
 
-            reactor.callFromThread(log_file.rotate)  # type: ignore[attr-defined]
-
-        signal.signal(signal.SIGUSR1, rotate)
-    return text_observer(log_file, reactor)
+def observer_for(twistd: Mapping[str, Any], reactor: Any = None) -> ILogObserver | None:
+    """The observer for twistd's options (``destination_for``); with ``reactor``, lines are
+    written once per turn."""
+    destination = destination_for(twistd)
+    return text_observer(destination, reactor) if destination is not None else None
