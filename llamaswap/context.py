@@ -50,8 +50,17 @@ class RequestContext:
     """``time.monotonic()`` when twisted.web began processing the request."""
 
 
+def start_context(request: Componentized, **fields: Any) -> RequestContext:
+    """Give ``request`` a fresh context: llamaswap's own request class does this as it
+    begins processing, which spares ``context_of`` a failed (slower) component lookup."""
+    context = RequestContext(**fields)
+    request.setComponent(IRequestContext, context)
+    return context
+
+
 def context_of(request: Componentized) -> RequestContext:
-    """The request's context, created empty on first use."""
+    """The request's context, created empty on first use. A lookup costs a few hundred
+    nanoseconds: call it once per step and pass the context on."""
     found = request.getComponent(IRequestContext)
     if isinstance(found, RequestContext):
         return found

@@ -48,9 +48,9 @@ QUEUE_POLL_INTERVAL = 0.5
 ERROR_BODY_BYTES = 4096
 
 
-def relative_path(request: Request) -> str:
-    """The request path below llamaswap's mount point, without the query."""
-    depth = context_of(request).depth
+def relative_path(request: Request, depth: int) -> str:
+    """The request path below llamaswap's mount point (``depth`` segments deep, from its
+    ``RequestContext``), without the query."""
     segments = request.path.split(b"/")[1 + depth:]
     return "/" + b"/".join(segments).decode("latin-1")
 
@@ -166,7 +166,7 @@ class Observability:
     def request_finished(self, request: Request, status: int, seconds: float) -> None:
         """The access log's hook: every request, once it is over."""
         context = context_of(request)
-        path = relative_path(request)
+        path = relative_path(request, context.depth)
         model = context.model
         self.metrics.request_finished(endpoint_label(path), self._label_of(model), status,
                                       seconds)
@@ -228,7 +228,7 @@ class Exchange:
         self.id = exchange_id
         context = context_of(request)
         self.model = context.model or ""
-        self.path = relative_path(request)
+        self.path = relative_path(request, context.depth)
         self.method = request.method.decode("ascii", "replace")
         self.client = client_of(request)
         self.started_wall = time.time()

@@ -13,7 +13,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from twisted.web.server import NOT_DONE_YET, Request
 
-from llamaswap.context import context_of
+from llamaswap.context import RequestContext, context_of
 from llamaswap.logs import get_logger
 from llamaswap.selectors import Disabled, NoTarget
 from llamaswap.web import auth
@@ -38,9 +38,9 @@ def model_routes(app: App) -> Routes:
             (b"/upstream", Upstream(app))]
 
 
-def relative_uri(request: Request) -> bytes:
-    """The request's raw URI (escaping and query kept) below llamaswap's mount point."""
-    depth = context_of(request).depth
+def relative_uri(request: Request, depth: int) -> bytes:
+    """The request's raw URI (escaping and query kept) below llamaswap's mount point,
+    ``depth`` path segments deep (``RequestContext.depth``)."""
     if not depth:
         return request.uri
     raw_path, sep, query = request.uri.partition(b"?")
@@ -70,10 +70,11 @@ def spooled_body(request: Request) -> bytes | IBodyProducer | None:
     return stream_file(request.content, length)
 
 
-def key_refuses(request: Request, model: str) -> bool:
+def key_refuses(request: Request, context: RequestContext, model: str) -> bool:
     """Answer 403 if the request's API key is limited to other models (``apiKeys[].models``;
-    such a key may use local models only)."""
-    allowed = context_of(request).allowed_models
+    such a key may use local models only). Records ``model`` as the one the request uses."""
+    context.model = model
+    allowed = context.allowed_models
     if allowed is None or model in allowed:
         return False
     send_error(request, 403, f"this API key may not use model {model}", code="forbidden")
@@ -104,8 +105,9 @@ class ModelEndpoint(Branch):
         except BadRequest as e:
             send_error(request, 400, str(e), code="invalid_request_body")
             return
-        context_of(request).model = wanted.requested
-        uri = relative_uri(request)
+        context = context_of(request)
+        context.model = wanted.requested
+        uri = relative_uri(request, context.depth)
         prefix = self._route.strip_prefix.encode()
         if prefix and uri.startswith(prefix + b"/"):
             uri = uri[len(prefix):]
@@ -122,12 +124,12 @@ class ModelEndpoint(Branch):
             send_error(request, 503, str(e), headers={"retry-after": "1"})
             return
         try:
-            await self._dispatch(request, wanted, as_sent, uri, streaming)
+            await self._dispatch(request, context, wanted, as_sent, uri, streaming)
         finally:
             release()
 
-    async def _dispatch(self, request: Request, wanted: ModelRequest, as_sent: str,
-                        uri: bytes, streaming: bool) -> None:
+    async def _dispatch(self, request: Request, context: RequestContext, wanted: ModelRequest,
+                        as_sent: str, uri: bytes, streaming: bool) -> None:
         config = self._app.config
         model_id = config.resolve(wanted.requested)
         if model_id is not None:
@@ -144,8 +146,7 @@ class ModelEndpoint(Branch):
                        code="model_not_found")
             return
         peer_id, peer_model = remote
-        context_of(request).model = f"{peer_id}/{peer_model}"
-        if key_refuses(request, f"{peer_id}/{peer_model}"):
+        if key_refuses(request, context, f"{peer_id}/{peer_model}"):
             return
         rename = peer_model if as_sent != peer_model else ""
         body, uri = wanted.upstream(uri, rename, config.peers[peer_id].filters)
@@ -160,8 +161,7 @@ async def proxy_to_model(app: App, request: Request, model_id: str,
     ``streaming``: the client asked for an event stream, so it may be kept informed while
     it waits (``web/waiting.py``).
     """
-    context_of(request).model = model_id
-    if key_refuses(request, model_id):
+    if key_refuses(request, context_of(request), model_id):
         return
     replays = 0
     while True:  # again only for a request the model never answered (web/unanswered.py)
@@ -248,8 +248,7 @@ class Upstream(Endpoint):
         rest = b"/" + b"/".join(segments[cut:]) + (b"?" + query if query else b"")
         body = spooled_body(request)
         if remote is not None:
-            context_of(request).model = "/".join(remote)
-            if key_refuses(request, "/".join(remote)):
+            if key_refuses(request, context_of(request), "/".join(remote)):
                 return
             await self._app.peers.forward(request, remote[0], rest, body,
                                           upstream_headers(request))
