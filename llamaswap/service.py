@@ -22,7 +22,7 @@ from twisted.web import http
 from twisted.web.server import Request, Site
 
 from llamaswap.config import Config, ConfigError, load_config
-from llamaswap.context import RequestContext, start_context
+from llamaswap.context import ContextHolder, context_of
 from llamaswap.logs import LogRules, LogStream, attach, detach, get_logger, literal
 from llamaswap.observability import Observability
 from llamaswap.orphans import StateFile, keeper_marker
@@ -264,12 +264,10 @@ class ServiceSite(HardenedSite):
         """Nothing: ``AccessLoggedRequest`` writes its own line when the request ends."""
 
 
-class AccessLoggedRequest(FastRequestMixin, BodyLimitMixin, Request):
+class AccessLoggedRequest(ContextHolder, FastRequestMixin, BodyLimitMixin, Request):
     """Logs one line per request when it ends, also when the client left early (499)."""
 
     _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-    context: RequestContext
-    """llamaswap's state for this request, also reachable as ``context_of(request)``."""
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # twisted.web runs every POST's Content-Type through the email package to look for a
@@ -279,15 +277,15 @@ class AccessLoggedRequest(FastRequestMixin, BodyLimitMixin, Request):
         super().requestReceived(command, path, version)
 
     def process(self) -> None:
+        context = context_of(self)
+        context.started = time.monotonic()
         site = self.channel.site
-        self.context = start_context(
-            self, started=time.monotonic(),
-            request_id=next(site.request_ids) if isinstance(site, ServiceSite) else None)
+        context.request_id = next(site.request_ids) if isinstance(site, ServiceSite) else None
         self.notifyFinish().addBoth(self._log_access)
         super().process()
 
     def _log_access(self, result: object) -> None:
-        context = self.context
+        context = context_of(self)
         status = 499 if isinstance(result, Failure) else self.code
         client = getattr(self.getClientAddress(), "host", "-")
         method = self.method.decode("ascii", "replace")
