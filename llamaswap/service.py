@@ -213,16 +213,18 @@ class LlamaSwapService(MultiService):
         self.running = False
         self.log.info("stopping: closing listeners, draining requests, stopping models")
         self.observability.shutting_down()
-        await DeferredList([d for d in (s.stopService() for s in self._listeners) if d],
-                           consumeErrors=True)
-        await self.router.shutdown(self.drain_timeout)
-        others = [s for s in self if s not in self._listeners]
-        await DeferredList([Deferred.fromCoroutine(_as_coroutine(s.stopService()))
-                            for s in others], consumeErrors=True)
-        await self.forwarder.close()
-        self.log.info("stopped")
-        self.observability.stop()
-        detach(self.log_rules)
+        try:
+            await DeferredList([d for d in (s.stopService() for s in self._listeners) if d],
+                               consumeErrors=True)
+            await self.router.shutdown(self.drain_timeout)
+            others = [s for s in self if s not in self._listeners]
+            await DeferredList([Deferred.fromCoroutine(_as_coroutine(s.stopService()))
+                                for s in others], consumeErrors=True)
+            await self.forwarder.close()
+            self.log.info("stopped")
+            self.observability.stop()
+        finally:
+            detach(self.log_rules)  # a stopped service's rules apply no more, whatever failed
 
     def _model_line(self, model_id: str, line: str) -> None:
         self.observability.model_line(model_id, line)
