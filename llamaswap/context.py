@@ -15,6 +15,7 @@ alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.python.components import Componentized
 from zope.interface import Interface, implementer
