@@ -23,6 +23,7 @@ from twisted.web.server import Request, Site
 
 from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.context import ContextHolder, context_of
+from llamaswap.listening import with_backlog
 from llamaswap.logs import LogRules, LogStream, attach, detach, get_logger, literal
 from llamaswap.observability import Observability
 from llamaswap.orphans import StateFile, keeper_marker
@@ -87,9 +88,10 @@ class LlamaSwapService(MultiService):
         return ServiceSite(self.resource, self.observability, self.reactor, owner=self)
 
     def listen(self, endpoint: str) -> None:
-        """Serve the API on a Twisted server endpoint string (``tcp:8080``, ``unix:...``)."""
-        listener = StreamServerEndpointService(serverFromString(self.reactor, endpoint),
-                                               self.site())
+        """Serve the API on a Twisted server endpoint string (``tcp:8080``, ``unix:...``),
+        with a listen backlog sized for bursts unless it names one (``llamaswap.listening``)."""
+        listener = StreamServerEndpointService(
+            serverFromString(self.reactor, with_backlog(endpoint)), self.site())
         listener._raiseSynchronously = True
         listener.setServiceParent(self)
         self._listeners.append(listener)

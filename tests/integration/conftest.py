@@ -19,11 +19,13 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from llamaswap.config import parse_config
+from llamaswap.listening import with_backlog
 from llamaswap.policy import ModelState
 from llamaswap.service import LlamaSwapService
 
@@ -136,7 +138,9 @@ async def llamaswap(tmp_path: Path) -> AsyncIterator[Any]:
         config = adjust(config) if adjust is not None else config
         service = LlamaSwapService(config, reactor, drain_timeout=2.0)
         service.startService()
-        listening = reactor.listenTCP(0, service.site(), interface="127.0.0.1")
+        # Listen as ``LlamaSwapService.listen`` does (its backlog), on a port of our own.
+        endpoint = serverFromString(reactor, with_backlog("tcp:0:interface=127.0.0.1"))
+        listening = await endpoint.listen(service.site())
         swapper = Swapper(service, listening.getHost().port)
         running.append((swapper, listening))
         return swapper
