@@ -115,6 +115,10 @@ class Ticket:
     deferred: Deferred[Lease] = field(default_factory=Deferred)
     router: Router | None = None
     timeout: IDelayedCall | None = None
+    path: str = ""
+    """The HTTP path the request came on, for ``/api/queue`` (the router never reads it)."""
+    access_id: int | None = None
+    """The access log's number for the request, for ``/api/queue``."""
 
     def position(self) -> int:
         """1-based place among requests still queued (0 once loading or granted)."""
@@ -191,15 +195,17 @@ class Router:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def enqueue(self, model: str) -> Ticket:
+    def enqueue(self, model: str, *, path: str = "", access_id: int | None = None) -> Ticket:
         """Admit a request for ``model``; its ``deferred`` fires with a ``Lease`` when ready.
+
+        ``path`` and ``access_id`` only label the ticket for ``waiting()``'s readers.
 
         The deferred fails at once with ``Rejected`` or ``ShuttingDown``; later with the
         model's start error or a ``WaitFailed``. Cancelling it withdraws the request (a load
         others need goes on).
         """
         now = self._clock.seconds()
-        ticket = Ticket(next(self._ids), model, now)
+        ticket = Ticket(next(self._ids), model, now, path=path, access_id=access_id)
         if self._closing:
             ticket.deferred = fail(ShuttingDown("llamaswap is shutting down"))
             return ticket
@@ -264,6 +270,11 @@ class Router:
     def on_swap(self, listener: Callable[[str, frozenset[str]], None]) -> None:
         """Call ``listener(target, evicted)`` whenever a swap starts (for metrics and events)."""
         self._swap_listeners.append(listener)
+
+    def waiting(self) -> list[Ticket]:
+        """The requests not yet granted: those whose model loads first (position 0), then
+        the queue in order (positions 1, 2, ...)."""
+        return [t for s in self._swaps.values() for t in s.waiters] + self._queue
 
     def _waiting(self) -> list[Ticket]:
         return self._queue + [t for s in self._swaps.values() for t in s.waiters]

@@ -1,4 +1,5 @@
-"""``/logs*``, ``/api/events``, ``/metrics``, ``/api/metrics/*`` and ``/api/captures/<id>``.
+"""``/logs*``, ``/api/events``, ``/metrics``, ``/api/metrics/*``, ``/api/captures/<id>``,
+``/api/inflight`` and ``/api/queue`` (``web/queue.py``).
 
 To add an endpoint: an ``Endpoint`` subclass taking the ``App``, and one line in
 ``observe_routes``.
@@ -27,6 +28,7 @@ from llamaswap.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llamaswap.web.app import App
 from llamaswap.web.base import Endpoint, NotFound, Routes, send_json, send_text
 from llamaswap.web.errors import send_error
+from llamaswap.web.queue import Queue
 
 
 @implementer(IPushProducer)
@@ -331,4 +333,5 @@ def observe_routes(app: App) -> Routes:
         (b"/api/metrics/stats", Stats(app)),
         (b"/api/captures", Captures(app)),
         (b"/api/inflight", InFlight(app)),
+        (b"/api/queue", Queue(app)),
     ]

@@ -41,7 +41,8 @@ async def wait_for_model(app: App, request: Request, model_id: str,
     ``streaming``: the client asked for an event stream, so heartbeats may start it early.
     ``loading_state``: send llama-swap style loading progress (chat completions only).
     """
-    ticket = app.router.enqueue(model_id)
+    ticket = app.router.enqueue(model_id, path=request.path.decode("latin-1"),
+                                access_id=context_of(request).request_id)
     if ticket.deferred.called:  # refused or granted at once: nothing to report meanwhile
         return await _outcome(request, ticket, None)
     keeper: _KeepAlive | None = None
