@@ -36,6 +36,7 @@ from llamaswap.logs import LogRules, LogStream, ProxyLogCollector, get_logger
 from llamaswap.metrics import Metrics, endpoint_label
 from llamaswap.policy import ModelState
 from llamaswap.process import ModelProcess
+from llamaswap.reasons import StateReasons
 from llamaswap.tokens import TokenMeter
 
 if TYPE_CHECKING:
@@ -95,6 +96,10 @@ class Observability:
         self._queued = 0
         self._queue_poll = LoopingCall(self._poll_queue)
         self._queue_poll.clock = reactor
+        self.reasons = StateReasons(config)
+        """Why each model last started and stopped (``swapReason``, ``stopReason``)."""
+        router.on_swap(self.reasons.swap_started)
+        router.on_stop(self.reasons.stopping)
         for process in processes.values():
             process.add_observer(self._state_changed)
 
@@ -137,10 +142,12 @@ class Observability:
                 "id": model_id, "name": model.name, "description": model.description,
                 "state": process.state.value, "unlisted": model.unlisted,
                 "aliases": list(model.aliases), "ttl": model.ttl, "pid": process.pid,
-                "inFlight": self._router.in_flight(model_id), "lastError": process.last_error})
+                "inFlight": self._router.in_flight(model_id), "lastError": process.last_error,
+                **self.reasons.fields(model_id)})
         return result
 
     def _state_changed(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:
+        self.reasons.state_changed(process, old, new)
         self.bus.publish(events.MODEL_STATUS, self.model_status())
 
     def _poll_queue(self) -> None:
@@ -179,6 +186,7 @@ class Observability:
     def reconfigure(self, config: Config) -> None:
         """A reloaded config: the model names metrics may use as labels."""
         self._config = config
+        self.reasons.reconfigure(config)
 
     def _label_of(self, model: str | None) -> str:
         """A configured model, peer model or selector; ``""`` for any other name, so that a

@@ -183,6 +183,25 @@ def _group_eviction(config: Config, target: str, running: frozenset[str]) -> fro
     return frozenset(evict)
 
 
+def eviction_cause(config: Config, target: str, victim: str) -> str:
+    """Why loading ``target`` stops ``victim``, for the reason events give: ``"group"`` (one
+    swap group), ``"exclusive"`` (``target``'s group is exclusive), ``"matrix"`` (no set holds
+    both), ``"removed"`` (a reload removed it) or ``"resources"`` (the budget).
+
+    With both a matrix and a budget, the pair is judged alone: a victim the matrix admits
+    beside ``target`` but not beside the others too is reported as ``"resources"``.
+    """
+    if victim not in config.models:
+        return "removed"
+    if config.matrix is not None:
+        if not config.capacities or victim in config.matrix.solve(target, (victim,)):
+            return "matrix"
+    elif _group_eviction(config, target, frozenset({victim})):
+        same = config.group_of(target).id == config.group_of(victim).id
+        return "group" if same else "exclusive"
+    return "resources"
+
+
 def _budget_eviction(config: Config, target: str, kept: frozenset[str],
                      snapshot: Snapshot) -> frozenset[str] | None:
     """The fewest models among ``kept`` to stop so ``target`` fits the capacities.

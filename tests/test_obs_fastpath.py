@@ -31,6 +31,9 @@ class StubRouter:
     def on_stop(self, listener: Any) -> None:
         pass
 
+    def on_swap(self, listener: Any) -> None:
+        pass
+
     def in_flight(self, model: str) -> int:
         return 0
 
