@@ -24,7 +24,7 @@ from twisted.web.resource import Resource
 from llamaswap import events
 from llamaswap.activity import Capture, capture_view, frozen_headers
 from llamaswap.config import parse_config
-from llamaswap.logs import llamaswap_all_events
+from llamaswap.logs import attach, detach, llamaswap_events
 from llamaswap.service import LlamaSwapService
 
 CONFIG = "models:\n  configured-model:\n    cmd: x --port ${PORT}\n"
@@ -137,7 +137,7 @@ def test_no_path_answers_an_unexpected_method_with_twisted_webs_html(
 
 
 @pytest.mark.parametrize("method", [b"PUT", b"PATCH", b"BREW", b"POST", b"DELETE"])
-@pytest.mark.parametrize("path", [b"/ui/", b"/ui/index.html", b"/ui/app.js"])
+@pytest.mark.parametrize("path", [b"/ui/", b"/ui/index.html", b"/ui/app.css"])
 def test_the_ui_answers_other_methods_with_405(site: Site, method: bytes, path: bytes) -> None:
     status, headers, answer = site.request(method, path)
     assert status == 405
@@ -226,7 +226,9 @@ SECRET = "s3cr3t-value-in-the-url"
 def keyed() -> Iterator[Site]:
     s = Site(CONFIG + "apiKeys: [the-real-key]\n")
     s.service.observability.start()  # /logs and events follow the proxy log
+    attach(s.service.log_rules)  # what starting the service does for its log
     yield s
+    detach(s.service.log_rules)
     s.service.observability.stop()
     s.close()
 
@@ -241,7 +243,7 @@ def test_query_credentials_never_reach_the_access_log_logs_or_events(keyed: Site
             lines.append(event["path"])
 
     unsubscribe = keyed.service.observability.bus.subscribe(sent.append)
-    llamaswap_all_events.addObserver(on_event)
+    llamaswap_events.addObserver(on_event)
     try:
         for query in (f"api_key={SECRET}", f"key={SECRET}&model=m", f"x=1&access_token={SECRET}",
                       f"Api-Key={SECRET}", f"api%5Fkey={SECRET}", f"token={SECRET}#frag"):
@@ -250,7 +252,7 @@ def test_query_credentials_never_reach_the_access_log_logs_or_events(keyed: Site
         logs = keyed.send(b"GET /logs HTTP/1.1\r\nHost: x\r\n"
                           b"Authorization: Bearer the-real-key\r\n\r\n")
     finally:
-        llamaswap_all_events.removeObserver(on_event)
+        llamaswap_events.removeObserver(on_event)
         unsubscribe()
     assert len(lines) == 12 and all("[REDACTED]" in line for line in lines), lines
     assert "model=m" in lines[2]  # other parameters stay as sent

@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 from llamaswap.config import parse_config
-from llamaswap.logs import llamaswap_all_events
+from llamaswap.logs import llamaswap_events
 from llamaswap.service import LlamaSwapService
 from llamaswap.web import fastchannel
 from llamaswap.web.routes import MODEL_ROUTES
@@ -243,9 +243,9 @@ class Front:
 def front(monkeypatch: pytest.MonkeyPatch) -> Iterator[Front]:
     f = Front()
     globalLogPublisher.addObserver(f.observe)
-    llamaswap_all_events.addObserver(f.observe)
+    llamaswap_events.addObserver(f.observe)
     yield f
-    llamaswap_all_events.removeObserver(f.observe)
+    llamaswap_events.removeObserver(f.observe)
     globalLogPublisher.removeObserver(f.observe)
 
 
