@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from llamaswap.logs import get_logger
+from llamaswap.redaction import redact_url
 
 T = TypeVar("T")
 
@@ -309,8 +310,14 @@ SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie",
                                "x-api-key"})
 
 
+URL_HEADERS = frozenset({"referer", "location", "content-location"})
+"""Headers holding a URL, whose query may carry a credential (``llamaswap.redaction``)."""
+
+
 def redact(headers: dict[str, str]) -> dict[str, str]:
-    return {k: "[REDACTED]" if k.lower() in SENSITIVE_HEADERS else v for k, v in headers.items()}
+    return {k: "[REDACTED]" if k.lower() in SENSITIVE_HEADERS
+            else redact_url(v) if k.lower() in URL_HEADERS else v
+            for k, v in headers.items()}
 
 
 RawHeaders = Mapping[bytes, Sequence[bytes]]

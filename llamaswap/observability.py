@@ -401,7 +401,7 @@ def _error_message(status: int, body: bytes) -> str:
     """The first message found in an error body (as llama-swap), else the status."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         data = None
     if isinstance(data, dict):
         for candidate in (data.get("error"), data.get("message"), data.get("detail")):

@@ -30,9 +30,11 @@ from llamaswap.orphans import StateFile, keeper_marker
 from llamaswap.peers import Peers
 from llamaswap.policy import ModelState
 from llamaswap.process import DEFAULT_INSTANCE, DEFAULT_MARKER, ModelProcess
+from llamaswap.redaction import redact_url
 from llamaswap.reload import diff_configs
 from llamaswap.router import Router
 from llamaswap.selectors import Rewriter
+from llamaswap.web.errors import EnvelopeErrorsMixin
 from llamaswap.web.fastchannel import FastRequestMixin
 from llamaswap.web.forward import Forwarder
 from llamaswap.web.limits import BodyLimitMixin
@@ -268,7 +270,8 @@ class ServiceSite(HardenedSite):
         """Nothing: ``AccessLoggedRequest`` writes its own line when the request ends."""
 
 
-class AccessLoggedRequest(ContextHolder, FastRequestMixin, BodyLimitMixin, Request):
+class AccessLoggedRequest(ContextHolder, FastRequestMixin, EnvelopeErrorsMixin, BodyLimitMixin,
+                          Request):
     """Logs one line per request when it ends, also when the client left early (499)."""
 
     _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
@@ -293,7 +296,10 @@ class AccessLoggedRequest(ContextHolder, FastRequestMixin, BodyLimitMixin, Reque
         status = 499 if isinstance(result, Failure) else self.code
         client = getattr(self.getClientAddress(), "host", "-")
         method = self.method.decode("ascii", "replace")
-        path = self.uri.decode("latin-1").encode("unicode_escape").decode("ascii")
+        path = self.uri.decode("latin-1")
+        if "?" in path:
+            path = redact_url(path)  # no credential in a query is logged (llamaswap.redaction)
+        path = path.encode("unicode_escape").decode("ascii")
         # a requested name is client input: escaped, so one line per request
         model = (context.model if context.model is not None else "-").encode(
             "unicode_escape").decode("ascii")

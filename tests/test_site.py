@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from typing import Any
 
@@ -73,6 +74,8 @@ def test_slowloris_headers_are_cut_at_the_deadline_though_every_byte_resets_idle
     trickle(channel, clock, b"n", every=1.0)  # 30 s
     assert transport.disconnecting
     assert transport.value().startswith(TIMEOUT_408)
+    body = json.loads(transport.value().partition(b"\r\n\r\n")[2])  # in the envelope
+    assert body["error"]["message"] == "the request headers did not arrive in time"
     channel.dataReceived(b"\r\n\r\n")  # too late: nothing is served
     assert b"ok" not in transport.value()
 
@@ -162,7 +165,7 @@ def test_body_at_the_minimum_rate_is_accepted_however_long() -> None:
     assert transport.value().endswith(b"6000")
 
 
-def test_no_408_after_a_413_for_a_body_that_never_comes() -> None:
+def test_an_early_413_closes_at_once_and_no_408_follows() -> None:
     clock = Clock()
     resource = _Echo()
     resource.max_request_size = 10  # type: ignore[attr-defined]  # read by web/limits.py
@@ -173,8 +176,9 @@ def test_no_408_after_a_413_for_a_body_that_never_comes() -> None:
     channel.makeConnection(transport)
     channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
     assert transport.value().startswith(b"HTTP/1.1 413")
+    assert b"Connection: close" in transport.value()
+    assert transport.disconnecting  # at once, not after the body deadline
     clock.advance(6)
-    assert transport.disconnecting
     assert TIMEOUT_408 not in transport.value()
 
 

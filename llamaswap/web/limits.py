@@ -2,21 +2,21 @@
 
 twisted.web reads a whole request body (spooling it to a temporary file past 100 kB) before
 any resource sees it. ``BodyLimitMixin`` checks the declared ``Content-Length`` as soon as the
-headers are in, and counts chunked bodies as they stream, so an oversized upload is answered
-413 at once (before a ``100 Continue``) and its bytes are discarded instead of stored.
+headers are in, and counts chunked bodies as they stream (and, on a ``StrictChannelMixin``
+channel, each chunk size as soon as it is read), so an oversized upload is answered 413 at
+once (before a ``100 Continue``) and its bytes are discarded instead of stored. On such a
+channel the connection is then closed at once (``close_after_answer``, ``web/strict.py``).
 Resources check the size again (``too_large``) for Sites built without the mixin.
 """
 
 from __future__ import annotations
 
-import json
 from typing import IO, Any
 
 from twisted.web.server import Request
 
 from llamaswap.logs import get_logger
-from llamaswap.web.anthropic import anthropic_error_body
-from llamaswap.web.errors import error_body
+from llamaswap.web.errors import error_response
 from llamaswap.web.routes import api_of_path
 
 log = get_logger()
@@ -33,12 +33,6 @@ def body_length(content: IO[bytes] | None) -> int:
 
 def limit_message(limit: int) -> str:
     return f"request body is larger than the maximum request size ({limit} bytes)"
-
-
-def too_large_body(path: str, limit: int) -> bytes:
-    if api_of_path(path) == "anthropic":
-        return json.dumps(anthropic_error_body(413, limit_message(limit))).encode()
-    return json.dumps(error_body(413, limit_message(limit), "request_too_large")).encode()
 
 
 class BodyLimitMixin:
@@ -83,6 +77,14 @@ class BodyLimitMixin:
             return
         super().requestReceived(command, path, version)  # type: ignore[misc]
 
+    def expect_more(self, remaining: int) -> None:
+        """The channel read a chunk size: ``remaining`` more body bytes are announced.
+        Refuse now if they cannot fit, rather than once they have arrived."""
+        limit = self._llamaswap_limit()
+        if (limit is not None and not self._llamaswap_rejected
+                and self._llamaswap_received + remaining > limit):
+            self._llamaswap_reject(limit)
+
     def _llamaswap_reject(self, limit: int) -> None:
         self._llamaswap_rejected = True
         if self.content is not None:
@@ -91,15 +93,18 @@ class BodyLimitMixin:
         path = getattr(self.channel, "_path", b"/").partition(b"?")[0].decode("latin-1")
         log.warn("rejected a request body over {limit} bytes on {path} (413)", limit=limit,
                  path=path)
-        body = too_large_body(path, limit)
-        self.channel.transport.write(
-            b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.channel.transport.write(error_response(
+            413, limit_message(limit), "request_too_large", api_of_path(path)))
         self.channel.persistent = False
         expect = self.requestHeaders.getRawHeaders(b"expect", [b""])[0]
         if expect.lower() == b"100-continue":
-            # The client waits for our go-ahead and will not send the body: close now.
+            # No "100 Continue" after the 413 (twisted.web sends it after gotLength).
             self.requestHeaders.removeHeader(b"expect")
+        close_after_answer = getattr(self.channel, "close_after_answer", None)
+        if close_after_answer is not None:
+            close_after_answer()  # web/strict.py: closed at once, the rest read and dropped
+        elif expect.lower() == b"100-continue":
+            # The client waits for our go-ahead and will not send the body: close now.
             self.channel.transport.loseConnection()
 
 

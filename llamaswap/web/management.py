@@ -81,7 +81,7 @@ class ModelList(Endpoint):
         pins = self._app.names.pins()
         records = [r for r in records if not (r["id"] in pins and pins[r["id"]] is None)]
         records.sort(key=lambda r: r["id"])
-        origin = request.getHeader("origin")
+        origin = request.getHeader(b"origin")  # bytes: any bytes a client sends
         if origin:
             request.setHeader("access-control-allow-origin", origin)
         send_json(request, {"object": "list", "data": records})
@@ -143,7 +143,7 @@ class ActiveProfile(Endpoint):
     def handle_PUT(self, request: Request) -> None:
         try:
             data = json.loads(request.content.read() if request.content else b"")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             send_error(request, 400, "invalid profile request")
             return
         if not isinstance(data, dict) or "name" not in data:

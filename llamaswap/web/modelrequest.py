@@ -19,14 +19,54 @@ from twisted.web.server import Request
 
 from llamaswap.filters import Filters, apply_filters
 from llamaswap.web import multipart
+from llamaswap.web.errors import header_text
 from llamaswap.web.limits import body_length
 
 IN_MEMORY_LIMIT = 1024 * 1024
 """Bodies we do not need to parse are streamed from the spool file past this size."""
 
+MAX_JSON_DEPTH = 256
+"""How deeply a JSON body may nest arrays and objects. Python's parser recurses, so without
+a bound a body nested a thousand levels deep would fail in the parser, not as a 400."""
+
 
 class BadRequest(Exception):
     """The client's request cannot be understood; answered with 400 before anything starts."""
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON body, parsed; ``BadRequest`` if it is not JSON or nests deeper than
+    ``MAX_JSON_DEPTH``."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise BadRequest(_too_deep()) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"request body is not valid JSON: {e}") from e
+    # Deeper than the bound needs that many brackets: most bodies are not walked at all.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(data) > MAX_JSON_DEPTH:
+        raise BadRequest(_too_deep())
+    return data
+
+
+def _too_deep() -> str:
+    return f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels"
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and dicts (a scalar is 0), without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = (item.values() if isinstance(item, dict)
+                    else item if isinstance(item, list) else None)
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children
+                       if isinstance(child, (dict, list)))
+    return deepest
 
 
 @dataclass
@@ -88,7 +128,7 @@ def extract(request: Request) -> ModelRequest:
     """Find the requested model; ``BadRequest`` when there is none or the body is broken."""
     content = request.content
     length = body_length(content)
-    content_type = (request.getHeader("content-type") or "").lower()
+    content_type = header_text(request, b"content-type").lower()
     if request.method in (b"GET", b"HEAD") or length == 0:
         model = _query_model(request)
         if model is None:
@@ -104,10 +144,7 @@ def extract(request: Request) -> ModelRequest:
             ("multipart/", "application/octet-stream", "audio/", "image/"))):
         content.seek(0)
         raw = content.read()
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BadRequest(f"request body is not valid JSON: {e}") from e
+        data = parse_json(raw)
         if not isinstance(data, dict):
             raise BadRequest("request body must be a JSON object")
         model = data.get("model")
@@ -118,22 +155,33 @@ def extract(request: Request) -> ModelRequest:
             IN_MEMORY_LIMIT):
         content.seek(0)
         raw = content.read()
-        fields = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
-        if fields.get("model", "").strip():
-            return ModelRequest(fields["model"].strip(), "form", content, length, raw=raw)
+        models = [v for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+                  if k == "model"]
+        if len(models) > 1:
+            raise BadRequest(_ambiguous(len(models)))
+        if models and models[0].strip():
+            return ModelRequest(models[0].strip(), "form", content, length, raw=raw)
     model = _query_model(request)
     if model is None:
         raise BadRequest("missing or invalid 'model' key in request body")
     return ModelRequest(model, "query", content, length)
 
 
+def _ambiguous(count: int) -> str:
+    return f"ambiguous model: the form has {count} 'model' fields"
+
+
 def _extract_multipart(request: Request, content: IO[bytes], length: int) -> ModelRequest:
-    boundary = multipart.boundary_of(request.getHeader("content-type") or "")
+    boundary = multipart.boundary_of(header_text(request, b"content-type"))
     if boundary is None:
         raise BadRequest("multipart/form-data without a boundary")
     try:
         parts = multipart.scan(content, boundary)
-        model_part = next((p for p in parts if p.name == "model" and p.filename is None), None)
+        named_model = [p for p in parts if p.name == "model"]
+        if len(named_model) > 1:
+            # We would route by one and the model server might read another.
+            raise BadRequest(_ambiguous(len(named_model)))
+        model_part = next((p for p in named_model if p.filename is None), None)
         model = (multipart.field_value(content, model_part).strip()
                  if model_part is not None else "")
     except multipart.MalformedMultipart as e:

@@ -27,7 +27,7 @@ from llamaswap.logs import LogStream
 from llamaswap.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llamaswap.web.app import App
 from llamaswap.web.base import Endpoint, NotFound, Routes, send_json, send_text
-from llamaswap.web.errors import send_error
+from llamaswap.web.errors import header_text, send_error
 from llamaswap.web.queue import Queue
 
 
@@ -95,8 +95,7 @@ def _follow(app: App, request: Request,
 
 
 def _wants_html(request: Request) -> bool:
-    accept = (request.getHeader("accept") or "").lower()
-    return "text/html" in accept
+    return "text/html" in header_text(request, b"accept").lower()
 
 
 class Logs(Endpoint):

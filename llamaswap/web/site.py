@@ -16,10 +16,11 @@ A client that misses one gets ``408 Request Timeout`` and is disconnected (abort
 ``abortTimeout`` seconds later if it does not read). Between requests the idle keep-alive
 timeout (``idle_timeout``) applies; while a request is being answered none does, so long
 generations are never cut. Header size and count stay bounded by ``HTTPChannel`` itself
-(16 KiB, 500 headers: 400 beyond).
+(16 KiB, 500 headers: 414 or 431 beyond).
 
 The channel is a ``FastChannel`` (``web/fastchannel.py``): twisted.web's, parsing a request
-head that arrived whole in one pass.
+head that arrived whole in one pass; ``StrictChannelMixin`` (``web/strict.py``) answers
+every malformed head at once and closes refused connections cleanly.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from twisted.web.http import _getContentFile
 from twisted.web.server import Site
 
 from llamaswap.logs import get_logger
+from llamaswap.web.errors import error_response
 from llamaswap.web.fastchannel import FastChannel
+from llamaswap.web.strict import StrictChannelMixin
 from llamaswap.web.writethrough import write_through
 
 HEADER_TIMEOUT = 30.0
@@ -43,11 +46,8 @@ IDLE_TIMEOUT = 60.0
 
 log = get_logger("llamaswap.web.site")
 
-_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                     b"Content-Length: 0\r\n\r\n")
 
-
-class HardenedChannel(FastChannel):
+class HardenedChannel(StrictChannelMixin, FastChannel):
     """``HTTPChannel`` plus a header deadline and a minimum body rate (module docstring).
 
     Timers cost a ``callLater`` and a ``cancel`` each, so neither is set per request when it
@@ -98,6 +98,14 @@ class HardenedChannel(FastChannel):
         self._phase = "idle"
         self._disarm()
         super().requestDone(request)
+
+    def close_after_answer(self) -> None:
+        # A refused head or an early 413: no deadline or idle timeout applies any more,
+        # only the linger (web/strict.py).
+        self._phase = "closed"
+        self._disarm()
+        self.setTimeout(None)
+        super().close_after_answer()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._phase = "closed"
@@ -182,7 +190,7 @@ class HardenedChannel(FastChannel):
         else:
             log.warn("client {client} too slow sending its {what}: disconnected (408)",
                      client=peer, what=what)
-            transport.write(_TIMEOUT_RESPONSE)
+            transport.write(error_response(408, f"the {what} did not arrive in time"))
         self._phase = "closed"
         if self.abortTimeout is not None:
             self._abortingCall = self.clock.callLater(self.abortTimeout,

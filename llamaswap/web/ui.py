@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
+
+from llamaswap.web.errors import send_error
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
@@ -48,8 +51,27 @@ class _ToFragment(Resource):
         return b""
 
 
+class _FileError(Resource):
+    """An error in the envelope, like on every other path (twisted.web's is HTML)."""
+
+    isLeaf = True
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__()
+        self._status = status
+        self._message = message
+
+    def render(self, request: Any) -> int:
+        send_error(request, self._status, self._message)
+        return NOT_DONE_YET
+
+
 class _UiFiles(File):
-    """Static files without directory listings; pages are not cached across versions."""
+    """Static files without directory listings; pages are not cached across versions;
+    methods other than GET and HEAD get the 405 envelope, as on every other path."""
+
+    childNotFound = _FileError(404, "no such file in the web UI")  # type: ignore[assignment]
+    forbidden = _FileError(403, "this file of the web UI cannot be read")  # type: ignore[assignment]
 
     contentTypes = {**File.contentTypes, ".js": "text/javascript; charset=utf-8",
                     ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8"}
@@ -58,10 +80,20 @@ class _UiFiles(File):
         return self.childNotFound
 
     def getChild(self, path: bytes, request: Any) -> Resource:
+        if b"\x00" in path:
+            return self.childNotFound  # no file name holds a NUL (the OS would refuse it)
         name = path.decode("utf-8", "replace")
         if name in PAGES and Path(self.path) == UI_DIR:
             return _ToFragment(name)
         return super().getChild(path, request)
+
+    def render(self, request: Any) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            method = request.method.decode("ascii", "replace")
+            send_error(request, 405, f"method {method} not allowed on this path",
+                       headers={"allow": "GET, HEAD"})
+            return NOT_DONE_YET
+        return super().render(request)
 
     def render_GET(self, request: Any) -> Any:
         request.setHeader("cache-control", "no-cache")
