@@ -33,7 +33,7 @@ from llamaswap.process import DEFAULT_INSTANCE, DEFAULT_MARKER, ModelProcess
 from llamaswap.reload import diff_configs
 from llamaswap.router import Router
 from llamaswap.selectors import Rewriter
-from llamaswap.web.fastchannel import FastRequestMixin
+from llamaswap.web.fast import FastPath
 from llamaswap.web.forward import Forwarder
 from llamaswap.web.limits import BodyLimitMixin
 from llamaswap.web.root import build_root
@@ -85,7 +85,8 @@ class LlamaSwapService(MultiService):
     def site(self) -> Site:
         """A ``Site`` serving ``resource`` with one access-log line per request, hardened
         against clients that send slowly (``llamaswap.web.site``)."""
-        return ServiceSite(self.resource, self.observability, self.reactor, owner=self)
+        return ServiceSite(self.resource, self.observability, self.reactor, owner=self,
+                           fast_path=FastPath.configure(self.config.fast_path))
 
     def listen(self, endpoint: str) -> None:
         """Serve the API on a Twisted server endpoint string (``tcp:8080``, ``unix:...``),
@@ -256,8 +257,8 @@ class ServiceSite(HardenedSite):
     twisted.web's) and feed that service's observability."""
 
     def __init__(self, resource: Any, observability: Observability, reactor: Any,
-                 owner: object = None) -> None:
-        super().__init__(resource, reactor=reactor)
+                 owner: object = None, fast_path: FastPath | None = None) -> None:
+        super().__init__(resource, reactor=reactor, fast_path=fast_path)
         self.requestFactory = AccessLoggedRequest
         self.observability = observability
         self.access_log = get_logger("llamaswap.access", owner)
@@ -268,17 +269,8 @@ class ServiceSite(HardenedSite):
         """Nothing: ``AccessLoggedRequest`` writes its own line when the request ends."""
 
 
-class AccessLoggedRequest(ContextHolder, FastRequestMixin, BodyLimitMixin, Request):
+class AccessLoggedRequest(ContextHolder, BodyLimitMixin, Request):
     """Logs one line per request when it ends, also when the client left early (499)."""
-
-    _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        # twisted.web runs every POST's Content-Type through the email package to look for a
-        # form body: ~10% of a proxied JSON request (bench/run.py). Only forms need it.
-        content_type = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0]
-        self._parsePOSTFormSubmission = content_type.lower().startswith(self._FORM_TYPES)
-        super().requestReceived(command, path, version)
 
     def process(self) -> None:
         context = context_of(self)

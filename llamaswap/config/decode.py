@@ -379,6 +379,7 @@ def decode_config(p: Problems, exp: Expansion) -> Config:
         global_ttl=global_ttl,
         unload_timeout=unload_timeout,
         include_aliases_in_list=p.boolean(tree, "includeAliasesInList", "", False),
+        fast_path=p.boolean(tree, "fastPath", "", True),
         send_loading_state=p.boolean(tree, "sendLoadingState", "", False),
         supervision=supervision,
         api_keys=api_keys,

@@ -138,6 +138,9 @@ class Config:
     global_ttl: float = 0.0
     unload_timeout: float = 10.0
     include_aliases_in_list: bool = False
+    fast_path: bool = True
+    """``fastPath``: use the fenced fast path (``llamaswap.web.fast``); the
+    ``LLAMASWAP_FAST_PATH`` environment variable wins over it."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     matrix: Matrix | None = None
     """The matrix router's compiled sets; ``None`` when groups decide what coexists."""
