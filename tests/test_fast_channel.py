@@ -26,7 +26,7 @@ from twisted.web.server import version as server_version
 from llamaswap.web.fast import PIECES, FastPath
 from llamaswap.web.fast import channel as fastchannel
 from llamaswap.web.fast import request as fastrequest
-from llamaswap.web.fast.channel import ParseHook, parse_head
+from llamaswap.web.fast.channel import parse_head
 from llamaswap.web.fast.request import http_date
 from llamaswap.web.limits import BodyLimitMixin
 from llamaswap.web.site import HardenedChannel, HardenedSite
@@ -46,7 +46,7 @@ def fast_mode(request: pytest.FixtureRequest) -> FastPath:
 
 def _fast_channel_class() -> type:
     """The channel class the site builds in this mode, without the site's deadlines."""
-    return _mode.channel_class(ParseHook)
+    return _mode.channel_class(HTTPChannel)
 
 
 def _fast_request_class(base: type) -> type:
@@ -440,7 +440,7 @@ def test_secure_transport_is_still_secure() -> None:
     assert channel.isSecure() is True and channel.isSecure() is True
 
 
-# -- FastRequestMixin ------------------------------------------------------------------------
+# -- FastProcessRequest ------------------------------------------------------------------------
 
 
 def test_http_date_is_twisteds_formatted_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -565,8 +565,8 @@ def test_the_site_uses_the_pieces_it_is_given_and_only_those() -> None:
     site.requestFactory = _Recorded
     channel: Any = site.buildProtocol(None)
     assert isinstance(channel, HardenedChannel)
-    assert isinstance(channel, fastchannel.FastParserMixin) == ("parser" in _mode.pieces)
-    assert issubclass(channel.requestFactory, fastrequest.FastRequestMixin) == (
+    assert isinstance(channel, fastchannel.FastParserChannel) == ("parser" in _mode.pieces)
+    assert issubclass(channel.requestFactory, fastrequest.FastProcessRequest) == (
         "request" in _mode.pieces)
     assert issubclass(channel.requestFactory, _Recorded)
     if not _mode.pieces:
@@ -603,3 +603,23 @@ def test_a_request_that_answers_differently_fails_its_gate(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastrequest, "_server_version", b"NotTwisted")
     assert fastrequest._works() is False
+
+
+def test_a_subclass_process_still_runs_and_reaches_the_quicker_one() -> None:
+    seen: list[str] = []
+
+    class Logged(_Recorded):
+        def process(self) -> None:
+            seen.append("subclass")
+            super().process()
+
+    site = HardenedSite(_Page(), reactor=Clock(), fast_path=_mode)
+    site.requestFactory = Logged
+    channel: Any = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n")
+    assert seen == ["subclass"]
+    assert transport.value().startswith(b"HTTP/1.1 200") and transport.value().endswith(
+        b"page /x")
+    channel.connectionLost(Exception("done"))

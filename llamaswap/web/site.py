@@ -33,11 +33,11 @@ from typing import IO, Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from llamaswap.logs import get_logger
 from llamaswap.web.fast import FastPath
-from llamaswap.web.fast.channel import ParseHook
 
 HEADER_TIMEOUT = 30.0
 BODY_TIMEOUT = 30.0
@@ -56,7 +56,7 @@ _IN_MEMORY_BODY = 100_000
 _FORMS_OPTIONAL = "parsePOSTFormSubmission" in inspect.signature(Site.__init__).parameters
 
 
-class HardenedChannel(ParseHook):
+class HardenedChannel(HTTPChannel):
     """``HTTPChannel`` plus a header deadline and a minimum body rate (module docstring).
 
     The transport's addresses and TLS status cannot change during a connection, so they are
@@ -113,7 +113,7 @@ class HardenedChannel(ParseHook):
             self._due = self._now() + self.header_timeout
         elif self._phase == "body" and data:
             self._due += len(data) / self.min_body_rate
-        self.parse(data)
+        super().dataReceived(data)
         self._sync_deadline()
 
     def allHeadersReceived(self) -> None:

@@ -86,16 +86,18 @@ class FastPath:
         return cls(frozenset())
 
     def channel_class(self, base: type) -> type:
-        """``base`` (an ``HTTPChannel`` subclass), parsing whole heads in one pass if on."""
+        """``base`` (``HTTPChannel`` or a subclass), parsing whole heads in one pass if on."""
         if "parser" not in self.pieces:
             return base
         from llamaswap.web.fast.channel import with_fast_parser
         return with_fast_parser(base)
 
     def request_class(self, base: Any) -> Any:
-        """``base`` (a ``twisted.web.server.Request`` subclass, or any request factory),
-        with the quicker ``process`` if on and ``base`` is a class."""
-        if "request" not in self.pieces or not isinstance(base, type):
+        """``base`` (a request factory), with the quicker ``process`` if on and ``base`` is
+        a ``twisted.web.server.Request`` subclass."""
+        from twisted.web.server import Request
+        if "request" not in self.pieces or not (isinstance(base, type)
+                                                 and issubclass(base, Request)):
             return base
         from llamaswap.web.fast.request import with_fast_process
         return with_fast_process(base)

@@ -3,7 +3,7 @@
 
 ``HTTPChannel`` parses a head line by line (``LineReceiver``: one split of the buffer, one
 ``lineReceived`` and one ``headerReceived`` per line, each name canonicalised, each value
-sanitised). ``FastParserMixin`` parses a head that arrived whole (the usual case: one ``recv``
+sanitised). ``FastParserChannel`` parses a head that arrived whole (the usual case: one ``recv``
 holds it) in one pass and leaves the very state the line parser would have left. It takes
 only heads the line parser would accept without a word: anything else (a bad or folded
 header, a head split across reads, a size or count limit, an unusual ``Transfer-Encoding``,
@@ -13,7 +13,7 @@ Private state used: ``HTTPChannel``'s name-mangled ``__first_line`` and ``__head
 ``_command``/``_path``/``_version``, ``_receivedHeaderSize``/``_receivedHeaderCount``,
 ``_busyReceiving``, ``_maybeChooseTransferDecoder``, ``LineReceiver._buffer``,
 ``Headers._rawHeaders`` and ``http_headers._nameEncoder``. The gate (``WORKS``) feeds canned
-requests, valid and not, through a channel with the mixin and through ``HTTPChannel`` and
+requests, valid and not, through a channel with it and through ``HTTPChannel`` and
 requires the same requests and the same bytes answered; ``tests/test_fast_channel.py``
 compares both on many more.
 """
@@ -143,24 +143,13 @@ def _non_queued(factory: Any) -> bool:
     return known
 
 
-class ParseHook(HTTPChannel):
-    """``HTTPChannel`` whose received bytes go through ``parse``: where the fast parser
-    steps in, under whatever a subclass does around ``dataReceived``. Public API only."""
+class FastParserChannel(HTTPChannel):
+    """``HTTPChannel`` parsing whole request heads in one pass (module docstring); mixed in
+    just above ``HTTPChannel`` under any subclass by ``with_fast_parser``."""
 
     def dataReceived(self, data: bytes) -> None:
-        self.parse(data)
-
-    def parse(self, data: bytes) -> None:
-        HTTPChannel.dataReceived(self, data)
-
-
-class FastParserMixin:
-    """Mix in before a ``ParseHook`` subclass (``with_fast_parser``): whole request heads
-    parsed in one pass (module docstring)."""
-
-    def parse(self, data: bytes) -> None:
         if not self._head_received(data):
-            super().parse(data)  # type: ignore[misc]
+            super().dataReceived(data)
 
     def _head_received(self, data: bytes) -> bool:
         """Take a request whose head is whole at the start of ``data``, as
@@ -252,10 +241,17 @@ _classes: dict[type, type] = {}
 
 
 def with_fast_parser(base: type) -> type:
-    """``base`` (a ``ParseHook`` subclass) with ``FastParserMixin`` first."""
+    """``base`` (``HTTPChannel`` or a subclass) with ``FastParserChannel`` placed right above
+    ``HTTPChannel`` in its method order: whatever ``base`` does around ``dataReceived``
+    still runs, and only ``HTTPChannel``'s own parsing is replaced."""
+    if not issubclass(base, HTTPChannel):
+        raise TypeError(f"{base.__name__} is not an HTTPChannel")
+    if base is HTTPChannel or issubclass(base, FastParserChannel):
+        return FastParserChannel if base is HTTPChannel else base
     fast = _classes.get(base)
     if fast is None:
-        fast = _classes[base] = type(f"FastParser{base.__name__}", (FastParserMixin, base), {})
+        fast = _classes[base] = type(f"FastParser{base.__name__}", (base, FastParserChannel),
+                                     {})
     return fast
 
 
@@ -315,10 +311,10 @@ def _works() -> bool:
     and the valid ones take the one-pass path."""
     if _nameEncoder is None:
         return False
-    fast_class = with_fast_parser(ParseHook)
+    fast_class = with_fast_parser(HTTPChannel)
     for data, must_be_fast in _CANNED:
         fast, fast_taken = _answer(fast_class, data)
-        stock, _ = _answer(ParseHook, data)
+        stock, _ = _answer(HTTPChannel, data)
         if fast != stock or not stock or (must_be_fast and not fast_taken):
             return False
     return True

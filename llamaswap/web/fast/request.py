@@ -8,7 +8,7 @@ date once a second and stores the two constant-named headers directly.
 Private state used: ``Headers._rawHeaders``, ``Request._handleStar``, ``Request._encoder``,
 ``resource._IEncodingResource``. ``process`` is Twisted's own, step for step, but for those
 two headers. The gate (``WORKS``) serves canned requests (a page, a ``HEAD``, an error, an
-``OPTIONS *``, a gzip-encoded answer) with and without the mixin and requires the same bytes
+``OPTIONS *``, a gzip-encoded answer) with and without it and requires the same bytes
 but for the date.
 """
 
@@ -43,8 +43,9 @@ def http_date() -> bytes:
     return _date
 
 
-class FastRequestMixin:
-    """Mix in before a ``twisted.web.server.Request`` subclass (``with_fast_process``)."""
+class FastProcessRequest(Request):
+    """``Request`` with the quicker ``process``; mixed in just above ``Request`` under any
+    subclass by ``with_fast_process``."""
 
     def process(self) -> None:
         # twisted.web.server.Request.process, but for the Server and Date headers.
@@ -76,11 +77,17 @@ _classes: dict[type, type] = {}
 
 
 def with_fast_process(base: type) -> type:
-    """``base`` (a ``Request`` subclass) with ``FastRequestMixin`` first."""
+    """``base`` (``Request`` or a subclass) with ``FastProcessRequest`` placed right above
+    ``Request`` in its method order: a subclass's ``process`` still runs (an access log, a
+    timer) and reaches the quicker one where it would have reached ``Request.process``."""
+    if not issubclass(base, Request):
+        raise TypeError(f"{base.__name__} is not a twisted.web.server.Request")
+    if base is Request or issubclass(base, FastProcessRequest):
+        return FastProcessRequest if base is Request else base
     fast = _classes.get(base)
     if fast is None:
-        fast = _classes[base] = type(f"FastProcess{base.__name__}", (FastRequestMixin, base),
-                                     {})
+        fast = _classes[base] = type(f"FastProcess{base.__name__}",
+                                     (base, FastProcessRequest), {})
     return fast
 
 
@@ -143,4 +150,4 @@ def _works() -> bool:
 
 
 WORKS = _works()
-"""``FastRequestMixin.process`` answers as Twisted's on this Twisted (checked at import)."""
+"""``FastProcessRequest.process`` answers as Twisted's on this Twisted (checked at import)."""
