@@ -30,11 +30,13 @@ from twisted.web.iweb import INonQueuedRequestFactory
 
 from llamaswap.web.fast.gate import gate
 
+_nameEncoder: Any
+_InvalidName: type[Exception]
 try:
-    from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
+    from twisted.web.http_headers import InvalidHeaderName as _InvalidName
+    from twisted.web.http_headers import _nameEncoder
 except ImportError:  # older Twisted keeps header names another way: the gate fails
-    _nameEncoder = None
-    InvalidHeaderName = ValueError
+    _nameEncoder, _InvalidName = None, ValueError
 
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 # _parseRequestLine's request-target: printable, no space, bytes 33 to 176.
@@ -114,8 +116,8 @@ def _request_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
 
 def _canonical(raw_name: bytes) -> bytes | None:
     try:
-        name = _nameEncoder.encode(raw_name)
-    except InvalidHeaderName:
+        name: bytes = _nameEncoder.encode(raw_name)
+    except _InvalidName:
         return None
     if len(_names) < _CACHE_LIMIT and len(raw_name) <= _CACHED_LENGTH:
         _names[raw_name] = name
@@ -291,7 +293,7 @@ _CANNED = (
 def _answer(channel_class: type, data: bytes) -> tuple[bytes, bool]:
     lines = []
 
-    class Counted(channel_class):  # type: ignore[valid-type, misc]
+    class Counted(channel_class):  # type: ignore[misc]
         def lineReceived(self, line: bytes) -> None:
             lines.append(line)
             super().lineReceived(line)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import twisted
-
 from llamaswap.logs import get_logger
 
 log = get_logger("llamaswap.web.fast")

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import unquote_to_bytes as unquote  # what twisted.web.http.unquote is
 
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.python import failure
 from twisted.web import resource
-from twisted.web.http import datetimeToString, unquote
+from twisted.web.http import datetimeToString
 from twisted.web.resource import EncodingResourceWrapper, Resource
 from twisted.web.server import GzipEncoderFactory, Request, Site
 from twisted.web.server import version as _server_version
+from zope.interface import implementer
 
 from llamaswap.web.fast.gate import gate
 
@@ -103,10 +105,15 @@ class _Page(Resource):
         return b"page %r %r" % (request.uri, request.postpath)
 
 
+@implementer(ILogObserver)
+def _discard(event: LogEvent) -> None:
+    pass
+
+
 class _Quiet(Request):
     """No logged traceback for the canned error."""
 
-    _log = Logger(observer=lambda event: None)
+    _log = Logger(observer=_discard)
 
 
 _CANNED = (
@@ -119,14 +126,14 @@ _CANNED = (
 
 
 def _serve(factory: type, root: Resource, data: bytes) -> list[bytes]:
-    site = Site(root)
-    site.requestFactory = factory
+    site = Site(root, requestFactory=factory)
     channel: Any = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
     channel.dataReceived(data)
     channel.connectionLost(Exception("gate done"))
-    return transport.value().split(b"\r\n")
+    answer: bytes = transport.value()
+    return answer.split(b"\r\n")
 
 
 def _without_date(lines: list[bytes]) -> list[bytes]:

@@ -169,7 +169,7 @@ def _works() -> bool:
         ours.setblocking(False)
         theirs.settimeout(1.0)
         reactor = _RecordingReactor()
-        connection: Any = tcp.Connection(ours, Protocol(), reactor)
+        connection: Any = tcp.Connection(ours, Protocol(), reactor)  # type: ignore[arg-type]
         connection.connected = True
         connection.__class__ = _turn_writes_class(tcp.Connection)
         connection.write(b"one ")
