@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
@@ -23,7 +23,7 @@ from twisted.web.server import Request, Site
 
 from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.context import ContextHolder, context_of
-from llamaswap.listening import with_backlog
+from llamaswap.listening import ListeningService, with_backlog
 from llamaswap.logs import LogRules, LogStream, attach, detach, get_logger, literal
 from llamaswap.observability import Observability
 from llamaswap.orphans import StateFile, keeper_marker
@@ -80,7 +80,7 @@ class LlamaSwapService(MultiService):
         self.names = Rewriter(config.selectors, config.profiles, self._target_state)
         """The active profile and the selectors: which model a requested name gets."""
         self.resource = build_root(self)
-        self._listeners: list[StreamServerEndpointService] = []
+        self._listeners: list[ListeningService] = []
 
     def site(self) -> Site:
         """A ``Site`` serving ``resource`` with one access-log line per request, hardened
@@ -91,9 +91,8 @@ class LlamaSwapService(MultiService):
     def listen(self, endpoint: str) -> None:
         """Serve the API on a Twisted server endpoint string (``tcp:8080``, ``unix:...``),
         with a listen backlog sized for bursts unless it names one (``llamaswap.listening``)."""
-        listener = StreamServerEndpointService(
-            serverFromString(self.reactor, with_backlog(endpoint)), self.site())
-        listener._raiseSynchronously = True
+        listener = ListeningService(serverFromString(self.reactor, with_backlog(endpoint)),
+                                    self.site())
         listener.setServiceParent(self)
         self._listeners.append(listener)
 
