@@ -981,7 +981,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="other reactors compared on throughput ('' for none)")
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated subset of: " + ", ".join(SCENARIOS))
-    parser.add_argument("--fast-paths", default="off parser request writes on",
+    parser.add_argument("--fast-paths", default="off request writes on",
                         help="space-separated LLAMASWAP_FAST_PATH values compared by the "
                         "fast_path scenario (a value may itself be a comma list of pieces)")
     parser.add_argument("--no-nginx", action="store_true", help="compare with direct only")

@@ -12,7 +12,6 @@ from twisted.internet.testing import StringTransport
 from llamaswap.config import ConfigError, parse_config
 from llamaswap.service import AccessLoggedRequest, LlamaSwapService
 from llamaswap.web.fast import ENV_VAR, PIECES, working
-from llamaswap.web.fast.channel import FastParserChannel
 from llamaswap.web.fast.request import FastProcessRequest
 
 MODELS = "models:\n  m:\n    cmd: x --port ${PORT}\n"
@@ -33,7 +32,6 @@ def test_config_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     site = _site("fastPath: false\n" + MODELS)
     assert site.fast_path.pieces == frozenset()
     channel = site.buildProtocol(None)
-    assert not isinstance(channel, FastParserChannel)
     assert channel.requestFactory is AccessLoggedRequest
 
 

@@ -252,7 +252,6 @@ class HardenedSite(Site):
         self.body_timeout = body_timeout
         self.min_body_rate = min_body_rate
         self.fast_path = FastPath.configure() if fast_path is None else fast_path
-        self._channel_class = self.fast_path.channel_class(HardenedChannel)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -260,7 +259,7 @@ class HardenedSite(Site):
         return channel
 
     def protocol(self) -> HardenedChannel:  # type: ignore[override]
-        channel: HardenedChannel = self._channel_class(self.reactor)
+        channel = HardenedChannel(self.reactor)
         channel.fast_path = self.fast_path
         channel.header_timeout = self.header_timeout
         channel.body_timeout = self.body_timeout

@@ -11,7 +11,6 @@ One switch decides what is used, per ``FastPath``: the config's top-level ``fast
 (``0``/``off`` or ``1``/``on``; a comma-separated list of pieces turns on only those, for
 measuring one piece alone).
 
-- ``parser``: request heads parsed in one pass (``channel.py``);
 - ``request``: ``Request.process`` with the ``Date`` header formatted once a second
   (``request.py``);
 - ``writes``: socket writes sent once per reactor turn (``writes.py``).
@@ -27,7 +26,7 @@ from typing import Any
 from llamaswap.logs import get_logger
 
 ENV_VAR = "LLAMASWAP_FAST_PATH"
-PIECES = ("parser", "request", "writes")
+PIECES = ("request", "writes")
 _ON = {"1", "on", "true", "yes"}
 _OFF = {"0", "off", "false", "no", ""}
 
@@ -65,8 +64,8 @@ def chosen(config_on: bool, environ: Mapping[str, str] | None = None) -> frozens
 
 def working() -> frozenset[str]:
     """The pieces whose import-time gate passed on the installed Twisted."""
-    from llamaswap.web.fast import channel, request, writes
-    gates = {"parser": channel.WORKS, "request": request.WORKS, "writes": writes.WORKS}
+    from llamaswap.web.fast import request, writes
+    gates = {"request": request.WORKS, "writes": writes.WORKS}
     return frozenset(name for name, works in gates.items() if works)
 
 
@@ -84,13 +83,6 @@ class FastPath:
     @classmethod
     def off(cls) -> FastPath:
         return cls(frozenset())
-
-    def channel_class(self, base: type) -> type:
-        """``base`` (``HTTPChannel`` or a subclass), parsing whole heads in one pass if on."""
-        if "parser" not in self.pieces:
-            return base
-        from llamaswap.web.fast.channel import with_fast_parser
-        return with_fast_parser(base)
 
     def request_class(self, base: Any) -> Any:
         """``base`` (a request factory), with the quicker ``process`` if on and ``base`` is
