@@ -269,7 +269,7 @@ _LOG_TIME_FORMATS = ("ansic", "unixdate", "rubydate", "rfc822", "rfc822z", "rfc8
 
 
 def _observability(p: Problems, tree: Mapping[str, Any]) -> dict[str, Any]:
-    """Logging, activity store and capture settings (reference §2.2)."""
+    """Logging, activity store and capture settings."""
     log_to_stdout = p.string(tree, "logToStdout", "", "both").strip().lower()
     if log_to_stdout not in _LOG_TO_STDOUT:
         p.error("logToStdout", f"must be one of {', '.join(_LOG_TO_STDOUT)}, got "

@@ -87,7 +87,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PeerConfig:
-    """One entry of ``peers:``: a remote OpenAI-compatible server (§2.6)."""
+    """One entry of ``peers:``: a remote OpenAI-compatible server."""
 
     id: str
     proxy: str
