@@ -19,13 +19,15 @@ generations are never cut. Header size and count stay bounded by ``HTTPChannel``
 (16 KiB, 500 headers: 400 beyond).
 
 The site applies the fast path it is given (``llamaswap.web.fast``: the config's ``fastPath``
-and ``LLAMASWAP_FAST_PATH``) to its channels, requests and sockets; without it, everything is
-twisted.web's public behaviour.
+and ``LLAMASWAP_FAST_PATH``) to its requests and sockets; without it, everything is
+twisted.web's public behaviour. Form bodies are left unparsed by twisted.web
+(``parsePOSTFormSubmission=False``): llamaswap reads forms itself (``web/modelrequest.py``,
+``web/multipart.py``), and twisted.web's parse ran every POST's ``Content-Type`` through the
+``email`` package and read a whole multipart upload into memory.
 """
 
 from __future__ import annotations
 
-import inspect
 import tempfile
 from io import BytesIO
 from typing import IO, Any
@@ -51,9 +53,6 @@ _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
 # Bodies up to this size are kept in memory, larger ones spooled to a file (twisted.web's
 # own choice for a request body).
 _IN_MEMORY_BODY = 100_000
-# Twisted 25.5 and later can leave form bodies unparsed: llamaswap reads forms itself
-# (web/modelrequest.py, web/multipart.py), so Twisted's parse was work done twice.
-_FORMS_OPTIONAL = "parsePOSTFormSubmission" in inspect.signature(Site.__init__).parameters
 
 
 class HardenedChannel(HTTPChannel):
@@ -246,8 +245,8 @@ class HardenedSite(Site):
                  min_body_rate: float = MIN_BODY_RATE,
                  idle_timeout: float | None = IDLE_TIMEOUT,
                  fast_path: FastPath | None = None) -> None:
-        forms: dict[str, Any] = {"parsePOSTFormSubmission": False} if _FORMS_OPTIONAL else {}
-        super().__init__(resource, timeout=idle_timeout, reactor=reactor, **forms)
+        super().__init__(resource, timeout=idle_timeout, reactor=reactor,
+                         parsePOSTFormSubmission=False)
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.min_body_rate = min_body_rate
