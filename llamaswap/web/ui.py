@@ -61,7 +61,8 @@ class _UiFiles(File):
         name = path.decode("utf-8", "replace")
         if name in PAGES and Path(self.path) == UI_DIR:
             return _ToFragment(name)
-        return super().getChild(path, request)
+        child: Resource = super().getChild(path, request)
+        return child
 
     def render_GET(self, request: Any) -> Any:
         request.setHeader("cache-control", "no-cache")

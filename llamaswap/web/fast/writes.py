@@ -38,15 +38,16 @@ class _TurnFlusher:
     """Sends every connection written during a reactor turn, at the end of that turn."""
 
     def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
+        self._reactor = weakref.ref(reactor)  # weak: the flusher goes when its reactor does
         self._dirty: list[Any] = []
         self._scheduled = False
 
     def add(self, connection: Any) -> None:
         self._dirty.append(connection)
-        if not self._scheduled:
+        reactor = self._reactor()
+        if not self._scheduled and reactor is not None:
             self._scheduled = True
-            self._reactor.callLater(0, self.flush)
+            reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
