@@ -2,9 +2,9 @@
 
 ``python bench/floor.py --listen PORT --upstream PORT`` pipes each client connection to its
 own upstream connection and copies bytes both ways, with nothing parsed, logged or routed, on
-uvloop: no HTTP proxy written in Python can be faster than this on one core. ``--twisted
-default`` (or ``uvloop``) runs the same relay on a Twisted reactor's transports, as llamaswap
-is built: the fastest a Twisted proxy can be. ``bench/run.py --only floor`` measures both
+uvloop: no HTTP proxy written in Python can be faster than this on one core. ``--twisted``
+runs the same relay on Twisted's default reactor and transports, as llamaswap is built: the
+fastest a Twisted proxy can be. ``bench/run.py --only floor`` measures both
 beside llamaswap and nginx, so the ratios show how much of the distance to nginx is CPython,
 how much is Twisted's transports, and how much is llamaswap's own work.
 """
@@ -58,14 +58,11 @@ class Client(Pipe):
 
 
 class TwistedPipe:
-    """The same relay on a Twisted reactor (``--twisted default|uvloop``): the floor for a
-    proxy built on Twisted's transports, as llamaswap is."""
+    """The same relay on Twisted's default reactor (``--twisted``): the floor for a proxy
+    built on Twisted's transports, as llamaswap is."""
 
     @staticmethod
-    def serve(listen: int, upstream: int, reactor_name: str) -> None:
-        if reactor_name == "uvloop":
-            from llamaswap import uvloopreactor
-            uvloopreactor.install()
+    def serve(listen: int, upstream: int) -> None:
         from twisted.internet import protocol, reactor
 
         class Side(protocol.Protocol):
@@ -117,12 +114,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", type=int, required=True)
     parser.add_argument("--upstream", type=int, required=True)
-    parser.add_argument("--twisted", choices=("default", "uvloop"),
-                        help="relay on Twisted (its default reactor, or its asyncio reactor "
-                        "on uvloop) instead of on bare uvloop")
+    parser.add_argument("--twisted", action="store_true",
+                        help="relay on Twisted's default reactor instead of on bare uvloop")
     ns = parser.parse_args()
     if ns.twisted:
-        TwistedPipe.serve(ns.listen, ns.upstream, ns.twisted)
+        TwistedPipe.serve(ns.listen, ns.upstream)
         return
     try:
         import uvloop

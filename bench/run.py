@@ -221,15 +221,22 @@ groups:
     return path
 
 
-def start_llamaswap(children: Children, workdir: Path, config: Path, reactor: str) -> Llamaswap:
+def start_llamaswap(children: Children, workdir: Path, config: Path, reactor: str,
+                    fast_path: str | None = None) -> Llamaswap:
+    """llamaswap under twistd; ``fast_path``: its ``LLAMASWAP_FAST_PATH`` (``None``: as this
+    process has it)."""
     port = free_port()
-    argv = [*TWISTD, "-n", "--pidfile=", f"--logfile={workdir / f'llamaswap-{reactor}.log'}"]
+    env = dict(os.environ)
+    if fast_path is not None:
+        env["LLAMASWAP_FAST_PATH"] = fast_path
+    label = reactor if fast_path is None else f"{reactor}-fast-{fast_path.replace(',', '+')}"
+    argv = [*TWISTD, "-n", "--pidfile=", f"--logfile={workdir / f'llamaswap-{label}.log'}"]
     if reactor != "default":
         argv.append(f"--reactor={reactor}")
     # backlog: like nginx's and the upstream's, so 1,000 connections at once are not refused
     argv += ["llamaswap", "-c", str(config),
              "-l", f"tcp:{port}:interface=127.0.0.1:backlog=4096"]
-    proc = children.start(argv, cwd=workdir)
+    proc = children.start(argv, cwd=workdir, env=env)
     wait_healthy(port, "/health", 30, poll=0.02)
     return Llamaswap(proc, port, reactor)
 
@@ -612,6 +619,34 @@ def scenario_reactors(run: Run, reactors: list[str]) -> None:
     run.results["reactors"] = results
 
 
+def scenario_fast_path(run: Run, variants: list[str]) -> None:
+    """Each fast-path setting (``LLAMASWAP_FAST_PATH``: ``off``, one piece, ``on``) on an
+    instance of its own, all measured side by side, interleaved per repeat: what each piece
+    of ``llamaswap/web/fast/`` buys alone (proxy CPU per unit is the figure to read)."""
+    instances: dict[str, Llamaswap] = {}
+    try:
+        for variant in variants:
+            config = own_upstream_config(run.workdir, f"fast-{variant.replace(',', '+')}")
+            instances[variant] = start_llamaswap(run.children, run.workdir, config,
+                                                 run.llamaswap.reactor, fast_path=variant)
+            first_byte(instances[variant].port, post_request("bench"))  # starts its model
+            pid = instances[variant].proc.pid
+            run.proxy_pids[variant] = lambda pid=pid: [pid]
+        targets = {variant: instance.port for variant, instance in instances.items()}
+        results: dict[str, Any] = {"unpaced_50": run.side_by_side(
+            lambda port: run_client(port, 50, run.plan.duration, 16, 0), targets)}
+        run.log(f"fast path, unpaced@50: {json.dumps(results['unpaced_50'])}")
+        if have_wrk():
+            results["non_streaming"] = run.side_by_side(
+                lambda port: run_wrk(port, run.plan.duration, run.workdir), targets)
+            run.log(f"fast path, non-streaming: {json.dumps(results['non_streaming'])}")
+    finally:
+        for variant, instance in instances.items():
+            run.children.stop(instance.proc)
+            run.proxy_pids.pop(variant, None)
+    run.results["fast_path"] = results
+
+
 def scenario_floor(run: Run, upstream_port: int) -> None:
     """The fastest a Python proxy could be, and one on Twisted's transports: bare byte relays
     (``bench/floor.py``) measured beside llamaswap and the reference on unpaced streams and
@@ -619,7 +654,7 @@ def scenario_floor(run: Run, upstream_port: int) -> None:
     targets: dict[str, int] = {name: port for name, port in run.targets.items()
                                if name in ("llamaswap", "nginx")}
     procs = []
-    for name, extra in (("python-floor", []), ("twisted-floor", ["--twisted", "default"])):
+    for name, extra in (("python-floor", []), ("twisted-floor", ["--twisted"])):
         port = free_port()
         proc = run.children.start([sys.executable, str(FLOOR), "--listen", str(port),
                                    "--upstream", str(upstream_port), *extra])
@@ -785,6 +820,22 @@ def markdown(report: dict[str, Any]) -> str:
             errors = streams[reactor]["errors"] + plain_row.get(reactor, {}).get("errors", 0)
             lines.append(f"| `{reactor}` | {fmt(ours)} | {fmt(ratio(ours, base))}× | "
                          f"{fmt(req)} | {fmt(ratio(req, req_base))}× | {errors} |")
+    fast = r.get("fast_path")
+    if fast:
+        variants = list(fast["unpaced_50"])
+        lines += ["", "| fast path (`LLAMASWAP_FAST_PATH`, same run, interleaved) | "
+                  + " | ".join(f"`{v}`" for v in variants) + " |",
+                  "|---|" + "---:|" * len(variants)]
+        for key, label, metric in (
+                ("unpaced_50", "unpaced 16 tokens, 50 streams: streams/s", "streams_per_s"),
+                ("unpaced_50", "unpaced: proxy CPU ms per stream", "cpu_ms_per_unit"),
+                ("non_streaming", "non-streaming (wrk): requests/s", "requests_per_s"),
+                ("non_streaming", "non-streaming: proxy CPU ms per request",
+                 "cpu_ms_per_unit")):
+            if key in fast:
+                lines.append(f"| {label} | "
+                             + " | ".join(fmt(fast[key][v].get(metric)) for v in variants)
+                             + " |")
     floor = r.get("floor")
     if floor:
         names_here = list(floor["unpaced_50"])
@@ -844,11 +895,12 @@ def environment(workdir: Path | None) -> Iterator[tuple[Path, Children]]:
 
 
 SCENARIOS = ("upstream", "swap", "paced", "unpaced", "non_streaming", "memory", "reactors",
-             "floor")
+             "floor", "fast_path")
 
 
 def run_suite(plan: Plan, mode: str, reactor: str, reactors: list[str], only: set[str],
-              use_nginx: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+              use_nginx: bool = True, log: Callable[[str], None] = print,
+              fast_paths: list[str] | None = None) -> dict[str, Any]:
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 20000)), hard))
@@ -892,6 +944,8 @@ def run_suite(plan: Plan, mode: str, reactor: str, reactors: list[str], only: se
             scenario_reactors(run, reactors)
         if "floor" in only:
             scenario_floor(run, upstream_port)
+        if "fast_path" in only and fast_paths:
+            scenario_fast_path(run, fast_paths)
         reference = "nginx" if nginx is not None else "direct"
         report = {
             "version": 1, "started": started, "mode": mode, "reactor": reactor,
@@ -923,10 +977,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="seconds: proves the harness works (used by the test-suite)")
     parser.add_argument("--reactor", default="default",
                         help="llamaswap's reactor for the main comparison (twistd --reactor)")
-    parser.add_argument("--reactors", default="asyncio,uvloop",
+    parser.add_argument("--reactors", default="asyncio",
                         help="other reactors compared on throughput ('' for none)")
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    parser.add_argument("--fast-paths", default="off request writes on",
+                        help="space-separated LLAMASWAP_FAST_PATH values compared by the "
+                        "fast_path scenario (a value may itself be a comma list of pieces)")
     parser.add_argument("--no-nginx", action="store_true", help="compare with direct only")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     ns = parser.parse_args(argv)
@@ -940,7 +997,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    report = run_suite(plan, mode, ns.reactor, reactors, only, not ns.no_nginx, log)
+    fast_paths = ns.fast_paths.split()
+    report = run_suite(plan, mode, ns.reactor, reactors, only, not ns.no_nginx, log, fast_paths)
     json_path, md_path = write_report(report, ns.out)
     print(markdown(report))
     print(f"written: {json_path} and {md_path} ({report['runtime_s']} s)")

@@ -1,4 +1,4 @@
-"""The activity history: one SQLite row per finished model request (reference §5.4).
+"""The activity history: one SQLite row per finished model request.
 
 SQLite (standard library) runs on one dedicated thread, so the reactor never waits for a
 disk and the connection is only ever used by the thread that opened it. Inserts are group

@@ -1,4 +1,4 @@
-"""Publish/subscribe for ``/api/events`` (llama-swap reference §5.2).
+"""Publish/subscribe for ``/api/events``.
 
 Publishing is synchronous and cheap: every subscriber is a callable that must return at
 once (an SSE client queues or drops on its own side, see ``web.observe``). Envelopes have

@@ -36,8 +36,11 @@ def exposed_address(endpoint: str, reactor: Any = None) -> str | None:
     except Exception:  # tap.py reports bad endpoints itself
         return None
     host: str | None
-    if hasattr(parsed, "_interface") and hasattr(parsed, "_port"):
-        host, port = parsed._interface, parsed._port
+    port: int | str | None
+    kind, positional, named = _description(endpoint)
+    if kind in _INTERFACE_DEFAULTS:  # tcp, tcp6, ssl: judged by their interface
+        host = named.get("interface", _INTERFACE_DEFAULTS[kind])
+        port = named.get("port", positional[0] if positional else None)
     elif hasattr(parsed, "fileno") and hasattr(parsed, "addressFamily"):  # systemd:
         host, port = _bound_address(parsed.fileno, parsed.addressFamily)
     else:
@@ -63,6 +66,35 @@ def warn_if_exposed(endpoints: Iterable[str], config: Config, reactor: Any = Non
                 "config, or listen on 127.0.0.1 (-l tcp:8080:interface=127.0.0.1).",
                 address=address)
     return addresses
+
+
+# What a listening endpoint binds when its description names no interface.
+_INTERFACE_DEFAULTS = {"tcp": "", "ssl": "", "tcp6": "::"}
+
+
+def _description(endpoint: str) -> tuple[str, list[str], dict[str, str]]:
+    """An endpoint description's type, positional and named arguments, split as
+    ``serverFromString`` splits them: on colons not escaped with a backslash."""
+    fields, current, escaped = [], "", False
+    for char in endpoint:
+        if escaped:
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append(current)
+            current = ""
+        else:
+            current += char
+    fields.append(current)
+    kind, positional, named = fields[0].lower(), [], {}
+    for field in fields[1:]:
+        name, equals, value = field.partition("=")
+        if equals:
+            named[name] = value
+        else:
+            positional.append(field)
+    return kind, positional, named
 
 
 def _beyond_loopback(host: str) -> bool:

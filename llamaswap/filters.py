@@ -1,4 +1,4 @@
-"""Request-body filters (llama-swap §2.3 ``filters``, applied in §3.3's order). Pure code.
+"""Request-body filters (a model's ``filters``, applied in llama-swap's order). Pure code.
 
 A model (or peer) may strip parameters from JSON request bodies, force others, and force
 others still depending on the name the client asked for (``setParamsByID``, whose keys are

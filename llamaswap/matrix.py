@@ -3,7 +3,7 @@
 ``expr := and ('|' and)*``, ``and := atom ('&' atom)*``, ``atom := IDENT | '+'SET | '(' expr ')'``.
 Each set denotes a family of model sets with subset semantics: any subset of a member may run
 together. ``solve`` picks, among the member sets that contain the target, the one whose
-eviction (running models outside it) costs least; ties go to the earlier set (reference §2.5).
+eviction (running models outside it) costs least; ties go to the earlier set.
 Pure code: no Twisted.
 """
 

@@ -1,4 +1,4 @@
-"""Peers (llama-swap §2.6, §4.9): remote OpenAI-compatible servers reached directly.
+"""Peers: remote OpenAI-compatible servers reached directly.
 
 A peer request bypasses the swap router (no queue, no concurrency limit, no swap): it is
 forwarded to ``<proxy><path>`` with the peer's ``apiKey`` and relayed back through the same

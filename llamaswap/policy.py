@@ -5,7 +5,7 @@ mutation. The router (``router.py``) feeds them snapshots and carries out what t
 
 Two policies share one decision procedure (``plan``):
 
-- ``fifo`` is llama-swap's scheduler (reference §4.6): requests for a ready model go straight
+- ``fifo`` is llama-swap's scheduler: requests for a ready model go straight
   through, a swap waits only for its victims' requests in flight, in priority then arrival order.
 - ``swapaware`` (the default) adds three rules so that interleaved requests for different models
   stop causing a swap each. A model that just finished a request is *held* for ``holdTime`` (an
@@ -13,7 +13,7 @@ Two policies share one decision procedure (``plan``):
   own requests for up to ``batchTime`` while others wait; and a request waiting ``maxAge`` is
   *due*: new requests for the models it must evict are held back until it has been served.
 
-What may run together comes from the groups (§4.7), the matrix (§2.5) and, when ``resources``
+What may run together comes from the groups, the matrix (``matrix.py``) and, when ``resources``
 are declared, a budget: the fewest, least recently used, cheapest-to-reload idle models are
 evicted to make room.
 """

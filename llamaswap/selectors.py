@@ -1,4 +1,4 @@
-"""Selectors and profiles (llama-swap §2.9, §4.10): names that stand for other names.
+"""Selectors and profiles: names that stand for other names.
 
 A *selector* is a virtual model ID whose requests go to one of its targets: ``pin`` (always
 the first), ``warm`` (the first one already running, so no swap is needed) or ``spillover``
@@ -58,7 +58,7 @@ Resolver = Callable[[str], str | None]
 def parse_selectors(p: Problems, raw: object, resolve: Resolver, is_local: Callable[[str], bool],
                     taken: Callable[[str], bool],
                     can_coexist: Callable[[list[str]], bool]) -> dict[str, SelectorConfig]:
-    """``selectors:`` with llama-swap's validation messages (§2.10)."""
+    """``selectors:`` with llama-swap's validation messages."""
     selectors: dict[str, SelectorConfig] = {}
     raw_map = p.mapping(raw, "selectors") or {}
     for selector_id, entry in raw_map.items():
@@ -161,7 +161,7 @@ class SelectorState:
 
 def choose(selector: SelectorConfig, state_of: Callable[[str], str],
            memory: SelectorState) -> str:
-    """The target a request to ``selector`` goes to (§4.10). ``state_of(target)`` is one
+    """The target a request to ``selector`` goes to. ``state_of(target)`` is one
     of ``ready``, ``starting``, ``stopping``, ``stopped`` (peers count as ready)."""
     targets = list(selector.targets)
     if selector.strategy == "pin":

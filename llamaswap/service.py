@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
@@ -23,7 +23,7 @@ from twisted.web.server import Request, Site
 
 from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.context import ContextHolder, context_of
-from llamaswap.listening import with_backlog
+from llamaswap.listening import ListeningService, with_backlog
 from llamaswap.logs import LogRules, LogStream, attach, detach, get_logger, literal
 from llamaswap.observability import Observability
 from llamaswap.orphans import StateFile, keeper_marker
@@ -35,7 +35,7 @@ from llamaswap.reload import diff_configs
 from llamaswap.router import Router
 from llamaswap.selectors import Rewriter
 from llamaswap.web.errors import EnvelopeErrorsMixin
-from llamaswap.web.fastchannel import FastRequestMixin
+from llamaswap.web.fast import FastPath
 from llamaswap.web.forward import Forwarder
 from llamaswap.web.limits import BodyLimitMixin
 from llamaswap.web.root import build_root
@@ -82,19 +82,19 @@ class LlamaSwapService(MultiService):
         self.names = Rewriter(config.selectors, config.profiles, self._target_state)
         """The active profile and the selectors: which model a requested name gets."""
         self.resource = build_root(self)
-        self._listeners: list[StreamServerEndpointService] = []
+        self._listeners: list[ListeningService] = []
 
     def site(self) -> Site:
         """A ``Site`` serving ``resource`` with one access-log line per request, hardened
         against clients that send slowly (``llamaswap.web.site``)."""
-        return ServiceSite(self.resource, self.observability, self.reactor, owner=self)
+        return ServiceSite(self.resource, self.observability, self.reactor, owner=self,
+                           fast_path=FastPath.configure(self.config.fast_path))
 
     def listen(self, endpoint: str) -> None:
         """Serve the API on a Twisted server endpoint string (``tcp:8080``, ``unix:...``),
         with a listen backlog sized for bursts unless it names one (``llamaswap.listening``)."""
-        listener = StreamServerEndpointService(
-            serverFromString(self.reactor, with_backlog(endpoint)), self.site())
-        listener._raiseSynchronously = True
+        listener = ListeningService(serverFromString(self.reactor, with_backlog(endpoint)),
+                                    self.site())
         listener.setServiceParent(self)
         self._listeners.append(listener)
 
@@ -258,8 +258,8 @@ class ServiceSite(HardenedSite):
     twisted.web's) and feed that service's observability."""
 
     def __init__(self, resource: Any, observability: Observability, reactor: Any,
-                 owner: object = None) -> None:
-        super().__init__(resource, reactor=reactor)
+                 owner: object = None, fast_path: FastPath | None = None) -> None:
+        super().__init__(resource, reactor=reactor, fast_path=fast_path)
         self.requestFactory = AccessLoggedRequest
         self.observability = observability
         self.access_log = get_logger("llamaswap.access", owner)
@@ -270,18 +270,8 @@ class ServiceSite(HardenedSite):
         """Nothing: ``AccessLoggedRequest`` writes its own line when the request ends."""
 
 
-class AccessLoggedRequest(ContextHolder, FastRequestMixin, EnvelopeErrorsMixin, BodyLimitMixin,
-                          Request):
+class AccessLoggedRequest(ContextHolder, EnvelopeErrorsMixin, BodyLimitMixin, Request):
     """Logs one line per request when it ends, also when the client left early (499)."""
-
-    _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        # twisted.web runs every POST's Content-Type through the email package to look for a
-        # form body: ~10% of a proxied JSON request (bench/run.py). Only forms need it.
-        content_type = (self.requestHeaders.getRawHeaders(b"content-type") or [b""])[0]
-        self._parsePOSTFormSubmission = content_type.lower().startswith(self._FORM_TYPES)
-        super().requestReceived(command, path, version)
 
     def process(self) -> None:
         context = context_of(self)

@@ -76,7 +76,7 @@ def backoff_delay(settings: SupervisionConfig, failures: int) -> float:
     """Seconds to wait after the ``failures``-th recent failure: 1, 2, 4 ... up to the max."""
     if failures <= 0 or settings.backoff <= 0:
         return 0.0
-    return min(settings.backoff * 2 ** (failures - 1), settings.max_backoff)
+    return min(settings.backoff * 2.0 ** (failures - 1), settings.max_backoff)
 
 
 def recent(failures: Sequence[float], now: float, settings: SupervisionConfig) -> list[float]:

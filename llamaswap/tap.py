@@ -68,7 +68,8 @@ def _endpoint_types() -> set[str]:
 
 def _quote(value: str) -> str:
     from twisted.internet.endpoints import quoteStringArgument
-    return quoteStringArgument(value)
+    quoted: str = quoteStringArgument(value)
+    return quoted
 
 
 def _tls_endpoint(base: str, cert_file: str, key_file: str) -> str:

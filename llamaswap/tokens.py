@@ -1,4 +1,4 @@
-"""Token figures read from upstream responses as their bytes pass by (reference §5.4).
+"""Token figures read from upstream responses as their bytes pass by.
 
 ``TokenMeter.feed`` sees every chunk the relay writes to the client, after it was written:
 it never holds a chunk back. Server-sent events are split into lines and only ``data:``

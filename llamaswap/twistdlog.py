@@ -108,7 +108,8 @@ def destination_for(twistd: Mapping[str, Any]) -> IO[Any] | LogFile | None:
     nodaemon = bool(twistd.get("nodaemon"))
     if name == "-" or (nodaemon and not name):
         return sys.stdout if nodaemon else None
-    return LogFile.fromFullPath(name or "twistd.log")
+    log_file: LogFile = LogFile.fromFullPath(name or "twistd.log")
+    return log_file
 
 
 def observer_for(twistd: Mapping[str, Any], reactor: Any = None) -> ILogObserver | None:

@@ -1,4 +1,4 @@
-"""Selector choice (§4.10) and selector/profile config validation (§2.9, §2.10)."""
+"""Selector choice and selector/profile config validation."""
 
 from __future__ import annotations
 

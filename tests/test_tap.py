@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from twisted.application.internet import StreamServerEndpointService
 from twisted.python.usage import UsageError
 
+from llamaswap.listening import ListeningService
 from llamaswap.tap import Options, build_service, endpoint_from_listen
 
 
@@ -43,7 +43,7 @@ def test_listen_is_repeatable_and_defaults_to_8080(tmp_path: Path) -> None:
     assert options["listen"] == ["tcp:1", "unix:/tmp/x.sock"]
     service = build_service(options)
     swapper = service.getServiceNamed("llamaswap")
-    listeners = [s for s in swapper if isinstance(s, StreamServerEndpointService)]
+    listeners = [s for s in swapper if isinstance(s, ListeningService)]
     assert len(listeners) == 2  # one listening service per address
 
 

@@ -58,20 +58,30 @@ def _load_demo() -> ModuleType:
     """Import ``llamaswap.demo`` without running ``llamaswap/__init__.py``.
 
     The package ``__init__`` imports Twisted, which would add a few hundred milliseconds to
-    every upstream spawn in the test-suite; demo.py itself is standard-library only. So load
-    the checkout's demo.py by path when it is there (a fresh clone, installed or not), and fall
-    back to the installed package otherwise.
+    every upstream spawn in the test-suite; the demo package itself is standard-library only.
+    So load the checkout's ``llamaswap/demo/`` by path when it is there (a fresh clone,
+    installed or not), as a package named ``llamaswap.demo`` whose parent is never imported,
+    and fall back to the installed package otherwise.
     """
-    path = os.path.join(_REPO_ROOT, "llamaswap", "demo.py")
-    if not os.path.isfile(path):
+    directory = os.path.join(_REPO_ROOT, "llamaswap", "demo")
+    if not os.path.isfile(os.path.join(directory, "__init__.py")) or "llamaswap" in sys.modules:
         import llamaswap.demo
 
         return llamaswap.demo
-    spec = importlib.util.spec_from_file_location("_llamaswap_demo", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while decorating
-    spec.loader.exec_module(module)
+    parent = ModuleType("llamaswap")  # a bare namespace: the real __init__ is not run
+    parent.__path__ = [os.path.dirname(directory)]
+    sys.modules["llamaswap"] = parent
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "llamaswap.demo", os.path.join(directory, "__init__.py"),
+            submodule_search_locations=[directory])
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while decorating
+        spec.loader.exec_module(module)
+    finally:
+        if sys.modules.get("llamaswap") is parent:
+            del sys.modules["llamaswap"]  # a later ``import llamaswap`` gets the real one
     return module
 
 

@@ -97,7 +97,7 @@ def split_command_checked(text: str) -> tuple[list[str], bool]:
 def split_command(text: str) -> list[str]:
     """The argv for a config command string; ``ValueError("empty command")`` if nothing is left.
 
-    Steps (llama-swap §2.8): drop ``#`` comment lines, turn a trailing ``\\`` into a space,
+    Steps, as llama-swap's: drop ``#`` comment lines, turn a trailing ``\\`` into a space,
     then POSIX-split with newlines as blanks. No shell: pipes, ``&&`` and ``$VAR`` stay literal.
     A ``# comment`` after an argument on the same line is not stripped.
     """

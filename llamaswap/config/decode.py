@@ -269,7 +269,7 @@ _LOG_TIME_FORMATS = ("ansic", "unixdate", "rubydate", "rfc822", "rfc822z", "rfc8
 
 
 def _observability(p: Problems, tree: Mapping[str, Any]) -> dict[str, Any]:
-    """Logging, activity store and capture settings (reference §2.2)."""
+    """Logging, activity store and capture settings."""
     log_to_stdout = p.string(tree, "logToStdout", "", "both").strip().lower()
     if log_to_stdout not in _LOG_TO_STDOUT:
         p.error("logToStdout", f"must be one of {', '.join(_LOG_TO_STDOUT)}, got "
@@ -379,6 +379,7 @@ def decode_config(p: Problems, exp: Expansion) -> Config:
         global_ttl=global_ttl,
         unload_timeout=unload_timeout,
         include_aliases_in_list=p.boolean(tree, "includeAliasesInList", "", False),
+        fast_path=p.boolean(tree, "fastPath", "", True),
         send_loading_state=p.boolean(tree, "sendLoadingState", "", False),
         supervision=supervision,
         api_keys=api_keys,

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_config -*-
 """The entry points: YAML text or file in, ``Config`` or ``ConfigError`` out.
 
-The pipeline follows llama-swap HEAD (reference §2.1): ``${env.X}`` on the raw text, YAML
+The pipeline follows llama-swap: ``${env.X}`` on the raw text, YAML
 parsing with yaml.v3's scalar rules, macro expansion and ``${PORT}`` allocation, then typed
 decoding with defaults and validation. Unlike llama-swap, unknown and not-yet-supported keys
 are reported as warnings instead of being dropped silently.

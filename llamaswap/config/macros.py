@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_config -*-
-"""llama-swap's macro language (reference §2.7), applied to the untyped YAML value tree.
+"""llama-swap's macro language, applied to the untyped YAML value tree.
 
 The pipeline mirrors llama-swap HEAD so that configs written for it expand identically:
 

@@ -87,7 +87,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PeerConfig:
-    """One entry of ``peers:``: a remote OpenAI-compatible server (§2.6)."""
+    """One entry of ``peers:``: a remote OpenAI-compatible server."""
 
     id: str
     proxy: str
@@ -138,6 +138,9 @@ class Config:
     global_ttl: float = 0.0
     unload_timeout: float = 10.0
     include_aliases_in_list: bool = False
+    fast_path: bool = True
+    """``fastPath``: use the fenced fast path (``llamaswap.web.fast``); the
+    ``LLAMASWAP_FAST_PATH`` environment variable wins over it."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     matrix: Matrix | None = None
     """The matrix router's compiled sets; ``None`` when groups decide what coexists."""

@@ -243,7 +243,7 @@ def selectors_and_profiles(
     aliases: Mapping[str, str], peers: Mapping[str, PeerConfig],
     groups: Mapping[str, GroupConfig], uses_matrix: bool,
 ) -> tuple[dict[str, SelectorConfig], dict[str, ProfileConfig]]:
-    """``selectors`` and ``profiles`` (§2.9), checked against models, aliases and peers."""
+    """``selectors`` and ``profiles``, checked against models, aliases and peers."""
     probe = Config(models=models, groups=groups, peers=peers)
 
     def resolve(name: str) -> str | None:

@@ -1,4 +1,4 @@
-"""``apiKeys`` (llama-swap §3.5): which requests need a key, and whether they brought one.
+"""``apiKeys``, as llama-swap has them: which requests need a key, and whether they brought one.
 
 A key is accepted as a Basic-auth password, a Bearer token or an ``x-api-key`` header (the
 order llama-swap reads them in). Comparison is constant-time against every configured key, so

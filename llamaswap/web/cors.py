@@ -1,4 +1,4 @@
-"""CORS as llama-swap does it (§3.1, §3.5): a preflight answer for any path.
+"""CORS as llama-swap does it: a preflight answer for any path.
 
 Browsers (Open WebUI in another origin, web playgrounds) send ``OPTIONS`` before a
 cross-origin POST; it is answered here without authentication and without reaching a model.

@@ -1,4 +1,4 @@
-"""Errors the proxy itself produces, in the OpenAI-style envelope llama-swap uses (§3.5).
+"""Errors the proxy itself produces, in the OpenAI-style envelope llama-swap uses.
 
 ``{"src": "llamaswap", "error": {"message", "type", "param": null, "code"}}``, or plain text /
 HTML when the client's ``Accept`` asks for it. Once a response has started, the only honest

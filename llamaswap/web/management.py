@@ -41,7 +41,7 @@ def management_routes(app: App) -> Routes:
 
 
 class ModelList(Endpoint):
-    """``GET /v1/models`` in llama-swap's shape (§3.4)."""
+    """``GET /v1/models`` in llama-swap's shape."""
 
     def __init__(self, app: App) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Which model a request names, and the body to send upstream (llama-swap §3.3).
+"""Which model a request names, and the body to send upstream, as llama-swap reads them.
 
 The model is read from a JSON body (recognised by its content type or, when the type is
 missing or the form type ``curl -d`` sends, by its first character), a multipart ``model``
@@ -120,7 +120,8 @@ def rewrite_query_model(uri: bytes, model: str) -> bytes:
 def _query_model(request: Request) -> str | None:
     values = request.args.get(b"model")
     if values and values[0].strip():
-        return values[0].decode("utf-8", "replace").strip()
+        model: str = values[0].decode("utf-8", "replace").strip()
+        return model
     return None
 
 

@@ -1,4 +1,4 @@
-"""Model routes: body -> model -> wait for it -> forward -> relay (llama-swap §3.2, §3.3).
+"""Model routes: body -> model -> wait for it -> forward -> relay, as llama-swap routes them.
 
 The routes of ``routes.MODEL_ROUTES`` name their model in the request; ``/upstream/<model>/``
 names it in the path. A local model is waited for (its turn in the queue, a swap) and the
@@ -66,7 +66,8 @@ def spooled_body(request: Request) -> bytes | IBodyProducer | None:
         return None if request.method in (b"GET", b"HEAD", b"DELETE", b"OPTIONS") else b""
     if length <= IN_MEMORY_LIMIT:
         request.content.seek(0)
-        return request.content.read()
+        body: bytes = request.content.read()
+        return body
     return stream_file(request.content, length)
 
 

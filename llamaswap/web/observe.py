@@ -171,7 +171,7 @@ def _sse(message: dict[str, str]) -> bytes:
 
 
 class Events(Endpoint):
-    """``GET /api/events``: server-sent events, starting with a snapshot (§5.2)."""
+    """``GET /api/events``: server-sent events, starting with a snapshot."""
 
     def __init__(self, app: App) -> None:
         super().__init__()

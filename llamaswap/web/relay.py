@@ -1,9 +1,9 @@
 """Relays an upstream response body to the client, chunk by chunk, with flow control.
 
-The wiring measured in twisted-style.md §3: the upstream body transport is registered as the
-client request's streaming producer, so a slow client pauses the upstream socket instead of
-making the proxy buffer; a client that leaves stops the upstream at once; an upstream that
-fails mid-body aborts the client connection instead of pretending the body was complete.
+The upstream body transport is registered as the client request's streaming producer, so a
+slow client pauses the upstream socket instead of making the proxy buffer; a client that
+leaves stops the upstream at once; an upstream that fails mid-body aborts the client
+connection instead of pretending the body was complete.
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ class Root(Node):
                 context.allowed_models = scope.models
         if body_length(request.content) > config.max_request_size:
             return _Refusal(413, limit_message(config.max_request_size), "request_too_large")
-        return super().getChildWithDefault(path, request)
+        child: Resource = super().getChildWithDefault(path, request)
+        return child
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:

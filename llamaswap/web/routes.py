@@ -1,8 +1,8 @@
-"""Every model endpoint llamaswap serves, in one table (llama-swap §3.2 plus a few extras).
+"""Every model endpoint llamaswap serves, in one table (llama-swap's, plus a few extras).
 
 The README's endpoint table is written from this one; ``web.models.model_routes`` mounts it.
 ``model_from`` says where the model name is normally found; extraction itself is generic
-(JSON, multipart, urlencoded form, query string), as in llama-swap (§3.3).
+(JSON, multipart, urlencoded form, query string), as in llama-swap.
 """
 
 from __future__ import annotations

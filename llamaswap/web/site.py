@@ -18,26 +18,33 @@ timeout (``idle_timeout``) applies; while a request is being answered none does,
 generations are never cut. Header size and count stay bounded by ``HTTPChannel`` itself
 (16 KiB, 500 headers: 414 or 431 beyond).
 
-The channel is a ``FastChannel`` (``web/fastchannel.py``): twisted.web's, parsing a request
-head that arrived whole in one pass; ``StrictChannelMixin`` (``web/strict.py``) answers
-every malformed head at once and closes refused connections cleanly.
+``StrictChannelMixin`` (``web/strict.py``) answers every malformed head at once and closes
+refused connections cleanly.
+
+The site applies the fast path it is given (``llamaswap.web.fast``: the config's ``fastPath``
+and ``LLAMASWAP_FAST_PATH``) to its requests and sockets; without it, everything is
+twisted.web's public behaviour. Form bodies are left unparsed by twisted.web
+(``parsePOSTFormSubmission=False``): llamaswap reads forms itself (``web/modelrequest.py``,
+``web/multipart.py``), and twisted.web's parse ran every POST's ``Content-Type`` through the
+``email`` package and read a whole multipart upload into memory.
 """
 
 from __future__ import annotations
 
+import tempfile
+from io import BytesIO
 from typing import IO, Any
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.web.http import _getContentFile
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
 from llamaswap.logs import get_logger
 from llamaswap.web.errors import error_response
-from llamaswap.web.fastchannel import FastChannel
+from llamaswap.web.fast import FastPath
 from llamaswap.web.strict import StrictChannelMixin
-from llamaswap.web.writethrough import write_through
 
 HEADER_TIMEOUT = 30.0
 BODY_TIMEOUT = 30.0
@@ -46,9 +53,16 @@ IDLE_TIMEOUT = 60.0
 
 log = get_logger("llamaswap.web.site")
 
+# Bodies up to this size are kept in memory, larger ones spooled to a file (twisted.web's
+# own choice for a request body).
+_IN_MEMORY_BODY = 100_000
 
-class HardenedChannel(StrictChannelMixin, FastChannel):
+
+class HardenedChannel(StrictChannelMixin, HTTPChannel):
     """``HTTPChannel`` plus a header deadline and a minimum body rate (module docstring).
+
+    The transport's addresses and TLS status cannot change during a connection, so they are
+    asked for once (every ``Request`` asks for them; ``getHost`` is a system call).
 
     Timers cost a ``callLater`` and a ``cancel`` each, so neither is set per request when it
     need not be: a deadline is armed only when ``dataReceived`` returns with the request
@@ -60,9 +74,15 @@ class HardenedChannel(StrictChannelMixin, FastChannel):
     body_timeout = BODY_TIMEOUT
     min_body_rate = MIN_BODY_RATE
 
+    fast_path = FastPath.off()
+    _host: Any = None
+    _peer: Any = None
+    _secure: bool | None = None
+
     def __init__(self, clock: IReactorTime) -> None:
         super().__init__()
         self.clock = clock
+        self._abort_call: IDelayedCall | None = None
         self._phase = "idle"  # idle -> headers -> body -> answering -> idle (keep-alive)
         self._deadline: IDelayedCall | None = None
         self._deadline_due = 0.0  # when _deadline is set to fire
@@ -71,8 +91,23 @@ class HardenedChannel(StrictChannelMixin, FastChannel):
         self._idle_due: float | None = None  # None: no idle timeout runs
 
     def connectionMade(self) -> None:
-        write_through(self.transport)
+        self.fast_path.write_through(self.transport)
         super().connectionMade()
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def getPeer(self) -> Any:
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def isSecure(self) -> bool:
+        if self._secure is None:
+            self._secure = ISSLTransport(self.transport, None) is not None
+        return self._secure
 
     def dataReceived(self, data: bytes) -> None:
         if self._phase == "idle" and data:
@@ -111,6 +146,9 @@ class HardenedChannel(StrictChannelMixin, FastChannel):
         self._phase = "closed"
         self._disarm()
         super().connectionLost(reason)
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
@@ -193,8 +231,8 @@ class HardenedChannel(StrictChannelMixin, FastChannel):
             transport.write(error_response(408, f"the {what} did not arrive in time"))
         self._phase = "closed"
         if self.abortTimeout is not None:
-            self._abortingCall = self.clock.callLater(self.abortTimeout,
-                                                      self.forceAbortClient)
+            self._abort_call = self.clock.callLater(self.abortTimeout,
+                                                    self.forceAbortClient)
         self.loseConnection()
 
     def _answered(self) -> bool:
@@ -209,26 +247,39 @@ class HardenedSite(Site):
     """A ``Site`` building ``HardenedChannel`` connections (HTTP/1.1; no HTTP/2 upgrade).
 
     ``reactor`` (an ``IReactorTime``) drives every timer, so tests pass a ``Clock``.
+    ``fast_path``: the fast-path pieces to use (``llamaswap.web.fast``); by default what
+    ``LLAMASWAP_FAST_PATH`` says, all of them if it is unset.
     """
 
     def __init__(self, resource: Any, *, reactor: Any = None,
                  header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
                  min_body_rate: float = MIN_BODY_RATE,
-                 idle_timeout: float | None = IDLE_TIMEOUT) -> None:
-        super().__init__(resource, timeout=idle_timeout, reactor=reactor)
+                 idle_timeout: float | None = IDLE_TIMEOUT,
+                 fast_path: FastPath | None = None) -> None:
+        super().__init__(resource, timeout=idle_timeout, reactor=reactor,
+                         parsePOSTFormSubmission=False)
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.min_body_rate = min_body_rate
+        self.fast_path = FastPath.configure() if fast_path is None else fast_path
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.requestFactory = self.fast_path.request_class(self.requestFactory)
+        return channel
 
     def protocol(self) -> HardenedChannel:  # type: ignore[override]
         channel = HardenedChannel(self.reactor)
+        channel.fast_path = self.fast_path
         channel.header_timeout = self.header_timeout
         channel.body_timeout = self.body_timeout
         channel.min_body_rate = self.min_body_rate
         return channel
 
     def getContentFile(self, length: int | None) -> IO[bytes]:
-        """Where a request body goes: what twisted.web picks without this method, which
-        ``Request.gotLength`` otherwise finds missing by catching an ``AttributeError``
-        every request."""
-        return _getContentFile(length)
+        """Where a request body goes: in memory if small and of known length, else a
+        temporary file (twisted.web's own choice, which ``Request.gotLength`` otherwise
+        makes after catching an ``AttributeError`` for this missing method every request)."""
+        if length is not None and length < _IN_MEMORY_BODY:
+            return BytesIO()
+        return tempfile.TemporaryFile()

@@ -85,7 +85,8 @@ class _UiFiles(File):
         name = path.decode("utf-8", "replace")
         if name in PAGES and Path(self.path) == UI_DIR:
             return _ToFragment(name)
-        return super().getChild(path, request)
+        child: Resource = super().getChild(path, request)
+        return child
 
     def render(self, request: Any) -> Any:
         if request.method not in (b"GET", b"HEAD"):

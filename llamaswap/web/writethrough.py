@@ -1,127 +1,13 @@
-"""Socket writes sent once per reactor turn, without registering the socket with epoll.
-
-Twisted's ``FileDescriptor.write`` buffers, registers the socket for writability
-(``epoll_ctl``), sends on the next loop turn and unregisters it (``epoll_ctl``) again: for a
-proxy relaying thousands of small token chunks a second, two extra system calls per write.
-Sending at once instead (asyncio's way) costs a ``send`` per write: a response's headers, body
-and end, or a request's headers and body, become separate packets.
-
-Here a write goes into Twisted's own buffer as usual, but instead of registering the socket,
-the connection is flushed with one ``send`` at the end of the current reactor turn (one
-``callLater(0)`` for all connections written in that turn). Whatever the kernel does not take
-goes back to Twisted's buffering, so flow control, producers, ``loseConnection`` and error
-reporting stay Twisted's own. Nagle's algorithm is turned off, as nginx does (``tcp_nodelay``):
-a token chunk must not wait for the previous one's acknowledgement.
-"""
+"""Moved to ``llamaswap.web.fast.writes``, behind the fast-path switch; kept for
+``web/h1client.py`` until the upstream client is replaced (``LLAMASWAP_FAST_PATH`` decides)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
-from weakref import WeakKeyDictionary, ref
 
-from twisted.internet import tcp
-
-
-class _TurnFlusher:
-    """Sends every connection written during a reactor turn, at the end of that turn."""
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = ref(reactor)  # weak: the flusher goes when its reactor does
-        self._dirty: list[Any] = []
-        self._scheduled = False
-
-    def add(self, connection: Any) -> None:
-        self._dirty.append(connection)
-        reactor = self._reactor()
-        if not self._scheduled and reactor is not None:
-            self._scheduled = True
-            reactor.callLater(0, self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for connection in dirty:
-            connection._flush_turn()
-
-
-_flushers: WeakKeyDictionary[Any, _TurnFlusher] = WeakKeyDictionary()
-"""One flusher per reactor, gone with it."""
-_classes: dict[type, type] = {}
-
-
-def _flusher(reactor: Any) -> _TurnFlusher:
-    flusher = _flushers.get(reactor)
-    if flusher is None:
-        flusher = _flushers[reactor] = _TurnFlusher(reactor)
-    return flusher
-
-
-class TurnWrites:
-    """Mixed into a ``tcp.Connection`` subclass by ``write_through``."""
-
-    _in_turn = False
-
-    def _idle(self) -> bool:
-        """Nothing is being sent by Twisted's own path, and nothing needs it to be."""
-        conn: Any = self
-        return (conn.connected and not conn.disconnecting and not conn._writeDisconnected
-                and not conn._aborting
-                and len(conn.dataBuffer) == conn.offset
-                and (conn.producer is None or (conn.streamingProducer
-                                               and not conn.producerPaused)))
-
-    def write(self, data: bytes) -> None:
-        conn: Any = self
-        if not data or not isinstance(data, bytes) or not self._idle():
-            super().write(data)  # type: ignore[misc]
-            return
-        conn._tempDataBuffer.append(data)
-        conn._tempDataLen += len(data)
-        conn._maybePauseProducer()
-        if not self._in_turn:
-            self._in_turn = True
-            _flusher(conn.reactor).add(self)
-
-    def writeSequence(self, iovec: Iterable[bytes]) -> None:
-        self.write(b"".join(iovec))
-
-    def _flush_turn(self) -> None:
-        conn: Any = self
-        self._in_turn = False
-        if not conn._tempDataLen or not self._idle():
-            if conn._tempDataLen and conn.connected and not conn._aborting:
-                conn.startWriting()  # e.g. a producer paused meanwhile: Twisted's path
-            return
-        data = b"".join(conn._tempDataBuffer)
-        try:
-            sent = conn.socket.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            conn.startWriting()  # doWrite meets the error again and reports it the usual way
-            return
-        if sent == len(data):
-            conn._tempDataBuffer = []
-            conn._tempDataLen = 0
-            return
-        conn._tempDataBuffer = [data[sent:]]
-        conn._tempDataLen = len(data) - sent
-        conn.startWriting()
+from llamaswap.web.fast import FastPath
 
 
 def write_through(transport: Any) -> bool:
-    """Batch a plain TCP or UNIX transport's writes per turn; anything else is left alone."""
-    cls = type(transport)
-    if not issubclass(cls, tcp.Connection) or getattr(transport, "TLS", False):
-        return False
-    if not issubclass(cls, TurnWrites):
-        fast = _classes.get(cls)
-        if fast is None:
-            fast = _classes[cls] = type(f"TurnWrites{cls.__name__}", (TurnWrites, cls), {})
-        transport.__class__ = fast
-    try:
-        transport.setTcpNoDelay(True)
-    except (OSError, AttributeError):
-        pass  # UNIX sockets have no Nagle
-    return True
+    """``FastPath.write_through`` as the environment alone sets it."""
+    return FastPath.configure().write_through(transport)

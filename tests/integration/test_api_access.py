@@ -1,4 +1,4 @@
-"""apiKeys and CORS through a real llamaswap (llama-swap §3.1, §3.5)."""
+"""apiKeys and CORS through a real llamaswap."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Profiles and selectors at run time, through a real llamaswap (§4.10)."""
+"""Profiles and selectors at run time, through a real llamaswap."""
 
 from __future__ import annotations
 

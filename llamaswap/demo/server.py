@@ -1,208 +1,31 @@
-"""A tiny OpenAI-compatible model server for demos, tests and benchmarks.
-
-``python -m llamaswap.demo --port N`` answers ``/v1/chat/completions``, ``/v1/completions``,
-``/v1/embeddings`` and ``/v1/rerank`` with deterministic fake output, so llamaswap can be tried
-on a machine with no GPU and no model files, and so the test-suite has a real upstream process.
-
-It deliberately uses the standard library only (no Twisted): llamaswap spawns it as a child
-process and every millisecond of interpreter start-up is added to each model swap. The HTTP/1.1
-server is a minimal hand-written asyncio one (keep-alive, ``Content-Length`` and chunked request
-bodies, chunked responses) so hundreds of concurrent token streams cost one coroutine each.
-Every streamed event is written to the socket as soon as it is produced (TCP_NODELAY is the
-asyncio default), which is what lets tests check the proxy does not buffer streams.
-
-``tests/upstream.py`` subclasses :class:`DemoServer` to add fault injection; the hooks it uses
-are :meth:`DemoServer.extra_route`, :meth:`DemoServer.before_inference`,
-:meth:`DemoServer.on_stream_token`, :meth:`DemoServer.on_stream_end`,
-:meth:`DemoServer.on_listening`, :meth:`DemoServer.install_signal_handlers` and
-:meth:`DemoServer.is_healthy`.
-"""
+"""``DemoServer``: the demo's routes (chat, completions, embeddings, rerank, health), with
+the hooks ``tests/upstream.py`` overrides for fault injection."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
-import hashlib
 import json
-import math
 import os
-import re
 import signal
 import struct
-import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-MAX_HEADER_COUNT = 200
-MAX_BODY_BYTES = 64 * 1024 * 1024
+from llamaswap.demo.fakes import content_text, count_tokens, hash_vector, relevance, tokenize
+from llamaswap.demo.protocol import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_COUNT,
+    BadRequest,
+    Handler,
+    Request,
+    Responder,
+)
+
 DEFAULT_EMBEDDING_DIMENSIONS = 16
-
-REASONS = {
-    100: "Continue",
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Payload Too Large",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-}
-
-
-class BadRequest(Exception):
-    """The request could not be parsed; answer ``status`` and close the connection."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class Request:
-    """One parsed HTTP request (the body is always read in full before routing)."""
-
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    peer: str = "-"
-    path: str = field(init=False)
-    query: dict[str, list[str]] = field(init=False)
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.target)
-        self.path = parts.path or "/"
-        self.query = parse_qs(parts.query, keep_blank_values=True)
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        """Return the first header called ``name`` (case-insensitive)."""
-        lname = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lname:
-                return value
-        return default
-
-    def headers_dict(self) -> dict[str, str]:
-        """Headers keyed by lower-case name; repeated headers are joined with ``", "``."""
-        out: dict[str, str] = {}
-        for key, value in self.headers:
-            lkey = key.lower()
-            out[lkey] = f"{out[lkey]}, {value}" if lkey in out else value
-        return out
-
-    def query_value(self, name: str, default: str) -> str:
-        """Return the first value of query parameter ``name``."""
-        values = self.query.get(name)
-        return values[0] if values else default
-
-    @property
-    def keep_alive(self) -> bool:
-        """HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only on request."""
-        conn = (self.header("connection") or "").lower()
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in conn
-        return "close" not in conn
-
-
-class Responder:
-    """Writes one response to a connection; knows whether the connection survives it."""
-
-    def __init__(self, writer: asyncio.StreamWriter, request: Request) -> None:
-        self.writer = writer
-        self.request = request
-        self.keep_alive = request.keep_alive
-        self.status = 0
-        self.started = False
-        self.streaming = False
-        self._chunked = False
-        self.bytes_sent = 0
-
-    @property
-    def closed(self) -> bool:
-        """True once the peer has gone away (so a stream should stop producing)."""
-        return self.writer.is_closing()
-
-    def _head(self, status: int, headers: Sequence[tuple[str, str]]) -> bytes:
-        self.status = status
-        self.started = True
-        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
-        lines.extend(f"{k}: {v}" for k, v in headers)
-        lines.append(f"Connection: {'keep-alive' if self.keep_alive else 'close'}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    async def send(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str = "application/json",
-        extra_headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        """Send a complete response with a ``Content-Length``."""
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
-        headers.extend(extra_headers)
-        data = self._head(status, headers)
-        if self.request.method != "HEAD":
-            data += body
-        await self._write(data)
-
-    async def send_json(
-        self, status: int, obj: Any, extra_headers: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        """Send ``obj`` as a JSON response."""
-        body = json.dumps(obj, separators=(",", ":")).encode()
-        await self.send(status, body, "application/json", extra_headers)
-
-    async def send_error(
-        self, status: int, message: str, err_type: str = "invalid_request_error"
-    ) -> None:
-        """Send an error in the OpenAI ``{"error": {...}}`` shape."""
-        await self.send_json(
-            status, {"error": {"message": message, "type": err_type, "param": None, "code": status}}
-        )
-
-    async def start_stream(self, content_type: str, status: int = 200) -> None:
-        """Send headers for a streamed body (chunked, or close-delimited for HTTP/1.0)."""
-        headers = [("Content-Type", content_type), ("Cache-Control", "no-cache")]
-        if self.request.version == "HTTP/1.0":
-            self.keep_alive = False
-        else:
-            self._chunked = True
-            headers.append(("Transfer-Encoding", "chunked"))
-        self.streaming = True
-        await self._write(self._head(status, headers))
-
-    async def write(self, data: bytes) -> None:
-        """Write one piece of a streamed body and flush it to the socket now."""
-        if not data:
-            return
-        if self._chunked:
-            data = b"%x\r\n%s\r\n" % (len(data), data)
-        await self._write(data)
-
-    async def end_stream(self) -> None:
-        """Terminate a streamed body."""
-        if self._chunked:
-            await self._write(b"0\r\n\r\n")
-
-    async def _write(self, data: bytes) -> None:
-        if self.writer.is_closing():
-            raise ConnectionResetError("client went away")
-        self.writer.write(data)
-        self.bytes_sent += len(data)
-        await self.writer.drain()
-
-
-Handler = Callable[[Request, Responder], Awaitable[None]]
 
 
 @dataclass
@@ -217,56 +40,6 @@ class DemoOptions:
     reply: str | None = None
     max_tokens: int | None = None
     quiet: bool = False
-
-
-def tokenize(text: str) -> list[str]:
-    """Split text into word-ish tokens that concatenate back to the original text."""
-    return re.findall(r"\s*\S+|\s+", text)
-
-
-def count_tokens(text: str) -> int:
-    """A cheap, deterministic stand-in for a tokenizer."""
-    return len(text.split())
-
-
-def content_text(content: Any) -> str:
-    """Flatten OpenAI message content (string or list of parts) into plain text."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif isinstance(part, str):
-                texts.append(part)
-        return " ".join(texts)
-    return ""
-
-
-def hash_vector(text: str, dimensions: int, salt: str = "") -> list[float]:
-    """A deterministic unit vector derived from ``text`` (same input, same embedding)."""
-    values: list[float] = []
-    counter = 0
-    while len(values) < dimensions:
-        digest = hashlib.sha256(f"{salt}\x00{counter}\x00{text}".encode()).digest()
-        for i in range(0, len(digest), 4):
-            (n,) = struct.unpack_from("<I", digest, i)
-            values.append(n / 0xFFFFFFFF * 2.0 - 1.0)
-        counter += 1
-    values = values[:dimensions]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [round(v / norm, 6) for v in values]
-
-
-def relevance(query: str, document: str) -> float:
-    """Deterministic score in [0, 1]: word overlap plus a small hash-based tie-breaker."""
-    qwords = set(re.findall(r"\w+", query.lower()))
-    dwords = set(re.findall(r"\w+", document.lower()))
-    overlap = len(qwords & dwords) / len(qwords | dwords) if qwords | dwords else 0.0
-    digest = hashlib.sha256(f"{query}\x00{document}".encode()).digest()
-    jitter = int.from_bytes(digest[:4], "little") / 0xFFFFFFFF
-    return round(0.9 * overlap + 0.1 * jitter, 6)
 
 
 class DemoServer:
@@ -833,91 +606,3 @@ class DemoServer:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
         )
-
-
-def non_negative_float(value: str) -> float:
-    """argparse type: a float >= 0."""
-    number = float(value)
-    if number < 0 or math.isnan(number):
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return number
-
-
-def non_negative_int(value: str) -> int:
-    """argparse type: an int >= 0."""
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return number
-
-
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """The demo's command line (``tests/upstream.py`` adds its own flags to it)."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description="A fake OpenAI-compatible model server (no GPU, no model files)."
-    )
-    parser.add_argument("--port", type=int, default=8080, help="listen port (0: any free port)")
-    parser.add_argument("--host", default="127.0.0.1", help="listen address")
-    parser.add_argument("--model", default="demo", help="model id reported in responses")
-    parser.add_argument(
-        "--startup-delay",
-        type=non_negative_float,
-        default=0.0,
-        metavar="SECONDS",
-        help="simulated load time; /health answers 503 until it has passed",
-    )
-    parser.add_argument(
-        "--token-delay",
-        type=non_negative_float,
-        default=0.02,
-        metavar="SECONDS",
-        help="delay between streamed tokens",
-    )
-    parser.add_argument("--reply", default=None, help="fixed reply text (default: echo)")
-    parser.add_argument(
-        "--max-tokens", type=non_negative_int, default=None, help="cap on reply tokens"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no log lines on stdout")
-    return parser
-
-
-def options_from_args(args: argparse.Namespace) -> DemoOptions:
-    """Turn parsed arguments into :class:`DemoOptions`."""
-    return DemoOptions(
-        host=args.host,
-        port=args.port,
-        model=args.model,
-        startup_delay=args.startup_delay,
-        token_delay=args.token_delay,
-        reply=args.reply,
-        max_tokens=args.max_tokens,
-        quiet=args.quiet,
-    )
-
-
-def run(server: DemoServer) -> int:
-    """Run ``server`` until it is stopped; return the process exit status."""
-    try:
-        asyncio.run(server.serve())
-    except OSError as exc:  # e.g. address already in use
-        print(
-            f"demo: cannot listen on {server.options.host}:{server.options.port}: {exc}",
-            file=sys.stderr,
-            flush=True,
-        )
-        return 1
-    except KeyboardInterrupt:
-        pass
-    if not server.options.quiet:
-        print("demo: stopped", flush=True)
-    return 0
-
-
-def main(argv: Iterable[str] | None = None) -> None:
-    """Console-script entry point (``llamaswap-demo``)."""
-    args = build_parser().parse_args(None if argv is None else list(argv))
-    sys.exit(run(DemoServer(options_from_args(args))))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,11 @@
-"""Per-turn batched socket writes, on real loopback connections."""
+"""Per-turn batched socket writes, on real loopback connections: every test runs with the
+piece switched on (if its gate passed) and off, and must hold in both."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -12,7 +14,23 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 
-from llamaswap.web.writethrough import TurnWrites, write_through
+from llamaswap.web.fast import FastPath
+from llamaswap.web.fast import writes as fastwrites
+from llamaswap.web.fast.writes import TurnWrites
+
+_MODES = {"on": FastPath.configure(True, environ={}), "off": FastPath.off()}
+_mode = _MODES["on"]
+
+
+@pytest.fixture(autouse=True, params=sorted(_MODES))
+def fast_mode(request: pytest.FixtureRequest) -> FastPath:
+    global _mode
+    _mode = _MODES[request.param]
+    return _mode
+
+
+def _writes_on() -> bool:
+    return "writes" in _mode.pieces
 
 
 class Collect(Protocol):
@@ -59,7 +77,8 @@ async def connected_pair() -> tuple[Any, Collect]:
         await deferLater(reactor, 0.001)
     await port.stopListening()
     transport = client.transport
-    assert write_through(transport)
+    assert _mode.write_through(transport) == _writes_on()
+    assert isinstance(transport, TurnWrites) == _writes_on()
     return transport, received[0]
 
 
@@ -71,10 +90,12 @@ async def test_writes_in_one_turn_go_out_in_one_send_without_epoll_registration(
     transport.writeSequence([b"5\r\n", b"hello", b"\r\n"])
     transport.write(b"0\r\n\r\n")
     assert counting.sends == []  # nothing sent yet: batched until the turn ends
-    assert transport not in reactor.getWriters()
+    # on: no writer registration; off: Twisted's own path registers the socket
+    assert (transport in reactor.getWriters()) != _writes_on()
     await deferLater(reactor, 0)
     await deferLater(reactor, 0)
-    assert counting.sends == [len(b"HTTP/1.1 200 OK\r\n\r\n5\r\nhello\r\n0\r\n\r\n")]
+    if _writes_on():
+        assert counting.sends == [len(b"HTTP/1.1 200 OK\r\n\r\n5\r\nhello\r\n0\r\n\r\n")]
     transport.loseConnection()
     assert await peer.closed == b"HTTP/1.1 200 OK\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
 
@@ -108,8 +129,17 @@ async def test_abort_connection_discards_batched_data() -> None:
 
 def test_transports_that_are_not_plain_sockets_are_left_alone() -> None:
     transport = StringTransport()
-    assert write_through(transport) is False
+    assert _mode.write_through(transport) is False
     assert not isinstance(transport, TurnWrites)
+
+
+def test_writes_that_lose_data_fail_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    def drop(self: Any) -> None:
+        self._in_turn = False
+        self._tempDataBuffer, self._tempDataLen = [], 0
+
+    monkeypatch.setattr(TurnWrites, "_flush_turn", drop)
+    assert fastwrites._works() is False
 
 
 @pytest_twisted.ensureDeferred
