@@ -2,9 +2,8 @@
 
 Hypothesis writes request heads and bodies (methods, targets, versions, headers, framing,
 JSON, forms, line endings) and raw bytes into the real site, ``LlamaSwapService.site()``,
-on in-memory connections: twisted.web's parser and ``FastChannel``'s one-pass parser run
-as they do on a socket (a head fed whole takes the fast path when it can, a head fed in
-pieces the line parser; the test checks both were taken). For every example:
+on in-memory connections, whole and in pieces, as they arrive on a socket (the test checks
+that twisted.web's parser saw the heads). For every example:
 
 - no response of status 500 or more (llamaswap's own code never fails on input; no model
   runs here, so no 502/503 can be legitimate);
@@ -38,7 +37,6 @@ from twisted.web.http import HTTPChannel
 from llamaswap.config import parse_config
 from llamaswap.logs import llamaswap_events
 from llamaswap.service import LlamaSwapService
-from llamaswap.web import fastchannel
 from llamaswap.web.routes import MODEL_ROUTES
 
 _DEEP = os.environ.get("LLAMASWAP_FUZZ_EXAMPLES")
@@ -190,7 +188,7 @@ def _request(draw: Any) -> bytes:
 
 @st.composite
 def _pieces(draw: Any, data: bytes) -> list[bytes]:
-    """``data`` whole (the fast path's case) or cut at a few places (the line parser's)."""
+    """``data`` whole (one read) or cut at a few places (several reads)."""
     if not data or draw(st.booleans()):
         return [data]
     cuts = sorted(set(draw(st.lists(st.integers(1, len(data)), min_size=1, max_size=4))))
@@ -220,7 +218,10 @@ class Front:
 
     def serve(self, pieces: list[bytes]) -> bytes:
         channel = self.site.buildProtocol(None)
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+        # lenient: like a socket, pausing a transport that is closing is allowed (twisted.web
+        # pauses reads when pipelined bytes pile up behind a request that closes the channel).
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555),
+                                    lenient=True)
         channel.makeConnection(transport)
         for piece in pieces:
             channel.dataReceived(piece)
@@ -251,20 +252,14 @@ def front(monkeypatch: pytest.MonkeyPatch) -> Iterator[Front]:
 
 @pytest.fixture
 def parsers(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """How many heads each parser took: the fast one and twisted.web's line parser."""
-    counts = {"fast": 0, "lines": 0}
-    parse_head, line_received = fastchannel.parse_head, HTTPChannel.lineReceived
-
-    def counting_parse_head(*args: Any) -> Any:
-        head = parse_head(*args)
-        counts["fast"] += head is not None
-        return head
+    """How many head lines twisted.web's parser took."""
+    counts = {"lines": 0}
+    line_received = HTTPChannel.lineReceived
 
     def counting_line_received(self: Any, line: bytes) -> Any:
         counts["lines"] += 1
         return line_received(self, line)
 
-    monkeypatch.setattr(fastchannel, "parse_head", counting_parse_head)
     monkeypatch.setattr(HTTPChannel, "lineReceived", counting_line_received)
     return counts
 
@@ -278,7 +273,7 @@ def test_fuzzed_requests_get_no_5xx_and_no_traceback(
         front.check(data.draw(_pieces(b"".join(requests))))
 
     run()
-    assert parsers["fast"] >= 20 and parsers["lines"] >= 20, parsers
+    assert parsers["lines"] >= 20, parsers
 
 
 def _mutated(data: bytes, edits: list[tuple[int, bytes]]) -> bytes:

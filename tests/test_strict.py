@@ -1,6 +1,5 @@
 """``web/strict.py``: malformed heads are answered at once, in the envelope, and refused
-connections close cleanly. In memory (both parsers: a head whole in one read takes
-``FastChannel``'s one-pass parser, a head in pieces twisted.web's line parser), then on
+connections close cleanly. In memory (a head whole in one read, and in pieces), then on
 loopback sockets for what only a socket shows."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 """What llamaswap refuses in a request head, and how it reads an absolute-form target.
 
 Pure functions over bytes, no Twisted: ``web/strict.py`` calls them from the channel, for
-heads parsed by ``FastChannel``'s one-pass parser and by twisted.web's line parser alike.
+heads as twisted.web's line parser hands them over.
 Each refusal names the status RFC 9110/9112 gives for it (``docs/reliability.md``).
 """
 

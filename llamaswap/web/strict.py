@@ -21,12 +21,12 @@ its 413 came is read to its end, if it ends soon, so that a client that reads on
 sending still gets its answer). An early 413 (``web/limits.py``) closes the same way,
 through ``close_after_answer``.
 
-Checks sit where both of ``FastChannel``'s paths pass (``allHeadersReceived``, the line
-parser's callbacks, ``dataReceived``), so heads parsed in one pass and line by line are
-treated alike. This overrides ``HTTPChannel._respondToBadRequestAndDisconnect`` (private:
-the one place twisted.web's refusals go) and reads ``_path``, ``_command``,
-``_transferDecoder`` and ``LineReceiver._buffer``, as ``web/fastchannel.py`` does; the
-tests in ``tests/test_strict.py`` fail first if a Twisted release moves them.
+Checks sit where every head passes (``allHeadersReceived``, the line parser's callbacks,
+``dataReceived``). This overrides ``HTTPChannel._respondToBadRequestAndDisconnect``
+(private: the one place twisted.web's refusals go) and reads ``_path``, ``_command``,
+``_transferDecoder`` and ``LineReceiver._buffer``: private names outside ``web/fast``, kept
+because the public ``HTTPChannel`` offers no hook for these answers; the tests in
+``tests/test_strict.py`` fail first if a Twisted release moves them.
 """
 
 from __future__ import annotations
