@@ -33,6 +33,7 @@ from llamaswap.process import DEFAULT_INSTANCE, DEFAULT_MARKER, ModelProcess
 from llamaswap.reload import diff_configs
 from llamaswap.router import Router
 from llamaswap.selectors import Rewriter
+from llamaswap.slotcache.manager import SlotCacheManager
 from llamaswap.web.fastchannel import FastRequestMixin
 from llamaswap.web.forward import Forwarder
 from llamaswap.web.limits import BodyLimitMixin
@@ -65,6 +66,7 @@ class LlamaSwapService(MultiService):
                       if state_file else None)
         self._marker = self.state.marker if self.state else DEFAULT_MARKER
         self._instance = self.state.instance if self.state else DEFAULT_INSTANCE
+        self.slot_cache = SlotCacheManager.for_config(config, reactor)
         self.processes = {model_id: self._new_process(model_id, config)
                           for model_id in config.models}
         self.router = Router(config, self.processes, reactor)
@@ -73,6 +75,7 @@ class LlamaSwapService(MultiService):
                                            log_rules=self.log_rules)
         """Log streams, events, metrics and the activity store (``llamaswap.observability``)."""
         self.observability.store.setServiceParent(self)
+        self.slot_cache.observe(self.observability)
         self.forwarder.watch = self.observability.watch
         self.peers = Peers(config.peers, reactor)
         """Clients of the configured peers; their pools close when the service stops."""
@@ -100,6 +103,7 @@ class LlamaSwapService(MultiService):
         process = ModelProcess(config.models[model_id], self.reactor,
                                health_timeout=config.health_check_timeout, output=LogStream(),
                                marker=self._marker, instance=self._instance,
+                               hooks=self.slot_cache,
                                on_line=_model_logger(model_id, self._model_line, self))
         process.add_observer(self._record_state)
         return process
@@ -122,6 +126,7 @@ class LlamaSwapService(MultiService):
             return process
 
         self.router.reconfigure(new, diff, make)
+        self.slot_cache.reconfigure(new.slot_cache, new.models)
         self.config = new
         self.peers.reconfigure(new.peers)
         self.names.reconfigure(new.selectors, new.profiles)
