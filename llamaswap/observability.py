@@ -94,6 +94,8 @@ class Observability:
         self.open_streams: set[Callable[[], None]] = set()
         """Closers of the log and event streams being served, ended by ``stop``."""
         self._queued = 0
+        self.model_fields: Callable[[Any], dict[str, Any]] = lambda model: {}
+        """More of a model's status for the UI (its slot cache, ``llamaswap.slotcache``)."""
         self.response_listener: Callable[[str, object, int | None, int | None], None] | None = None
         """Told ``(model, request id, prompt tokens, cached tokens)`` of each measured
         response (the slot cache verifies its restores with it)."""
@@ -146,7 +148,7 @@ class Observability:
                 "state": process.state.value, "unlisted": model.unlisted,
                 "aliases": list(model.aliases), "ttl": model.ttl, "pid": process.pid,
                 "inFlight": self._router.in_flight(model_id), "lastError": process.last_error,
-                **self.reasons.fields(model_id)})
+                **self.reasons.fields(model_id), **self.model_fields(model)})
         return result
 
     def _state_changed(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:

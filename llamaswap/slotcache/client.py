@@ -83,5 +83,5 @@ class HttpSlotApi:
             error = decoded.get("error") if isinstance(decoded, dict) else None
             message = error.get("message") if isinstance(error, dict) else None
             raise SlotApiError(f"{method} {path}: HTTP {response.code}: "
-                               f"{message or content[:200]!r}", response.code)
+                               f"{message if message else repr(content[:200])}", response.code)
         return decoded

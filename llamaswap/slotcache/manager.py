@@ -111,6 +111,7 @@ class SlotCacheManager:
         self._publish = observability.bus.publish
         self.metrics = SlotCacheMetrics(observability.metrics.registry, self.sizes)
         observability.response_listener = self.response_seen
+        observability.model_fields = self.running_fields
 
     # -- configuration ----------------------------------------------------------------------
 
