@@ -402,3 +402,27 @@ def test_an_unreadable_manifest_is_a_cold_start(tmp_path: Path, garbage: str) ->
     assert h.start() == [None]
     assert h.servers["a"].calls == ["props"]
     assert store.slot_files(h.manager.cache_dir("a")) == []
+
+
+@pytest.mark.parametrize("how", ["ttl", "unload", "shutdown", "swap"])
+def test_every_orderly_stop_saves_first(tmp_path: Path, how: str) -> None:
+    h = Harness(tmp_path, [cached_model("a", ttl=30.0), cached_model("b")])
+    router = Router(make_config(*h.models.values()), h.processes, h.reactor)
+    lease = result_of(router.enqueue("a").deferred)[0]
+    use(h, "a", 0, 10)
+    h.servers["a"].hold = True
+    h.servers["a"].calls.clear()
+    lease.release()
+    if how == "ttl":
+        h.reactor.advance(30)
+    elif how == "unload":
+        router.unload(["a"])
+    elif how == "shutdown":
+        Deferred.fromCoroutine(router.shutdown(5))
+    else:
+        router.enqueue("b")
+    assert h.processes["a"].state is ModelState.STOPPING
+    assert h.servers["a"].calls == ["slots"] and not h.signalled()
+    h.servers["a"].release()
+    h.servers["a"].release()
+    assert h.servers["a"].calls == ["slots", "save 0"] and h.signalled()
