@@ -38,7 +38,7 @@ from test_llama_server import running_llamaswap  # noqa: E402
 from tiny_gguf import write_tiny_llama  # noqa: E402
 
 N_CTX = 4096
-PROMPT = "the tiny llama says hello world to the proxy and the model swap is ok " * 270
+PROMPT = "the tiny llama says hello world to the proxy and the model swap is ok " * 125
 
 
 def metric(base_url: str, name: str, **labels: str) -> float:

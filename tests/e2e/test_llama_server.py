@@ -51,7 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 STARTUP_TIMEOUT = 60.0
 N_CTX = 2048
-LONG_PROMPT = ("the tiny llama says hello world to the proxy and the model swap is ok " * 200)
+LONG_PROMPT = ("the tiny llama says hello world to the proxy and the model swap is ok " * 94)
 """About 1,500 tokens in the tiny models' vocabulary (checked by the tests)."""
 
 
@@ -267,11 +267,11 @@ def test_a_changed_command_is_not_restored(tmp_path: Path, models: Models) -> No
 
 def test_a_small_budget_keeps_the_cache_directory_within_it(tmp_path: Path,
                                                             models: Models) -> None:
-    budget = 400_000  # the long prompt's slot takes ~0.8 MB, the short one's a fraction
+    budget = 300_000  # ~880 tokens take ~0.45 MB (0.5 KB a token), ~100 tokens ~0.05 MB
     config = {"A": model_entry(models.a, "A", {"enabled": True, "maxBytes": budget}, slots=2),
               "B": model_entry(models.b, "B")}
     with running_llamaswap(tmp_path, config) as swap:
-        ask(swap, "A")
+        ask(swap, "A", LONG_PROMPT[:len(LONG_PROMPT) * 55 // 94])  # 2 slots: 1,024 tokens each
         ask(swap, "A", "hello world, say something " * 20)  # the second, newer slot
         ask(swap, "B", "hello world")
         files = cache_files(swap.cache_dir("A"))
