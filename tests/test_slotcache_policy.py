@@ -104,10 +104,11 @@ def test_model_setting_spellings() -> None:
         ModelSlotCache(True, 1 << 20)
     assert parse_model_slot_cache({"enabled": False}, "m", report).enabled is False
     assert problems == []
-    parse_model_slot_cache({"maxBytes": "lots", "size": 1}, "models.x.slotCache", report)
+    parse_model_slot_cache({"maxBytes": "lots"}, "models.x.slotCache", report)
+    parse_model_slot_cache({"maxBytes": 2**60}, "models.z.slotCache", report)
     parse_model_slot_cache("yes", "models.y.slotCache", report)
-    assert [key for key, _ in problems] == ["models.x.slotCache.size",
-                                            "models.x.slotCache.maxBytes", "models.y.slotCache"]
+    assert [key for key, _ in problems] == ["models.x.slotCache.maxBytes",
+                                            "models.z.slotCache.maxBytes", "models.y.slotCache"]
 
 
 def test_root_defaults_under_xdg_cache_home() -> None:
@@ -156,3 +157,11 @@ def test_config_names_a_bad_value() -> None:
     text = str(error.value)
     assert "c.yaml: slotCache.maxBytes: must be a size" in text
     assert "c.yaml: models.a.slotCache: must be true, false or a mapping" in text
+
+
+def test_an_unknown_slot_cache_key_is_a_warning_as_everywhere() -> None:
+    config = parse_config("slotCache: {size: 1}\nmodels:\n  a:\n    cmd: s --port ${PORT}\n"
+                          "    slotCache: {enabled: true, sise: 2}\n", "c.yaml")
+    assert config.models["a"].slot_cache.enabled
+    assert any("slotCache.size" in w for w in config.warnings)
+    assert any("models.a.slotCache.sise" in w for w in config.warnings)

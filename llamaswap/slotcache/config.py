@@ -2,7 +2,8 @@
 
 Pure functions over the macro-expanded config tree; problems are reported through
 ``report(key_path, message)`` like the rest of the config loader, so a bad value names the
-file, the key and what is wrong.
+file, the key and what is wrong. Unknown keys are the schema's business
+(``llamaswap/config/schema.json``): warned about, like everywhere else.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ Report = Callable[[str, str], None]
 MACRO = "${SLOT_CACHE_DIR}"
 DEFAULT_SAVE_TIMEOUT = 30.0
 DEFAULT_RESTORE_TIMEOUT = 30.0
+MAX_BYTES = 1 << 50
+"""The largest budget accepted (1 PiB): beyond it a number is a typo, not a disk."""
+MAX_SECONDS = 86400.0
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 _UNSAFE_PATH = re.compile(r"[\s'\"\\]")
-_ROOT_KEYS = frozenset({"dir", "maxBytes", "saveTimeout", "restoreTimeout"})
-_MODEL_KEYS = frozenset({"enabled", "maxBytes"})
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,13 @@ def parse_size(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
+        return value if 0 <= value <= MAX_BYTES else None
     match = _SIZE_RE.match(value) if isinstance(value, str) else None
     if match is None:
         return None
     power = "kmgt".find(match.group(2).lower()) + 1
-    return int(float(match.group(1)) * (1024 if match.group(3) else 1000) ** power)
+    size = float(match.group(1)) * (1024 if match.group(3) else 1000) ** power
+    return int(size) if size <= MAX_BYTES else None
 
 
 def _size(raw: Mapping[str, Any], key: str, base: str, report: Report) -> int:
@@ -87,7 +90,7 @@ def _size(raw: Mapping[str, Any], key: str, base: str, report: Report) -> int:
     size = parse_size(value)
     if size is None:
         report(f"{base}.{key}", f"must be a size in bytes like 1073741824, '500MB' or '2GiB' "
-               f"(0: no budget), got {value!r}")
+               f"(0: no budget; at most 1 PiB), got {value!r}")
         return 0
     return size
 
@@ -97,17 +100,12 @@ def _seconds(raw: Mapping[str, Any], key: str, base: str, default: float,
     value = raw.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        report(f"{base}.{key}", f"must be a number of seconds > 0, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not 0 < value <= MAX_SECONDS):
+        report(f"{base}.{key}", f"must be a number of seconds > 0 and at most "
+               f"{MAX_SECONDS:g}, got {value!r}")
         return default
     return float(value)
-
-
-def _unknown_keys(raw: Mapping[str, Any], known: frozenset[str], base: str,
-                  report: Report) -> None:
-    for key in raw:
-        if key not in known:
-            report(f"{base}.{key}", f"unknown key (valid: {', '.join(sorted(known))})")
 
 
 def parse_slot_cache_root(raw: object, report: Report,
@@ -119,7 +117,6 @@ def parse_slot_cache_root(raw: object, report: Report,
     if not isinstance(raw, dict):
         report(base, f"must be a mapping with dir and maxBytes, got {raw!r}")
         return SlotCacheRoot(dir=default_root(environ))
-    _unknown_keys(raw, _ROOT_KEYS, base, report)
     directory = raw.get("dir")
     if directory is None or directory == "":
         directory = default_root(environ)
@@ -147,7 +144,6 @@ def parse_model_slot_cache(raw: object, base: str, report: Report) -> ModelSlotC
     if not isinstance(raw, dict):
         report(base, f"must be true, false or a mapping with enabled and maxBytes, got {raw!r}")
         return ModelSlotCache()
-    _unknown_keys(raw, _MODEL_KEYS, base, report)
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         report(f"{base}.enabled", f"must be true or false, got {enabled!r}")
