@@ -94,6 +94,11 @@ class Observability:
         self.open_streams: set[Callable[[], None]] = set()
         """Closers of the log and event streams being served, ended by ``stop``."""
         self._queued = 0
+        self.model_fields: Callable[[Any], dict[str, Any]] = lambda model: {}
+        """More of a model's status for the UI (its slot cache, ``llamaswap.slotcache``)."""
+        self.response_listener: Callable[[str, object, int | None, int | None], None] | None = None
+        """Told ``(model, request id, prompt tokens, cached tokens)`` of each measured
+        response (the slot cache verifies its restores with it)."""
         self._queue_poll = LoopingCall(self._poll_queue)
         self._queue_poll.clock = reactor
         self.reasons = StateReasons(config)
@@ -143,7 +148,7 @@ class Observability:
                 "state": process.state.value, "unlisted": model.unlisted,
                 "aliases": list(model.aliases), "ttl": model.ttl, "pid": process.pid,
                 "inFlight": self._router.in_flight(model_id), "lastError": process.last_error,
-                **self.reasons.fields(model_id)})
+                **self.reasons.fields(model_id), **self.model_fields(model)})
         return result
 
     def _state_changed(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:
@@ -384,6 +389,10 @@ class Exchange:
             input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
             cached_tokens=row["cached_tokens"], prompt_per_second=row["prompt_per_second"],
             tokens_per_second=tokens_per_second)
+        listener = self._owner.response_listener
+        if listener is not None and figures is not None:
+            listener(self.model, context_of(self._request).request_id or self.id,
+                     figures.input_tokens, figures.cached_tokens)
         capture = None
         if self._capture is not None:
             self._capture.resp_body = b"".join(self._resp_body)

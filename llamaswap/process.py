@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -46,6 +46,21 @@ LAST_LINES_IN_ERRORS = 5
 
 StateObserver = Callable[["ModelProcess", ModelState, ModelState], None]
 GroupSignaller = Callable[[int, int], bool]
+
+
+class LaunchHooks(Protocol):
+    """Work done around a model's life (the slot cache, ``llamaswap.slotcache``).
+
+    ``after_healthy`` runs while the model is still starting (nothing is sent to it before
+    it fires); ``before_stop`` while it is stopping, before any signal. Neither may fail,
+    and each bounds its own time.
+    """
+
+    def before_start(self, process: ModelProcess) -> None: ...
+
+    def after_healthy(self, process: ModelProcess) -> Deferred[None]: ...
+
+    def before_stop(self, process: ModelProcess) -> Deferred[None]: ...
 
 
 class StartError(Exception):
@@ -126,6 +141,7 @@ class ModelProcess:
         marker: str = DEFAULT_MARKER,
         instance: str = DEFAULT_INSTANCE,
         check_port: bool = True,
+        hooks: LaunchHooks | None = None,
     ) -> None:
         self.model = model
         self._reactor: IReactorProcess = reactor
@@ -144,6 +160,7 @@ class ModelProcess:
         self._marker = marker
         self._instance = instance
         self._check_port = check_port
+        self.hooks = hooks
         self._stopper: Any = None
         """The running ``cmdStop``, killed if it is still running when it no longer matters."""
         self.last_error: str | None = None
@@ -197,8 +214,15 @@ class ModelProcess:
         if self.state is not ModelState.STOPPING:
             if self._health is not None:
                 self._health.cancel()
+            was_ready = self.state is ModelState.READY
             self._set_state(ModelState.STOPPING)
-            self._terminate(self.model.unload_timeout if timeout is None else timeout)
+            timeout = self.model.unload_timeout if timeout is None else timeout
+            if was_ready and self.hooks is not None and timeout > 0:  # 0 is a kill: no save
+                pid = self.pid
+                self.hooks.before_stop(self).addBoth(
+                    lambda _: self._terminate(timeout) if self.pid == pid else None)
+            else:
+                self._terminate(timeout)
         return waiter
 
     def run_ended(self, run: int) -> Deferred[None]:
@@ -241,6 +265,8 @@ class ModelProcess:
         self.model_pid = None
         self.run += 1
         self._set_state(ModelState.STARTING)
+        if self.hooks is not None:
+            self.hooks.before_start(self)
         taken = port_in_use(self.model.proxy) if self._check_port else None
         if taken is not None:
             self._start_failed(f"model {self.model.id} cannot start: {taken} is already in use "
@@ -269,6 +295,9 @@ class ModelProcess:
         self._poller = ReadinessPoller(self._clock, self._health_probe(), self._health_timeout,
                                        progress=progress)
         self._health = self._poller.start()
+        if self.hooks is not None:  # still starting: nothing reaches the model before it
+            hooks = self.hooks
+            self._health.addCallback(lambda _: hooks.after_healthy(self))
         self._health.addCallbacks(lambda _: self._became_ready(), self._health_failed)
 
     def _health_probe(self) -> Probe:

@@ -34,6 +34,7 @@ from llamaswap.redaction import redact_url
 from llamaswap.reload import diff_configs
 from llamaswap.router import Router
 from llamaswap.selectors import Rewriter
+from llamaswap.slotcache.manager import SlotCacheManager
 from llamaswap.web.errors import EnvelopeErrorsMixin
 from llamaswap.web.fast import FastPath
 from llamaswap.web.forward import Forwarder
@@ -67,6 +68,7 @@ class LlamaSwapService(MultiService):
                       if state_file else None)
         self._marker = self.state.marker if self.state else DEFAULT_MARKER
         self._instance = self.state.instance if self.state else DEFAULT_INSTANCE
+        self.slot_cache = SlotCacheManager.for_config(config, reactor)
         self.processes = {model_id: self._new_process(model_id, config)
                           for model_id in config.models}
         self.router = Router(config, self.processes, reactor)
@@ -75,6 +77,7 @@ class LlamaSwapService(MultiService):
                                            log_rules=self.log_rules)
         """Log streams, events, metrics and the activity store (``llamaswap.observability``)."""
         self.observability.store.setServiceParent(self)
+        self.slot_cache.observe(self.observability)
         self.forwarder.watch = self.observability.watch
         self.peers = Peers(config.peers, reactor)
         """Clients of the configured peers; their pools close when the service stops."""
@@ -102,6 +105,7 @@ class LlamaSwapService(MultiService):
         process = ModelProcess(config.models[model_id], self.reactor,
                                health_timeout=config.health_check_timeout, output=LogStream(),
                                marker=self._marker, instance=self._instance,
+                               hooks=self.slot_cache,
                                on_line=_model_logger(model_id, self._model_line, self))
         process.add_observer(self._record_state)
         return process
@@ -124,6 +128,7 @@ class LlamaSwapService(MultiService):
             return process
 
         self.router.reconfigure(new, diff, make)
+        self.slot_cache.reconfigure(new.slot_cache, new.models)
         self.config = new
         self.peers.reconfigure(new.peers)
         self.names.reconfigure(new.selectors, new.profiles)

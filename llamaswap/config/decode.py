@@ -26,6 +26,7 @@ from llamaswap.config.semantic import (
 from llamaswap.config.structure import describe
 from llamaswap.filters import Filters, parse_strip_params
 from llamaswap.routing import parse_matrix, parse_resources, parse_scheduler
+from llamaswap.slotcache.config import parse_model_slot_cache, parse_slot_cache_root
 from llamaswap.supervision import SupervisionConfig, parse_supervision
 
 __all__ = ["decode_config"]
@@ -259,6 +260,7 @@ def _model(
                          exp.ports.get(model_id)),
         upstream_headers=_header_pairs(p, model.get("upstreamHeaders"),
                                        f"{base}.upstreamHeaders"),
+        slot_cache=parse_model_slot_cache(model.get("slotCache"), f"{base}.slotCache", p.error),
     )
 
 
@@ -388,4 +390,5 @@ def decode_config(p: Problems, exp: Expansion) -> Config:
         selectors=selectors,
         profiles=profiles,
         max_request_size=_byte_size(p, tree, "maxRequestSize", 100 * 1024 * 1024),
+        slot_cache=parse_slot_cache_root(tree.get("slotCache"), p.error),
     )

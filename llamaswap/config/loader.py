@@ -27,6 +27,7 @@ from llamaswap.config.model import Config, ConfigError
 from llamaswap.config.problems import Problems
 from llamaswap.config.structure import MODEL_KEYS, TOP_KEYS, check_structure, describe
 from llamaswap.config.yamlv3 import load_yaml, yaml_problem
+from llamaswap.slotcache.config import expand_slot_cache_dirs
 
 __all__ = ["load_config", "parse_config"]
 
@@ -69,6 +70,7 @@ def parse_config(
     expansion = expand_config_macros(tree, p.error)
     if expansion.aborted:
         raise p.fail()
+    expand_slot_cache_dirs(expansion.tree, p.error)
     p.add_structure(check_structure(expansion.tree))
     check_leftovers(expansion, TOP_KEYS, MODEL_KEYS, p.error, failed_env)
     config = decode_config(p, expansion)

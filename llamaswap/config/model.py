@@ -14,6 +14,7 @@ from llamaswap.filters import Filters
 from llamaswap.matrix import Matrix
 from llamaswap.routing import SchedulerConfig
 from llamaswap.selectors import ProfileConfig, SelectorConfig
+from llamaswap.slotcache.config import ModelSlotCache, SlotCacheRoot, default_root
 from llamaswap.supervision import SupervisionConfig
 
 __all__ = [
@@ -83,6 +84,8 @@ class ModelConfig:
     filters: Filters = field(default_factory=Filters)
     upstream_headers: tuple[tuple[str, str], ...] = ()
     """Headers set on every request sent to this model's server (e.g. its own API key)."""
+    slot_cache: ModelSlotCache = field(default_factory=ModelSlotCache)
+    """Save and restore llama-server's slots across stops (``llamaswap.slotcache``)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,8 @@ class Config:
     """Row cap of the activity store when it is a file (``store.maxRows``)."""
     warnings: tuple[str, ...] = ()
     """Non-fatal findings (unknown keys, unsupported features), one line each."""
+    slot_cache: SlotCacheRoot = field(default_factory=lambda: SlotCacheRoot(default_root()))
+    """Where slot caches live and their total budget (top-level ``slotCache``)."""
 
     def resolve(self, name: str) -> str | None:
         """The model ID a request name means: an ID wins over an alias; ``None`` if unknown."""

@@ -179,7 +179,8 @@ class Running(Endpoint):
                             "ttl": model.ttl, "name": model.name,
                             "description": model.description,
                             "pid": process.model_pid or process.pid,
-                            "inFlight": self._app.router.in_flight(model_id)})
+                            "inFlight": self._app.router.in_flight(model_id),
+                            **self._app.observability.model_fields(model)})
         send_json(request, {"running": running})
 
 

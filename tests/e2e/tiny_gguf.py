@@ -79,13 +79,18 @@ def build_vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def write_tiny_llama(path: Path, seed: int = 0) -> None:
+def write_tiny_llama(path: Path, seed: int = 0, *, n_ctx_train: int = N_CTX_TRAIN,
+                     n_layers: int = N_LAYERS, n_embd: int = N_EMBD, n_ff: int = N_FF) -> None:
     """Write a 2-layer, 64-wide llama model with random f32 weights to ``path``.
 
     Different seeds give different weights (and so different files) with identical
-    architecture and vocabulary.
+    architecture and vocabulary. llama.cpp caps a context at the trained one, so a test
+    with long prompts asks for a larger ``n_ctx_train``; the size arguments make bigger
+    (slower) models for benchmarks.
     """
     rng = np.random.default_rng(seed)
+    N_LAYERS, N_EMBD, N_FF = n_layers, n_embd, n_ff  # noqa: N806 (the shapes below use them)
+    HEAD_DIM = N_EMBD // N_HEAD  # noqa: N806
     tokens, scores, types = build_vocab()
     n_vocab = len(tokens)
 
@@ -100,7 +105,7 @@ def write_tiny_llama(path: Path, seed: int = 0) -> None:
     writer.add_name(f"tiny-llama-random-{seed}")
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_vocab_size(n_vocab)
-    writer.add_context_length(N_CTX_TRAIN)
+    writer.add_context_length(n_ctx_train)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYERS)
     writer.add_feed_forward_length(N_FF)

@@ -1,0 +1,87 @@
+"""llama-server's slot API over HTTP: ``/props``, ``/slots`` and slot save/restore.
+
+Every call returns a Deferred that can be cancelled (the caller bounds the whole save or
+restore with a timeout on its clock). ``SlotApi`` is what the manager needs, so tests can
+put a fake llama-server in its place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.web.http_headers import Headers
+
+from llamaswap.web.connect import model_agent
+from llamaswap.web.pool import QuietPool
+
+
+class SlotApiError(Exception):
+    """llama-server answered a slot call with an error (or not with JSON)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SlotApi(Protocol):
+    def props(self) -> Deferred[dict[str, Any]]: ...
+
+    def slots(self) -> Deferred[Any]: ...
+
+    def save(self, slot: int, filename: str) -> Deferred[dict[str, Any]]: ...
+
+    def restore(self, slot: int, filename: str) -> Deferred[dict[str, Any]]: ...
+
+
+class HttpSlotApi:
+    """The slot API of the llama-server at ``base_url``, with the model's upstream headers
+    (e.g. its ``--api-key``). A pool of its own keeps these calls off the data path's."""
+
+    def __init__(self, reactor: Any, base_url: str,
+                 headers: Sequence[tuple[str, str]] = ()) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = list(headers)
+        self._client = HTTPClient(model_agent(reactor, QuietPool(reactor, persistent=False)))
+
+    def props(self) -> Deferred[dict[str, Any]]:
+        return Deferred.fromCoroutine(self._call("GET", "/props"))
+
+    def slots(self) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._call("GET", "/slots"))
+
+    def save(self, slot: int, filename: str) -> Deferred[dict[str, Any]]:
+        return Deferred.fromCoroutine(self._call(
+            "POST", f"/slots/{slot}?action=save", {"filename": filename}))
+
+    def restore(self, slot: int, filename: str) -> Deferred[dict[str, Any]]:
+        return Deferred.fromCoroutine(self._call(
+            "POST", f"/slots/{slot}?action=restore", {"filename": filename}))
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = self._base + quote(path, safe="/?=&")
+        headers = Headers()
+        for name, value in self._headers:
+            headers.addRawHeader(name, value)
+        data = None
+        if body is not None:
+            headers.setRawHeaders("Content-Type", ["application/json"])
+            data = json.dumps(body).encode("utf-8")
+        response = await self._client.request(method, url, headers=headers, data=data,
+                                              allow_redirects=False)
+        content = await response.content()
+        try:
+            decoded = json.loads(content)
+        except ValueError:
+            raise SlotApiError(f"{method} {path}: HTTP {response.code}, not JSON",
+                               response.code) from None
+        if response.code != 200:
+            error = decoded.get("error") if isinstance(decoded, dict) else None
+            message = error.get("message") if isinstance(error, dict) else None
+            raise SlotApiError(f"{method} {path}: HTTP {response.code}: "
+                               f"{message if message else repr(content[:200])}", response.code)
+        return decoded

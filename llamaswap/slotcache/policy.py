@@ -1,0 +1,178 @@
+"""What the slot cache decides, as pure functions: no I/O, no clock, no reactor.
+
+- A cache belongs to one launch: ``fingerprint`` names what decides whether a saved KV
+  cache is valid for a new process, ``fingerprint_differences`` says what changed.
+- ``slots_to_save`` picks the slots of ``GET /slots`` that hold tokens.
+- ``choose_evictions`` keeps each model's and the total budget, oldest entries first.
+- ``restore_helped`` judges a restore by the first response's cached tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+FINGERPRINT_VERSION = 1
+
+MODEL_FILE_OPTIONS = frozenset({
+    "-m", "--model", "-md", "--model-draft", "-mm", "--mmproj", "--lora", "--control-vector",
+    "-mv", "--model-vocoder",
+})
+"""llama-server options whose value is a file the computed cache depends on."""
+
+PLACEMENT_OPTIONS = frozenset({"--port", "--host"})
+"""Options that say where the server listens: they change nothing it computes, and a port
+may be allocated differently after a config reload, so they are left out of a fingerprint."""
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """Identity of a model file as seen on disk when the model was started."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def model_files(cmd: Sequence[str]) -> list[str]:
+    """The file arguments of ``MODEL_FILE_OPTIONS`` in a command (``-m x`` and ``--model=x``)."""
+    files: list[str] = []
+    args = list(cmd)
+    for index, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if eq and name in MODEL_FILE_OPTIONS and name.startswith("--"):
+            files.append(value)
+        elif arg in MODEL_FILE_OPTIONS and index + 1 < len(args):
+            files.append(args[index + 1])
+    return files
+
+
+def command_identity(cmd: Sequence[str]) -> list[str]:
+    """The command without where it listens (``PLACEMENT_OPTIONS`` and their values)."""
+    kept: list[str] = []
+    skip = False
+    for arg in cmd:
+        if skip:
+            skip = False
+            continue
+        if arg in PLACEMENT_OPTIONS:
+            skip = True
+            continue
+        if arg.partition("=")[0] in PLACEMENT_OPTIONS and "=" in arg:
+            continue
+        kept.append(arg)
+    return kept
+
+
+def props_identity(props: Mapping[str, Any]) -> dict[str, Any]:
+    """What of llama-server's ``/props`` a cache depends on: context size and slot count."""
+    settings = props.get("default_generation_settings")
+    n_ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
+    return {"n_ctx": n_ctx if isinstance(n_ctx, int) else None,
+            "slots": props.get("total_slots") if isinstance(props.get("total_slots"), int)
+            else None}
+
+
+def fingerprint(cmd: Sequence[str], files: Iterable[FileStamp],
+                props: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-able record of one launch; a saved cache is only restored into an equal one."""
+    return {
+        "version": FINGERPRINT_VERSION,
+        "cmd": command_identity(cmd),
+        "files": [[f.path, f.size, f.mtime_ns] for f in files],
+        **props_identity(props),
+    }
+
+
+_FIELD_NAMES = {"version": "cache format", "cmd": "command", "files": "model files",
+                "n_ctx": "context size", "slots": "slot count"}
+
+
+def fingerprint_differences(stored: Mapping[str, Any] | None,
+                            current: Mapping[str, Any]) -> list[str]:
+    """What differs between a saved cache's launch and this one; empty: it may be restored.
+
+    A missing or unreadable record differs in everything: a cache of unknown origin is
+    never restored.
+    """
+    if not isinstance(stored, Mapping):
+        return ["no fingerprint"]
+    return [_FIELD_NAMES.get(key, key) for key in sorted(set(stored) | set(current))
+            if stored.get(key) != current.get(key)]
+
+
+@dataclass(frozen=True)
+class SlotToSave:
+    slot: int
+    tokens: int
+    """Tokens the slot holds (``n_prompt_tokens``: the last prompt and what was generated)."""
+    task: int
+    """The slot's last task ID: larger means used more recently."""
+
+
+def slots_to_save(slots: object) -> list[SlotToSave]:
+    """The slots of a ``GET /slots`` answer that hold tokens, most recently used first.
+
+    An idle slot can hold nothing (a fresh server, an erased slot): saving it would only
+    overwrite a useful file with an empty one.
+    """
+    found: list[SlotToSave] = []
+    if not isinstance(slots, list):
+        return found
+    for slot in slots:
+        if not isinstance(slot, Mapping):
+            continue
+        slot_id, tokens = slot.get("id"), slot.get("n_prompt_tokens")
+        if not isinstance(slot_id, int) or not isinstance(tokens, int) or tokens <= 0:
+            continue
+        task = slot.get("id_task")
+        found.append(SlotToSave(slot_id, tokens, task if isinstance(task, int) else -1))
+    return sorted(found, key=lambda s: (-s.task, s.slot))
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One saved slot file, as the eviction policy sees it."""
+
+    model: str
+    slot: int
+    size: int
+    age: tuple[float, int]
+    """Sort key, smaller is older: (when its model's cache was saved, -recency rank)."""
+
+
+def choose_evictions(entries: Iterable[CacheEntry], model_budgets: Mapping[str, int],
+                     total_budget: int) -> list[CacheEntry]:
+    """The entries to delete so that each model stays within its budget and all of them
+    within ``total_budget`` (0: no budget), oldest first."""
+    remaining = sorted(entries, key=lambda e: e.age)
+    evicted: list[CacheEntry] = []
+    for model, budget in model_budgets.items():
+        if budget <= 0:
+            continue
+        mine = [e for e in remaining if e.model == model]
+        used = sum(e.size for e in mine)
+        for entry in mine:
+            if used <= budget:
+                break
+            evicted.append(entry)
+            used -= entry.size
+    remaining = [e for e in remaining if e not in evicted]
+    if total_budget > 0:
+        used = sum(e.size for e in remaining)
+        for entry in remaining:
+            if used <= total_budget:
+                break
+            evicted.append(entry)
+            used -= entry.size
+    return evicted
+
+
+def restore_helped(cached_tokens: int | None) -> bool:
+    """Whether the first response after a restore reused the restored cache.
+
+    Some llama.cpp builds accept a restore and then re-process the whole prompt (sliding
+    window models without checkpoints): only the response tells.
+    """
+    return bool(cached_tokens and cached_tokens > 0)

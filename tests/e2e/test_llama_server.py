@@ -1,0 +1,288 @@
+"""End to end with llama.cpp's real ``llama-server`` (the program llama-swap users run).
+
+llamaswap runs as a ``twistd`` subprocess; the models are tiny random-weight GGUF files
+(``tiny_gguf.py``) served by the ``llama-server`` that ``build_llama_server.sh`` builds. The
+models generate garbage, so answers are checked for structure and determinism only.
+
+The slot cache tests follow issue 16's proof: two models in one swap group, a ~1,500-token
+prompt on A, a swap to B and back; with ``slotCache`` A's first answer after the swap reuses
+at least 90% of the prompt from the restored cache and is identical to the answer before
+the swap (temperature 0, fixed seed); without it nothing is cached; a changed command is
+not restored; a small ``maxBytes`` keeps the cache directory within budget.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e_support import (
+    answers_200,
+    check_chat,
+    check_stream,
+    free_ports,
+    http_get,
+    http_get_json,
+    kill_processes_mentioning,
+    pid_alive,
+    processes_mentioning,
+    stop_process,
+    tail,
+    wait_until,
+)
+from llama_server import llama_server_binary, llama_server_cmd
+from openai import OpenAI
+from tiny_gguf import write_tiny_llama
+
+from llamaswap.slotcache.config import model_dir_name
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+STARTUP_TIMEOUT = 60.0
+N_CTX = 2048
+LONG_PROMPT = ("the tiny llama says hello world to the proxy and the model swap is ok " * 94)
+"""About 1,500 tokens in the tiny models' vocabulary (checked by the tests)."""
+
+
+@dataclass
+class Models:
+    a: Path
+    b: Path
+
+    @property
+    def needles(self) -> list[str]:
+        return [str(self.a), str(self.b)]
+
+
+@dataclass
+class LlamaSwap:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+    cache_root: Path
+
+    def client(self) -> OpenAI:
+        return OpenAI(base_url=f"{self.base_url}/v1", api_key="sk-e2e", max_retries=0,
+                      timeout=STARTUP_TIMEOUT + 60)
+
+    def running(self) -> dict[str, dict[str, Any]]:
+        return {r["model"]: r for r in http_get_json(f"{self.base_url}/running")["running"]}
+
+    def metric(self, name: str, **labels: str) -> float:
+        status, body = http_get(f"{self.base_url}/metrics")
+        assert status == 200
+        total = 0.0
+        for line in body.decode().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def cache_dir(self, model: str) -> Path:
+        return self.cache_root / model_dir_name(model)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def built_llama_server() -> Path:
+    """The binary, found or built once before any test runs (a build never runs on the reactor)."""
+    return llama_server_binary()
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Iterator[Models]:
+    """Two tiny models trained for a context long enough for the long prompt."""
+    found = Models(a=tmp_path / "model-a.gguf", b=tmp_path / "model-b.gguf")
+    write_tiny_llama(found.a, seed=1, n_ctx_train=N_CTX)
+    write_tiny_llama(found.b, seed=2, n_ctx_train=N_CTX)
+    yield found
+    kill_processes_mentioning(found.needles)
+
+
+def model_entry(model: Path, alias: str, slot_cache: Any = None, extra: str = "",
+                slots: int = 1) -> dict[str, Any]:
+    cache = " --slot-save-path ${SLOT_CACHE_DIR}" if slot_cache else ""
+    entry: dict[str, Any] = {"cmd": llama_server_cmd(llama_server_binary(), model, alias,
+                                                     "${PORT}", ctx=N_CTX, slots=slots,
+                                                     extra=extra + cache)}
+    if slot_cache:
+        entry["slotCache"] = slot_cache
+    return entry
+
+
+@contextmanager
+def running_llamaswap(tmp_path: Path, models: dict[str, Any],
+                      slot_cache: dict[str, Any] | None = None,
+                      name: str = "llamaswap") -> Iterator[LlamaSwap]:
+    """llamaswap under ``twistd -n`` with ``models`` in the default swap group."""
+    cache_root = tmp_path / "slot-cache"
+    config = {"healthCheckTimeout": 120, "startPort": free_ports(len(models)),
+              "slotCache": {"dir": str(cache_root), **(slot_cache or {})}, "models": models}
+    config_path = tmp_path / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_ports(1)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    log = tmp_path / f"{name}.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "llamaswap", "-c", str(config_path),
+             "-l", f"tcp:{port}:interface=127.0.0.1"],
+            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+            stderr=subprocess.STDOUT)
+    swap = LlamaSwap(proc, f"http://127.0.0.1:{port}", log, cache_root)
+    try:
+        wait_until(lambda: answers_200(f"{swap.base_url}/health") or proc.poll() is not None,
+                   STARTUP_TIMEOUT, "llamaswap's /health")
+        assert proc.poll() is None, f"llamaswap exited with {proc.returncode}:\n{tail(log)}"
+        yield swap
+    finally:
+        stop_process(proc, timeout=30)
+
+
+def ask(swap: LlamaSwap, model: str, prompt: str = LONG_PROMPT) -> tuple[str, int, int]:
+    """``(answer, prompt tokens, cached prompt tokens)`` of a deterministic completion."""
+    response = swap.client().chat.completions.create(
+        model=model, messages=[{"role": "user", "content": prompt}], max_tokens=8,
+        temperature=0, seed=42)
+    assert response.model == model, "answered by the wrong model server"
+    usage = response.usage
+    assert usage is not None
+    details = usage.prompt_tokens_details
+    cached = details.cached_tokens if details is not None and details.cached_tokens else 0
+    return response.choices[0].message.content or "", usage.prompt_tokens, cached
+
+
+def cache_files(directory: Path) -> dict[str, int]:
+    if not directory.is_dir():
+        return {}
+    return {p.name: p.stat().st_size for p in directory.iterdir() if p.suffix == ".bin"}
+
+
+# -- the real llama-server behind llamaswap ------------------------------------------------
+
+
+def test_llama_server_swaps_serves_and_exposes_its_own_endpoints(
+        tmp_path: Path, models: Models) -> None:
+    config = {"A": model_entry(models.a, "A"), "B": model_entry(models.b, "B")}
+    with running_llamaswap(tmp_path, config) as swap:
+        client = swap.client()
+        check_chat(client, "A")
+        check_stream(client, "A")
+        running = swap.running()
+        assert list(running) == ["A"] and running["A"]["state"] == "ready"
+        assert "slotCache" not in running["A"]
+        pid_a = running["A"]["pid"]
+        assert pid_a in processes_mentioning(str(models.a))
+
+        # llama-server's own endpoints, reached through llamaswap
+        assert http_get(f"{swap.base_url}/upstream/A/health")[0] == 200
+        props = http_get_json(f"{swap.base_url}/upstream/A/props")
+        assert props["total_slots"] == 1
+        assert props["default_generation_settings"]["n_ctx"] == N_CTX
+        assert props["model_path"] == str(models.a)
+        slots = http_get_json(f"{swap.base_url}/upstream/A/slots")
+        assert [s["id"] for s in slots] == [0] and slots[0]["n_prompt_tokens"] > 0
+
+        # B is in the same swap group: it replaces A
+        check_chat(client, "B")
+        assert list(swap.running()) == ["B"]
+        wait_until(lambda: not pid_alive(pid_a), 10, "A's llama-server to exit")
+        assert processes_mentioning(str(models.a)) == []
+
+        swap.proc.send_signal(signal.SIGTERM)
+        assert swap.proc.wait(timeout=30) in (0, -signal.SIGTERM), tail(swap.log)
+    assert processes_mentioning(str(models.b)) == [], tail(swap.log)
+
+
+# -- the slot cache ------------------------------------------------------------------------
+
+
+def test_slot_cache_brings_the_prompt_back_after_a_swap(tmp_path: Path, models: Models) -> None:
+    config = {"A": model_entry(models.a, "A", True), "B": model_entry(models.b, "B", True)}
+    with running_llamaswap(tmp_path, config) as swap:
+        before, prompt_tokens, cached = ask(swap, "A")
+        assert 1300 <= prompt_tokens <= 1900, prompt_tokens
+        assert cached == 0
+        ask(swap, "B", "hello world")  # the swap saves A's slot first
+        files = cache_files(swap.cache_dir("A"))
+        assert list(files) == ["slot-0.bin"] and files["slot-0.bin"] > 100_000
+        assert (swap.cache_dir("A") / "manifest.json").is_file()
+
+        after, prompt_again, cached = ask(swap, "A")
+        assert prompt_again == prompt_tokens
+        assert cached >= 0.9 * prompt_tokens, (cached, prompt_tokens)
+        assert after == before
+
+        running = swap.running()
+        assert running["A"]["slotCache"]["bytes"] > 0
+        assert running["A"]["slotCache"]["last"]["action"] == "verify"
+        assert running["A"]["slotCache"]["last"]["helped"] is True
+        assert swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                           operation="save") == 1
+        assert swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                           operation="restore") == 1
+        assert swap.metric("llamaswap_slot_cache_tokens_total", model="A",
+                           operation="restore") >= prompt_tokens
+        assert swap.metric("llamaswap_slot_cache_restore_checks_total", model="A",
+                           helped="true") == 1
+        log = swap.log.read_text()
+        assert "model=A served from a restored slot cache" in log
+        assert "did not help" not in log
+
+
+def test_without_slot_cache_nothing_is_cached_after_a_swap(tmp_path: Path,
+                                                          models: Models) -> None:
+    config = {"A": model_entry(models.a, "A"), "B": model_entry(models.b, "B")}
+    with running_llamaswap(tmp_path, config) as swap:
+        before, prompt_tokens, _ = ask(swap, "A")
+        ask(swap, "B", "hello world")
+        after, _, cached = ask(swap, "A")
+        assert cached == 0
+        assert after == before  # the same model, recomputed: only the speed differs
+        assert not swap.cache_root.exists() or cache_files(swap.cache_dir("A")) == {}
+
+
+def test_a_changed_command_is_not_restored(tmp_path: Path, models: Models) -> None:
+    first = {"A": model_entry(models.a, "A", True), "B": model_entry(models.b, "B")}
+    with running_llamaswap(tmp_path, first, name="first") as swap:
+        ask(swap, "A")
+        ask(swap, "B", "hello world")
+        assert cache_files(swap.cache_dir("A"))
+    changed = {"A": model_entry(models.a, "A", True, extra="--batch-size 256"),
+               "B": model_entry(models.b, "B")}
+    with running_llamaswap(tmp_path, changed, name="second") as swap:
+        _, _, cached = ask(swap, "A")
+        assert cached == 0
+        assert swap.metric("llamaswap_slot_cache_fingerprint_mismatches_total", model="A") == 1
+        assert swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                           operation="restore") == 0
+        assert "not restored, the launch changed (command)" in swap.log.read_text()
+
+
+def test_a_small_budget_keeps_the_cache_directory_within_it(tmp_path: Path,
+                                                            models: Models) -> None:
+    budget = 300_000  # ~880 tokens take ~0.45 MB (0.5 KB a token), ~100 tokens ~0.05 MB
+    config = {"A": model_entry(models.a, "A", {"enabled": True, "maxBytes": budget}, slots=2),
+              "B": model_entry(models.b, "B")}
+    with running_llamaswap(tmp_path, config) as swap:
+        ask(swap, "A", LONG_PROMPT[:len(LONG_PROMPT) * 55 // 94])  # 2 slots: 1,024 tokens each
+        ask(swap, "A", "hello world, say something " * 20)  # the second, newer slot
+        ask(swap, "B", "hello world")
+        files = cache_files(swap.cache_dir("A"))
+        assert 0 < sum(files.values()) <= budget, files
+        assert len(files) == 1
+        assert swap.metric("llamaswap_slot_cache_evictions_total", model="A") == 1
+        _, _, cached = ask(swap, "A", "hello world, say something " * 20)
+        assert cached > 0  # the slot kept is the one used last

@@ -1,0 +1,428 @@
+"""The slot cache's mechanism with a Clock, a fake process reactor and a fake llama-server.
+
+The fake llama-server answers ``/props``, ``/slots`` and slot save/restore like the real one
+(it writes and reads the slot files in the model's cache directory); with ``hold`` set, its
+answers wait until the test releases them, so ordering and timeouts can be checked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import FakeProcessReactor, ScriptedProbe, SignalLog, make_config, model
+from prometheus_client import CollectorRegistry
+from twisted.internet.defer import Deferred, succeed
+
+from llamaswap.config import ModelConfig
+from llamaswap.policy import ModelState
+from llamaswap.process import ModelProcess, StartAborted
+from llamaswap.router import Router
+from llamaswap.slotcache import store
+from llamaswap.slotcache.client import SlotApiError
+from llamaswap.slotcache.config import ModelSlotCache, SlotCacheRoot
+from llamaswap.slotcache.manager import SlotCacheManager
+from llamaswap.slotcache.metrics import SlotCacheMetrics
+
+BYTES_PER_TOKEN = 100
+
+
+class FakeLlamaServer:
+    """What llamaswap sees of llama-server's slot API, with files in ``directory``."""
+
+    def __init__(self, directory: str, slots: int = 1, n_ctx: int = 4096) -> None:
+        self.directory = directory
+        self.props_answer: dict[str, Any] = {"default_generation_settings": {"n_ctx": n_ctx},
+                                             "total_slots": slots}
+        self.tokens = dict.fromkeys(range(slots), 0)
+        self.tasks = dict.fromkeys(range(slots), -1)
+        self.calls: list[str] = []
+        self.hold = False
+        self.held: list[tuple[Deferred[Any], Any]] = []
+        self.fail_restore: SlotApiError | None = None
+
+    def _answer(self, call: str, value: Any) -> Deferred[Any]:
+        self.calls.append(call)
+        if not self.hold:
+            return succeed(value() if callable(value) else value)
+        d: Deferred[Any] = Deferred()
+        self.held.append((d, value))
+        return d
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for d, value in held:
+            d.callback(value() if callable(value) else value)
+
+    def props(self) -> Deferred[dict[str, Any]]:
+        return self._answer("props", self.props_answer)
+
+    def slots(self) -> Deferred[Any]:
+        return self._answer("slots", lambda: [
+            {"id": i, "n_prompt_tokens": n, "id_task": self.tasks[i]}
+            for i, n in self.tokens.items()])
+
+    def save(self, slot: int, filename: str) -> Deferred[dict[str, Any]]:
+        def write() -> dict[str, Any]:
+            size = self.tokens[slot] * BYTES_PER_TOKEN
+            with open(os.path.join(self.directory, filename), "wb") as f:
+                f.write(b"k" * size)
+            return {"id_slot": slot, "n_saved": self.tokens[slot], "n_written": size}
+        return self._answer(f"save {slot}", write)
+
+    def restore(self, slot: int, filename: str) -> Deferred[dict[str, Any]]:
+        def read() -> dict[str, Any]:
+            if self.fail_restore is not None:
+                raise self.fail_restore
+            size = os.path.getsize(os.path.join(self.directory, filename))
+            self.tokens[slot] = size // BYTES_PER_TOKEN
+            return {"id_slot": slot, "n_restored": self.tokens[slot], "n_read": size}
+        self.calls.append(f"restore {slot}")
+        if self.hold:
+            d: Deferred[dict[str, Any]] = Deferred()
+            self.held.append((d, read))
+            return d
+        try:
+            return succeed(read())
+        except SlotApiError as e:
+            from twisted.internet.defer import fail
+            return fail(e)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, models: list[ModelConfig] | None = None,
+                 root_budget: int = 0, slots: int = 1) -> None:
+        self.reactor = FakeProcessReactor()
+        self.probe = ScriptedProbe()
+        self.probe.healthy = True
+        self.signals = SignalLog()
+        self.models = {m.id: m for m in models or [cached_model("a")]}
+        self.root = SlotCacheRoot(str(tmp_path / "cache"), root_budget, save_timeout=10,
+                                  restore_timeout=20)
+        self.events: list[dict[str, Any]] = []
+        self.registry = CollectorRegistry()
+        self.metrics = SlotCacheMetrics(self.registry, lambda: self.manager.sizes())
+        self.servers: dict[str, FakeLlamaServer] = {}
+        self.manager = SlotCacheManager(
+            self.root, self.reactor, lambda m: self.servers[m.id], models=self.models,
+            publish=lambda kind, payload: self.events.append(payload), metrics=self.metrics,
+            wall_clock=self.reactor.seconds)
+        for model_id in self.models:
+            self.servers[model_id] = FakeLlamaServer(self.manager.cache_dir(model_id), slots)
+        self.processes = {
+            m: ModelProcess(c, self.reactor, health_timeout=30, probe=self.probe,
+                            signal_group=self.signals, hooks=self.manager)
+            for m, c in self.models.items()}
+
+    def start(self, model_id: str = "a") -> list[Any]:
+        return result_of(self.processes[model_id].ensure_ready())
+
+    def stop(self, model_id: str = "a", timeout: float | None = None) -> list[Any]:
+        process = self.processes[model_id]
+        done = result_of(process.stop(timeout))
+        return done
+
+    def exit(self, model_id: str = "a") -> None:
+        self.reactor.processes[-1].exit(0)
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def signalled(self) -> bool:
+        return any(signum == signal.SIGTERM for _, signum in self.signals.sent)
+
+
+def cached_model(model_id: str, max_bytes: int = 0, **overrides: Any) -> ModelConfig:
+    values: dict[str, Any] = {"cmd": ("llama-server", "-m", f"/nonexistent/{model_id}.gguf"),
+                              "slot_cache": ModelSlotCache(True, max_bytes), **overrides}
+    return model(model_id, **values)
+
+
+def result_of(d: Deferred[Any]) -> list[Any]:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    return out
+
+
+def use(h: Harness, model_id: str, slot: int, tokens: int, task: int = 1) -> None:
+    """A request left ``tokens`` in a slot of the model's server."""
+    h.servers[model_id].tokens[slot] = tokens
+    h.servers[model_id].tasks[slot] = task
+
+
+def saved_and_stopped(h: Harness, model_id: str = "a") -> None:
+    stopped = h.stop(model_id)
+    h.exit(model_id)
+    assert stopped == [None]
+
+
+def test_the_cache_dir_exists_before_the_command_runs(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.probe.healthy = False
+    h.start()
+    assert os.path.isdir(h.manager.cache_dir("a"))
+    assert h.reactor.processes  # spawned after
+
+
+def test_slots_are_saved_before_any_signal_and_restored_before_ready(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    assert h.start() == [None]
+    use(h, "a", 0, 1500)
+    server = h.servers["a"]
+    server.hold = True
+    server.calls.clear()
+    stopped = h.stop()
+    assert h.processes["a"].state is ModelState.STOPPING
+    assert server.calls == ["slots"] and not h.signalled()
+    server.release()
+    assert server.calls == ["slots", "save 0"] and not h.signalled()
+    server.release()
+    assert h.signalled()
+    h.exit()
+    assert stopped == [None]
+    manifest = store.read_manifest(h.manager.cache_dir("a"))
+    assert manifest is not None and manifest.tokens == 1500
+    assert manifest.size == 1500 * BYTES_PER_TOKEN
+    assert h.manager.running_fields(h.models["a"])["slotCache"]["bytes"] == 150_000
+
+    # The next start: healthy, but not ready (no waiter fires) until the restore is done.
+    server.tokens[0] = 0
+    server.calls.clear()
+    ready = h.start()
+    assert ready == [] and h.processes["a"].state is ModelState.STARTING
+    server.release()  # /props: the fingerprint matches
+    assert ready == [] and server.calls == ["props", "restore 0"]
+    server.release()  # the restore
+    assert ready == [None] and h.processes["a"].state is ModelState.READY
+    assert server.tokens[0] == 1500
+    assert h.value("llamaswap_slot_cache_operations_total", model="a", operation="save") == 1
+    assert h.value("llamaswap_slot_cache_tokens_total", model="a", operation="restore") == 1500
+    assert [e["action"] for e in h.events] == ["save", "restore"]
+
+
+def test_no_request_is_granted_before_the_restore_completes(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 10)
+    saved_and_stopped(h)
+    router = Router(make_config(*h.models.values()), h.processes, h.reactor)
+    server = h.servers["a"]
+    server.hold = True
+    ticket = router.enqueue("a")
+    granted = result_of(ticket.deferred)
+    server.release()  # /props
+    assert granted == [] and h.processes["a"].state is ModelState.STARTING
+    server.release()  # the restore
+    assert len(granted) == 1 and granted[0].model == "a"
+
+
+def test_a_restore_that_hangs_is_abandoned_after_the_limit_and_the_model_serves_cold(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 10)
+    saved_and_stopped(h)
+    h.servers["a"].hold = True
+    ready = h.start()
+    h.servers["a"].release()  # /props answers, the restore never does
+    h.reactor.advance(19.9)
+    assert ready == []
+    h.reactor.advance(0.2)
+    assert ready == [None] and h.processes["a"].state is ModelState.READY
+    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="restore",
+                   kind="timeout") == 1
+
+
+def test_a_save_that_hangs_delays_the_stop_only_until_the_limit(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 10)
+    h.servers["a"].hold = True
+    stopped = h.stop()
+    h.reactor.advance(9.9)
+    assert not h.signalled()
+    h.reactor.advance(0.2)
+    assert h.signalled()
+    h.exit()
+    assert stopped == [None]
+    assert store.read_manifest(h.manager.cache_dir("a")) is None  # nothing half-saved
+    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="save",
+                   kind="timeout") == 1
+
+
+def test_a_kill_does_not_wait_for_a_save(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 10)
+    h.stop(timeout=0)  # a hung model: no time for the slot API
+    assert h.signalled() and h.servers["a"].calls == ["props"]
+
+
+def test_idle_slots_are_not_saved_and_nothing_is_written_for_an_unused_model(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path, slots=3)
+    h.start()
+    use(h, "a", 1, 50, task=4)
+    saved_and_stopped(h)
+    assert "save 0" not in h.servers["a"].calls and "save 1" in h.servers["a"].calls
+    assert store.slot_files(h.manager.cache_dir("a")) == ["slot-1.bin"]
+    h.start()
+    h.servers["a"].tokens[1] = 0
+    saved_and_stopped(h)
+    assert store.slot_files(h.manager.cache_dir("a")) == []
+    assert store.read_manifest(h.manager.cache_dir("a")) is None
+
+
+def test_a_changed_launch_is_not_restored_and_its_stale_files_are_removed(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 10)
+    saved_and_stopped(h)
+    h.servers["a"].props_answer["default_generation_settings"] = {"n_ctx": 2048}
+    h.servers["a"].calls.clear()
+    assert h.start() == [None]
+    assert h.servers["a"].calls == ["props"]  # no restore
+    assert store.slot_files(h.manager.cache_dir("a")) == []
+    assert h.value("llamaswap_slot_cache_fingerprint_mismatches_total", model="a") == 1
+    assert h.events[-1]["action"] == "mismatch" and h.events[-1]["changed"] == ["context size"]
+
+
+def test_a_changed_command_is_not_restored(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 10)
+    saved_and_stopped(h)
+    changed = cached_model("a", cmd=("llama-server", "-m", "/nonexistent/a.gguf", "-c", "9"))
+    h.processes["a"].reconfigure(changed, 30)
+    h.servers["a"].calls.clear()
+    h.start()
+    assert h.servers["a"].calls == ["props"]
+    assert h.events[-1]["changed"] == ["command"]
+
+
+def test_a_failed_restore_is_a_cold_start_not_an_error(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 10)
+    saved_and_stopped(h)
+    h.servers["a"].fail_restore = SlotApiError("HTTP 400: invalid slot", 400)
+    assert h.start() == [None]
+    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="restore",
+                   kind="error") == 1
+    assert h.manager.running_fields(h.models["a"])["slotCache"]["last"]["action"] == "error"
+
+
+def test_a_stop_during_the_restore_aborts_the_start(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 10)
+    saved_and_stopped(h)
+    h.servers["a"].hold = True
+    ready = h.start()
+    h.servers["a"].release()  # /props; the restore is in flight
+    stopped = h.stop()
+    assert len(ready) == 1 and ready[0].check(StartAborted)
+    assert h.signalled()  # a start being aborted is not saved
+    h.exit()
+    assert stopped == [None] and h.processes["a"].state is ModelState.STOPPED
+    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="restore",
+                   kind="error") == 0
+
+
+def test_the_first_response_verifies_the_restore(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 1500)
+    saved_and_stopped(h)
+    h.start()
+    h.manager.response_seen("a", 7, None, None)  # not a measured completion: no verdict
+    h.manager.response_seen("a", 8, 1510, 1499)
+    h.manager.response_seen("a", 9, 1510, 0)  # only the first one counts
+    assert h.value("llamaswap_slot_cache_restore_checks_total", model="a", helped="true") == 1
+    assert h.value("llamaswap_slot_cache_restore_checks_total", model="a", helped="false") == 0
+    saved_and_stopped(h)
+    h.start()
+    h.manager.response_seen("a", 10, 1510, 0)
+    assert h.value("llamaswap_slot_cache_restore_checks_total", model="a", helped="false") == 1
+    assert h.events[-1] == {"model": "a", "action": "verify", "helped": False,
+                            "cached_tokens": 0, "prompt_tokens": 1510, "restored_tokens": 1500}
+
+
+def test_a_model_budget_keeps_its_newest_slots(tmp_path: Path) -> None:
+    h = Harness(tmp_path, [cached_model("a", max_bytes=250 * BYTES_PER_TOKEN)], slots=3)
+    h.start()
+    use(h, "a", 0, 100, task=1)
+    use(h, "a", 1, 100, task=3)
+    use(h, "a", 2, 100, task=2)
+    saved_and_stopped(h)
+    directory = h.manager.cache_dir("a")
+    assert store.slot_files(directory) == ["slot-1.bin", "slot-2.bin"]
+    assert store.disk_bytes(directory) <= 250 * BYTES_PER_TOKEN
+    assert h.value("llamaswap_slot_cache_evictions_total", model="a") == 1
+    assert h.value("llamaswap_slot_cache_disk_bytes", model="a") == 200 * BYTES_PER_TOKEN
+
+
+def test_the_total_budget_evicts_the_oldest_model_cache(tmp_path: Path) -> None:
+    h = Harness(tmp_path, [cached_model("a"), cached_model("b")],
+                root_budget=150 * BYTES_PER_TOKEN)
+    h.start("a")
+    use(h, "a", 0, 100)
+    saved_and_stopped(h, "a")
+    h.reactor.advance(5)
+    h.start("b")
+    use(h, "b", 0, 100)
+    saved_and_stopped(h, "b")
+    assert store.slot_files(h.manager.cache_dir("a")) == []
+    assert store.slot_files(h.manager.cache_dir("b")) == ["slot-0.bin"]
+    assert h.manager.sizes() == {"a": 0, "b": 100 * BYTES_PER_TOKEN}
+
+
+def test_a_model_without_slot_cache_is_left_alone(tmp_path: Path) -> None:
+    plain = model("p")
+    h = Harness(tmp_path, [plain])
+    assert h.start("p") == [None]
+    h.stop("p")
+    assert h.signalled() and h.servers["p"].calls == []
+    assert not os.path.exists(h.manager.cache_dir("p"))
+    assert h.manager.running_fields(plain) == {}
+
+
+@pytest.mark.parametrize("garbage", ["{", '{"model": "a"}'])
+def test_an_unreadable_manifest_is_a_cold_start(tmp_path: Path, garbage: str) -> None:
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, 10)
+    saved_and_stopped(h)
+    Path(h.manager.cache_dir("a"), store.MANIFEST).write_text(garbage)
+    h.servers["a"].calls.clear()
+    assert h.start() == [None]
+    assert h.servers["a"].calls == ["props"]
+    assert store.slot_files(h.manager.cache_dir("a")) == []
+
+
+@pytest.mark.parametrize("how", ["ttl", "unload", "shutdown", "swap"])
+def test_every_orderly_stop_saves_first(tmp_path: Path, how: str) -> None:
+    h = Harness(tmp_path, [cached_model("a", ttl=30.0), cached_model("b")])
+    router = Router(make_config(*h.models.values()), h.processes, h.reactor)
+    lease = result_of(router.enqueue("a").deferred)[0]
+    use(h, "a", 0, 10)
+    h.servers["a"].hold = True
+    h.servers["a"].calls.clear()
+    lease.release()
+    if how == "ttl":
+        h.reactor.advance(30)
+    elif how == "unload":
+        router.unload(["a"])
+    elif how == "shutdown":
+        Deferred.fromCoroutine(router.shutdown(5))
+    else:
+        router.enqueue("b")
+    assert h.processes["a"].state is ModelState.STOPPING
+    assert h.servers["a"].calls == ["slots"] and not h.signalled()
+    h.servers["a"].release()
+    h.servers["a"].release()
+    assert h.servers["a"].calls == ["slots", "save 0"] and h.signalled()
