@@ -27,14 +27,19 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from llamaswap.compat.gotypes import go_bytes
+from llamaswap.compat.headers import header_map
+from llamaswap.compat.stats import histogram, percentile
 from llamaswap.logs import get_logger
 from llamaswap.redaction import redact_url
 
 T = TypeVar("T")
+__all__ = ["ActivityStore", "Capture", "CaptureCache", "Query", "histogram", "percentile"]
 
 COLUMNS = ("id", "ts", "model", "endpoint", "method", "status", "duration_ms", "ttfb_ms",
            "wait_ms", "input_tokens", "output_tokens", "cached_tokens", "prompt_per_second",
-           "tokens_per_second", "client", "error", "has_capture")
+           "tokens_per_second", "client", "error", "has_capture", "content_type",
+           "draft_tokens", "draft_acc_tokens")
 _INSERTED = COLUMNS[1:]
 ROWS_PER_INSERT = 500
 """Rows in one INSERT: SQLite's default limit for a VALUES list."""
@@ -74,15 +79,25 @@ CREATE TABLE IF NOT EXISTS activity (
     tokens_per_second REAL,
     client TEXT,
     error TEXT,
-    has_capture INTEGER NOT NULL DEFAULT 0
+    has_capture INTEGER NOT NULL DEFAULT 0,
+    content_type TEXT,
+    draft_tokens INTEGER,
+    draft_acc_tokens INTEGER
 );
 CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id DESC);
 """
+_ADDED_COLUMNS = (("content_type", "TEXT"), ("draft_tokens", "INTEGER"),
+                  ("draft_acc_tokens", "INTEGER"))
+"""Columns a store file written by an older llamaswap lacks: added when it is opened."""
 
-SORTABLE = {"id": "id", "time": "id", "model": "model", "endpoint": "endpoint",
-            "status": "status", "duration": "duration_ms", "ttfb": "ttfb_ms",
-            "prompt": "input_tokens", "generated": "output_tokens",
-            "prompt_speed": "prompt_per_second", "gen_speed": "tokens_per_second"}
+SORTABLE = {"id": "id", "time": "ts", "model": "model", "req_path": "endpoint",
+            "resp_status_code": "status", "resp_content_type": "content_type",
+            "cached": "cached_tokens", "prompt": "input_tokens", "generated": "output_tokens",
+            "drafted": "draft_tokens", "prompt_speed": "prompt_per_second",
+            "gen_speed": "tokens_per_second", "duration": "duration_ms",
+            # llamaswap's own names
+            "endpoint": "endpoint", "status": "status", "ttfb": "ttfb_ms"}
+"""Sort keys (llama-swap's UI column ids, then llamaswap's) -> columns."""
 MAX_PAGE_SIZE = 999
 
 
@@ -93,6 +108,11 @@ class Query:
     limit: int = 25
     sort: str = "id"
     descending: bool = True
+    start: float | None = None
+    """Unix seconds, inclusive bounds on the row's time (``None``: unbounded)."""
+    end: float | None = None
+    min_id: int | None = None
+    max_id: int | None = None
 
 
 class ActivityStore(Service):
@@ -148,6 +168,10 @@ class ActivityStore(Service):
         if self.path:
             db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(activity)")}
+        for column, kind in _ADDED_COLUMNS:
+            if column not in present:
+                db.execute(f"ALTER TABLE activity ADD COLUMN {column} {kind}")
         self._db = db
 
     def _close(self) -> None:
@@ -179,7 +203,7 @@ class ActivityStore(Service):
 
     def _select(self, query: Query) -> dict[str, Any]:
         assert self._db is not None, "the activity store is not open"
-        where, params = _where(query.models)
+        where, params = _where(query.models, query)
         total = self._db.execute(f"SELECT COUNT(*) FROM activity{where}", params).fetchone()[0]
         column = SORTABLE.get(query.sort, "id")
         order = "DESC" if query.descending else "ASC"
@@ -195,8 +219,8 @@ class ActivityStore(Service):
         where, params = _where(models)
         per_model = {}
         for model, count, inputs, outputs, cached, errors, duration in self._db.execute(
-                "SELECT model, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
-                "SUM(cached_tokens), SUM(status >= 400), AVG(duration_ms) "
+                "SELECT model, COUNT(*), SUM(MAX(input_tokens, 0)), SUM(MAX(output_tokens, 0)), "
+                "SUM(MAX(cached_tokens, 0)), SUM(status >= 400), AVG(duration_ms) "
                 f"FROM activity{where} GROUP BY model ORDER BY model", params):
             speeds = [r[0] for r in self._db.execute(
                 "SELECT tokens_per_second FROM activity WHERE model = ? "
@@ -212,11 +236,14 @@ class ActivityStore(Service):
                 "total_input_tokens": inputs or 0, "total_output_tokens": outputs or 0,
                 "total_cache_tokens": cached or 0, "avg_duration_ms": duration,
                 "gen_histogram": histogram(speeds), "prompt_histogram": histogram(prompt_speeds),
-                "ttfb_ms": histogram(ttfbs)}
-        totals = {key: sum(m[key] for m in per_model.values()) for key in (
-            "total_requests", "errors", "total_input_tokens", "total_output_tokens",
-            "total_cache_tokens")}
-        return {**totals, "models": per_model}
+                "ttfb_ms": histogram(ttfbs), "_prompt": prompt_speeds, "_gen": speeds}
+        totals: dict[str, Any] = {key: sum(m[key] for m in per_model.values()) for key in (
+            "total_requests", "total_input_tokens", "total_output_tokens",
+            "total_cache_tokens", "errors")}
+        all_prompt = [v for m in per_model.values() for v in m.pop("_prompt")]
+        all_gen = [v for m in per_model.values() for v in m.pop("_gen")]
+        return {**totals, "prompt_histogram": histogram(all_prompt),
+                "gen_histogram": histogram(all_gen), "models": per_model}
 
     # -- on the reactor ---------------------------------------------------------------------
 
@@ -265,45 +292,32 @@ class ActivityStore(Service):
         return self._run(self._select, query)
 
     def stats(self, models: Sequence[str] = ()) -> Deferred[dict[str, Any]]:
-        """Totals and per-model token counts, speed and time-to-first-byte histograms."""
+        """llama-swap's ``ActivityStats`` (totals, prompt and generation speed histograms),
+        and per model (``models``) the same with time-to-first-byte and error counts."""
         return self._run(self._stats, models)
 
 
-def _where(models: Sequence[str]) -> tuple[str, list[Any]]:
-    if not models:
+def _where(models: Sequence[str], bounds: Query | None = None) -> tuple[str, list[Any]]:
+    conditions: list[str] = []
+    params: list[Any] = []
+    if models:
+        conditions.append(f"model IN ({', '.join('?' for _ in models)})")
+        params += models
+    if bounds is not None:
+        for value, condition in ((bounds.start, "ts >= ?"), (bounds.end, "ts <= ?"),
+                                 (bounds.min_id, "id >= ?"), (bounds.max_id, "id <= ?")):
+            if value is not None:
+                conditions.append(condition)
+                params.append(value)
+    if not conditions:
         return "", []
-    return f" WHERE model IN ({', '.join('?' for _ in models)})", list(models)
+    return " WHERE " + " AND ".join(conditions), params
 
 
 def _row(values: Sequence[Any]) -> dict[str, Any]:
     row = dict(zip(COLUMNS, values, strict=True))
     row["has_capture"] = bool(row["has_capture"])
     return row
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Linear-interpolated percentile of sorted values."""
-    position = (len(ordered) - 1) * fraction
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def histogram(values: Sequence[float]) -> dict[str, Any] | None:
-    """llama-swap's histogram: Sturges' rule bins (5 to 20) and p50/p95/p99; ``None`` if
-    there is no positive value."""
-    ordered = sorted(v for v in values if v is not None and v > 0)
-    if not ordered:
-        return None
-    low, high = ordered[0], ordered[-1]
-    count = min(20, max(5, math.ceil(math.log2(len(ordered))) + 1))
-    size = (high - low) / count or 1.0
-    bins = [0] * count
-    for value in ordered:
-        bins[min(int((value - low) / size), count - 1)] += 1
-    return {"bins": bins, "min": low, "max": high, "binSize": size,
-            "p50": percentile(ordered, 0.5), "p95": percentile(ordered, 0.95),
-            "p99": percentile(ordered, 0.99)}
 
 
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie",
@@ -384,22 +398,19 @@ def _thawed_headers(lines: bytes) -> dict[bytes, list[bytes]]:
 
 
 def capture_view(frozen: FrozenCapture) -> dict[str, Any]:
-    """A frozen capture as ``GET /api/captures/<id>`` answers it: decoded, redacted."""
+    """A frozen capture as ``GET /api/captures/<id>`` answers it: llama-swap's
+    ``ReqRespCapture`` (bodies base64, one value per header, credentials left out) and
+    llamaswap's ``req_method``."""
     capture_id, path, method, req_headers, req_body, resp_headers, resp_body = frozen
-    response = {} if resp_headers is None else redact(
-        {k: v for k, v in decode_headers(_thawed_headers(resp_headers)).items()
-         if k.lower() != "content-encoding"})
-    return {"id": capture_id, "req_path": path, "req_method": method,
-            "req_headers": redact(decode_headers(_thawed_headers(req_headers))),
-            "req_body": req_body.decode("utf-8", "replace"),
+    response = None if resp_headers is None else {
+        name: value for name, value in header_map(_thawed_headers(resp_headers).items()).items()
+        if name.lower() != "content-encoding"}
+    return {"id": capture_id, "req_path": path,
+            "req_headers": header_map(_thawed_headers(req_headers).items()),
+            "req_body": go_bytes(req_body),
             "resp_headers": response,
-            "resp_body": resp_body.decode("utf-8", "replace")}
-
-
-def decode_headers(headers: RawHeaders) -> dict[str, str]:
-    """Raw header lines as text, repeated values joined as one line would carry them."""
-    return {name.decode("latin-1"): b", ".join(values).decode("latin-1")
-            for name, values in headers.items()}
+            "resp_body": go_bytes(resp_body if resp_headers is not None else None),
+            "req_method": method}
 
 
 class CaptureCache:

@@ -30,6 +30,9 @@ from llamaswap.activity import (
     StoreBusy,
     frozen_headers,
 )
+from llamaswap.compat.accesslog import client_ip
+from llamaswap.compat.gotypes import go_time
+from llamaswap.compat.headers import header_map
 from llamaswap.context import context_of
 from llamaswap.events import EventBus
 from llamaswap.logs import LogRules, LogStream, ProxyLogCollector, get_logger
@@ -47,6 +50,7 @@ log = get_logger()
 INFLIGHT_UPDATE_INTERVAL = 0.25
 QUEUE_POLL_INTERVAL = 0.5
 ERROR_BODY_BYTES = 4096
+CANCELLED_MESSAGE = "request cancelled through POST /api/inflight/<id>/cancel"
 
 
 def relative_path(request: Request, depth: int) -> str:
@@ -57,7 +61,14 @@ def relative_path(request: Request, depth: int) -> str:
 
 
 def client_of(request: Request) -> str:
-    return getattr(request.getClientAddress(), "host", "") or ""
+    """The client as llama-swap names it (``X-Forwarded-For``, ``X-Real-IP``, the peer)."""
+    return client_ip(_header(request, b"x-forwarded-for"), _header(request, b"x-real-ip"),
+                     getattr(request.getClientAddress(), "host", "") or "")
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.requestHeaders.getRawHeaders(name)
+    return value[0].decode("latin-1") if value else None
 
 
 class Observability:
@@ -139,16 +150,25 @@ class Observability:
         self.bus.publish(events.LOG_DATA, {"source": source, "data": line + "\n"})
 
     def model_status(self) -> list[dict[str, Any]]:
-        """Every configured model with its state (``modelStatus`` / the UI's model list)."""
+        """Every configured model with its state, then every peer model (``modelStatus``,
+        llama-swap's ``apiModel``), llamaswap's figures beside (``ttl``, ``pid``...)."""
         result = []
         for model_id, process in sorted(self._processes.items()):
             model = process.model
-            result.append({
+            entry: dict[str, Any] = {
                 "id": model_id, "name": model.name, "description": model.description,
-                "state": process.state.value, "unlisted": model.unlisted,
-                "aliases": list(model.aliases), "ttl": model.ttl, "pid": process.pid,
-                "inFlight": self._router.in_flight(model_id), "lastError": process.last_error,
-                **self.reasons.fields(model_id), **self.model_fields(model)})
+                "state": process.state.value, "unlisted": model.unlisted, "peerID": ""}
+            if model.aliases:
+                entry["aliases"] = list(model.aliases)
+            entry.update({"ttl": model.ttl, "pid": process.model_pid or process.pid,
+                          "inFlight": self._router.in_flight(model_id),
+                          "lastError": process.last_error, **self.reasons.fields(model_id),
+                          **self.model_fields(model)})
+            result.append(entry)
+        for peer in self._config.peers.values():
+            for name in peer.models:
+                result.append({"id": f"{peer.id}/{name}", "name": "", "description": "",
+                               "state": "", "unlisted": False, "peerID": peer.id})
         return result
 
     def _state_changed(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:
@@ -183,10 +203,12 @@ class Observability:
         self.metrics.request_finished(endpoint_label(path), self._label_of(model), status,
                                       seconds)
         if model and not context.relayed:  # relayed ones are recorded by their Exchange
+            content_type = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
             self.record({"ts": time.time(), "model": model, "endpoint": path,
                          "method": request.method.decode("ascii", "replace"), "status": status,
                          "duration_ms": seconds * 1000, "client": client_of(request),
-                         "error": f"{status} {_phrase(request)}"}, None)
+                         "error": f"{status} {_phrase(request)}",
+                         "content_type": content_type.decode("latin-1")}, None)
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config: the model names metrics may use as labels."""
@@ -249,6 +271,12 @@ class Exchange:
         began = context.started
         self.wait = time.monotonic() - began if began is not None else None
         self.status: int | None = None
+        self.content_type = ""
+        self.cancelled = False
+        """Ended through ``POST /api/inflight/<id>/cancel``."""
+        self._req_headers: dict[str, str] | None = None
+        self._resp_headers: dict[str, str] | None = None
+        self._upstream_headers: Any = None
         self.first_byte: float | None = None
         self.bytes = 0
         self._last_update = self.dispatched
@@ -290,11 +318,24 @@ class Exchange:
                        frozen_headers(request.requestHeaders.getAllRawHeaders()), body)
 
     def entry(self) -> dict[str, Any]:
-        """The ``inflight`` event's view of this request."""
-        return {"id": str(self.id), "timestamp": self.started_wall, "model": self.model,
-                "req_path": self.path, "method": self.method, "remote_ip": self.client,
-                "status": self.status, "resp_bytes": self.bytes,
-                "elapsed_ms": round((self._clock.seconds() - self.dispatched) * 1000)}
+        """The ``inflight`` event's view of this request: llama-swap's
+        ``InflightRequestEntry`` and llamaswap's ``status``."""
+        if self._req_headers is None:  # built once, when someone first listens
+            request = getattr(self, "_request", None)
+            self._req_headers = (header_map(request.requestHeaders.getAllRawHeaders())
+                                 if request is not None else {})
+        if self._resp_headers is None and self._upstream_headers is not None:
+            self._resp_headers = header_map(self._upstream_headers.getAllRawHeaders())
+        return {"id": str(self.id), "timestamp": go_time(self.started_wall),
+                "model": self.model, "req_path": self.path, "method": self.method,
+                "req_headers": self._req_headers, "remote_ip": self.client,
+                "resp_headers": self._resp_headers or {}, "resp_bytes": self.bytes,
+                "elapsed_ms": max(0, int((self._clock.seconds() - self.dispatched) * 1000)),
+                "status": self.status}
+
+    def request(self) -> Request | None:
+        """The client's request while it is being served (``None`` once it ended)."""
+        return getattr(self, "_request", None)
 
     # -- the forwarder calls these ----------------------------------------------------------
 
@@ -302,10 +343,11 @@ class Exchange:
         """The upstream's status line and headers arrived."""
         self.status = code
         self._failed = code >= 400
-        self._meter = TokenMeter(_first(headers, b"content-type"),
-                                 _first(headers, b"content-encoding"))
+        self.content_type = _first(headers, b"content-type")
+        self._meter = TokenMeter(self.content_type, _first(headers, b"content-encoding"))
         if self._capture is not None:
             self._capture.resp_headers = frozen_headers(headers.getAllRawHeaders())
+        self._upstream_headers = headers
         if self._owner.bus.subscribers:
             self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
                                                        "request": self.entry()})
@@ -371,6 +413,9 @@ class Exchange:
             tokens_per_second = (figures.output_tokens - 1) / (now - self.first_byte)
         duration = self.wait or 0.0
         duration += now - self.dispatched
+        error = _error_message(status, self._error_body) if status >= 400 else None
+        if self.cancelled:
+            error = CANCELLED_MESSAGE
         row = {
             "ts": self.started_wall, "model": self.model, "endpoint": self.path,
             "method": self.method, "status": status, "duration_ms": duration * 1000,
@@ -381,8 +426,8 @@ class Exchange:
             "cached_tokens": figures.cached_tokens if figures else None,
             "prompt_per_second": figures.prompt_per_second if figures else None,
             "tokens_per_second": tokens_per_second, "client": self.client,
-            "error": _error_message(status, self._error_body) if status >= 400 else None,
-            "has_capture": self._capture is not None,
+            "error": error, "has_capture": self._capture is not None,
+            "content_type": self.content_type,
         }
         self._owner.metrics.exchange_finished(
             self.model, wait=self.wait, ttfb=ttfb,

@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from llamaswap.activity import ActivityStore, CaptureCache, Query, histogram, percentile, redact
+from llamaswap.activity import ActivityStore, CaptureCache, Query, histogram, percentile
 
 
 def row(model: str, **extra: Any) -> dict[str, Any]:
@@ -144,6 +144,8 @@ async def test_per_model_stats() -> None:
         assert a["gen_histogram"]["p50"] == 20.0 and a["ttfb_ms"]["max"] == 100.0
         assert b["gen_histogram"] is None and b["total_cache_tokens"] == 1
         assert (stats["total_requests"], stats["total_output_tokens"]) == (5, 152)
+        assert stats["gen_histogram"]["p50"] == 20.0  # over every model's rows
+        assert stats["prompt_histogram"] is None
         only_b = await store.stats(["b"])
         assert list(only_b["models"]) == ["b"]
     finally:
@@ -160,7 +162,10 @@ def test_histogram_follows_llama_swap() -> None:
     assert (h["min"], h["max"]) == (1.0, 100.0)
     assert h["p50"] == pytest.approx(50.5)
     assert h["p99"] == pytest.approx(99.01)
-    assert len(histogram([5.0])["bins"]) == 5  # type: ignore[index]
+    assert all(isinstance(b, int) for b in h["bins"])
+    same = histogram([5.0, 5.0, 5.0])  # all equal: one bin, binSize 0 (as llama-swap)
+    assert same == {"bins": [3], "min": 5.0, "max": 5.0, "binSize": 0.0, "p50": 5.0,
+                    "p95": 5.0, "p99": 5.0}
     assert percentile([1.0, 2.0], 0.5) == 1.5
 
 
@@ -172,12 +177,6 @@ def test_capture_cache_is_fifo_within_its_budget() -> None:
     assert 1 not in cache and cache.get(2) == {"n": 2} and 3 in cache
     assert not cache.put(4, {"n": 4}, 101)  # bigger than the whole budget: not kept
     assert 2 in cache and 3 in cache
-
-
-def test_sensitive_headers_are_redacted() -> None:
-    assert redact({"Authorization": "Bearer x", "X-Api-Key": "k", "Cookie": "c",
-                   "Accept": "*/*"}) == {"Authorization": "[REDACTED]", "X-Api-Key":
-                                        "[REDACTED]", "Cookie": "[REDACTED]", "Accept": "*/*"}
 
 
 def test_stopping_a_store_that_never_started_does_not_wait_forever() -> None:
@@ -220,3 +219,45 @@ def test_rows_beyond_the_backlog_are_dropped_not_queued(monkeypatch: pytest.Monk
     assert [f.check(activity.StoreBusy) for f in failures] == [activity.StoreBusy] * 2
     assert not any(d.called for d in added[:4])
     assert len(store._pending) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_pages_are_bounded_by_time_and_id_and_sort_by_llama_swap_keys() -> None:
+    store = await started()
+    try:
+        for i in range(1, 6):
+            await store.add(row("m", ts=float(i * 100), content_type="text/event-stream",
+                                draft_tokens=10 - i))
+        page = await store.page(Query(start=200.0, end=400.0))
+        assert [r["id"] for r in page["data"]] == [4, 3, 2]
+        page = await store.page(Query(min_id=2, max_id=3, sort="drafted", descending=False))
+        assert [r["draft_tokens"] for r in page["data"]] == [7, 8]
+        assert page["data"][0]["content_type"] == "text/event-stream"
+    finally:
+        await store.stopService()
+
+
+def test_a_store_file_from_an_older_llamaswap_gains_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE activity (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, "
+        "model TEXT NOT NULL, endpoint TEXT NOT NULL, method TEXT NOT NULL, "
+        "status INTEGER NOT NULL, duration_ms REAL NOT NULL, ttfb_ms REAL, wait_ms REAL, "
+        "input_tokens INTEGER, output_tokens INTEGER, cached_tokens INTEGER, "
+        "prompt_per_second REAL, tokens_per_second REAL, client TEXT, error TEXT, "
+        "has_capture INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO activity (ts, model, endpoint, method, status, duration_ms) "
+        "VALUES (1.0, 'm', '/v1/completions', 'POST', 200, 5.0);")
+    old.commit()
+    old.close()
+    store = ActivityStore(reactor, path, 100)
+    store._open()
+    try:
+        store._insert([row("m", content_type="application/json")])
+        page = store._select(Query(sort="id", descending=False))
+        assert [(r["id"], r["content_type"]) for r in page["data"]] == [
+            (1, None), (2, "application/json")]
+    finally:
+        store._close()
