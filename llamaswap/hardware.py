@@ -165,7 +165,8 @@ def load_nvml() -> Any:
 
 
 def detect(version: str, read: ReadText = read_text, nvml: Any = None,
-           now: Callable[[], float] = time.time) -> dict[str, Any] | None:
+           now: Callable[[], float] = time.time,
+           cpu_count: Callable[[], int | None] = os.cpu_count) -> dict[str, Any] | None:
     """The ``HardwareSnapshot``; ``None`` when the memory size cannot be read. Blocking
     (files, NVML): run it on a thread."""
     capacity = memory_bytes(read("/proc/meminfo"))
@@ -184,7 +185,7 @@ def detect(version: str, read: ReadText = read_text, nvml: Any = None,
             kernel, os.environ.get("container")
             or ("podman" if os.path.exists("/run/.containerenv") else None),
             os.path.exists("/.dockerenv")),
-        "cpu": cpu(read("/proc/cpuinfo"), os.cpu_count()),
+        "cpu": cpu(read("/proc/cpuinfo"), cpu_count()),
         "memory": {"capacity_bytes": capacity},
         "accelerators": nvml_accelerators(nvml) if nvml is not None else [],
     }
