@@ -19,6 +19,8 @@ MODEL_STATUS = "modelStatus"
 LOG_DATA = "logData"
 IN_FLIGHT = "inflight"
 ACTIVITY = "activity"
+UI_CONFIG = "uiConfig"
+PROFILE_CHANGED = "profileChanged"
 QUEUE = "queue"
 """llamaswap's own event: ``{"queued": <requests waiting for a model>}`` when it changes."""
 

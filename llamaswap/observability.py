@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -33,14 +34,17 @@ from llamaswap.activity import (
 from llamaswap.compat.accesslog import client_ip
 from llamaswap.compat.gotypes import go_time
 from llamaswap.compat.headers import header_map
+from llamaswap.compat.info import session_headers_of, ui_config
 from llamaswap.context import context_of
 from llamaswap.events import EventBus
 from llamaswap.logs import LogRules, LogStream, ProxyLogCollector, get_logger
 from llamaswap.metrics import Metrics, endpoint_label
+from llamaswap.performance import PerformanceMonitor, nvml_sampler, performance_settings
 from llamaswap.policy import ModelState
 from llamaswap.process import ModelProcess
 from llamaswap.reasons import StateReasons
 from llamaswap.tokens import TokenMeter
+from llamaswap.web.cancel import CANCELLED, end_cancelled
 
 if TYPE_CHECKING:
     from llamaswap.config import Config
@@ -50,7 +54,6 @@ log = get_logger()
 INFLIGHT_UPDATE_INTERVAL = 0.25
 QUEUE_POLL_INTERVAL = 0.5
 ERROR_BODY_BYTES = 4096
-CANCELLED_MESSAGE = "request cancelled through POST /api/inflight/<id>/cancel"
 
 
 def relative_path(request: Request, depth: int) -> str:
@@ -102,8 +105,15 @@ class Observability:
         self.captures = CaptureCache(config.capture_buffer_bytes)
         self._ids = itertools.count(1)
         self.in_flight: dict[int, Exchange] = {}
+        self.active_profile: Callable[[], str | None] = lambda: None
+        """The active profile's name (the HTTP tree, which keeps profiles, sets this)."""
         self.open_streams: set[Callable[[], None]] = set()
         """Closers of the log and event streams being served, ended by ``stop``."""
+        self.performance = _performance_monitor(config, reactor)
+        """``/api/performance``'s samples; ``None`` when ``performance.disabled``."""
+        self._hardware_snapshot: dict[str, Any] | None = None
+        self._hardware_done = False
+        self._hardware_waiters: list[Deferred[None]] = []
         self._queued = 0
         self.model_fields: Callable[[Any], dict[str, Any]] = lambda model: {}
         """More of a model's status for the UI (its slot cache, ``llamaswap.slotcache``)."""
@@ -132,12 +142,16 @@ class Observability:
         if self._log_rules is not None:
             self._log_rules.collectors.addObserver(self._collector)
         self._queue_poll.start(QUEUE_POLL_INTERVAL, now=False)
+        if self.performance is not None:
+            self.performance.start()
 
     def stop(self) -> None:
         if self._log_rules is not None:
             self._log_rules.collectors.removeObserver(self._collector)
         if self._queue_poll.running:
             self._queue_poll.stop()
+        if self.performance is not None:
+            self.performance.stop()
         for close in list(self.open_streams):
             close()
 
@@ -184,6 +198,18 @@ class Observability:
     def queue_status(self) -> dict[str, int]:
         return {"queued": self._router.queued()}
 
+    def cancel(self, exchange_id: str) -> bool:
+        """End a request in flight (``POST /api/inflight/<id>/cancel``): its upstream
+        request is closed and its client told (``cancel.end_cancelled``); ``False`` if no
+        such request is in flight."""
+        exchange = self.in_flight.get(int(exchange_id)) if exchange_id.isdigit() else None
+        request = exchange.request() if exchange is not None else None
+        if exchange is None or request is None:
+            return False
+        exchange.cancelled = True
+        end_cancelled(request)
+        return True
+
     def in_flight_snapshot(self) -> dict[str, Any]:
         return {"operation": "snapshot",
                 "requests": [e.entry() for e in self.in_flight.values()]}
@@ -211,9 +237,55 @@ class Observability:
                          "content_type": content_type.decode("latin-1")}, None)
 
     def reconfigure(self, config: Config) -> None:
-        """A reloaded config: the model names metrics may use as labels."""
+        """A reloaded config: the model names metrics may use as labels, the performance
+        monitor's settings."""
         self._config = config
         self.reasons.reconfigure(config)
+        current = self.performance
+        wanted = performance_settings(config)
+        if (current is not None, current.every if current else None) != (
+                wanted[0], wanted[1] if wanted[0] else None):
+            running = current is not None and current.running
+            if current is not None:
+                current.stop()
+            self.performance = _performance_monitor(config, self._clock)
+            if running and self.performance is not None:
+                self.performance.start()
+
+    def ui_config(self) -> dict[str, Any]:
+        """The ``uiConfig`` event: llama-swap's ``UIConfig``."""
+        return ui_config(session_headers_of(self._config))
+
+    async def hardware(self) -> dict[str, Any] | None:
+        """``/api/hardware``'s snapshot, detected on a thread on first use and kept
+        (``None``: it could not be taken)."""
+        if self._hardware_done:
+            return self._hardware_snapshot
+        waiter: Deferred[None] = Deferred()
+        self._hardware_waiters.append(waiter)
+        if len(self._hardware_waiters) == 1:
+            from twisted.internet.threads import deferToThreadPool
+
+            from llamaswap import __version__
+            from llamaswap.hardware import detect, load_nvml
+
+            def detect_now() -> dict[str, Any] | None:
+                return detect(__version__, nvml=load_nvml())
+
+            d = deferToThreadPool(self._clock, self._clock.getThreadPool(), detect_now)
+            d.addCallbacks(self._hardware_detected, self._hardware_failed)
+        await waiter
+        return self._hardware_snapshot
+
+    def _hardware_detected(self, snapshot: dict[str, Any] | None) -> None:
+        self._hardware_snapshot, self._hardware_done = snapshot, True
+        waiters, self._hardware_waiters = self._hardware_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _hardware_failed(self, failure: Failure) -> None:
+        log.failure("hardware detection failed", failure)
+        self._hardware_detected(None)
 
     def _label_of(self, model: str | None) -> str:
         """A configured model, peer model or selector; ``""`` for any other name, so that a
@@ -241,6 +313,14 @@ class Observability:
             self.metrics.activity_dropped.inc()
             return
         log.failure("could not record a request in the activity store", failure)
+
+
+def _performance_monitor(config: Config, reactor: Any) -> PerformanceMonitor | None:
+    enabled, every = performance_settings(config)
+    if not enabled:
+        return None
+    gpus = nvml_sampler(reactor) if hasattr(reactor, "getThreadPool") else None
+    return PerformanceMonitor(reactor, every, gpus=gpus)
 
 
 def _phrase(request: Request) -> str:
@@ -415,7 +495,7 @@ class Exchange:
         duration += now - self.dispatched
         error = _error_message(status, self._error_body) if status >= 400 else None
         if self.cancelled:
-            error = CANCELLED_MESSAGE
+            error = CANCELLED
         row = {
             "ts": self.started_wall, "model": self.model, "endpoint": self.path,
             "method": self.method, "status": status, "duration_ms": duration * 1000,

@@ -211,22 +211,47 @@ class PerformanceMonitor:
                 [gpu for taken, sample in self._gpu if taken > since for gpu in sample])
 
 
-def nvml_sampler(reactor: Any) -> GpuSampler | None:
-    """GPU samples through NVML on the reactor's thread pool, or ``None`` without
-    ``nvidia-ml-py`` or a driver."""
-    from twisted.internet.threads import deferToThreadPool
+class NVMLSampler:
+    """GPU samples through NVML on the reactor's thread pool. NVML starts on the first
+    sample's thread (it can take a while); if it cannot start (no driver), every sample is
+    empty and it is not tried again."""
 
+    def __init__(self, reactor: Any, nvml: Any) -> None:
+        self._reactor = reactor
+        self._nvml = nvml
+        self._started: bool | None = None
+
+    def __call__(self, now: float) -> Deferred[list[dict[str, Any]]]:
+        from twisted.internet.threads import deferToThreadPool
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                 self._sample, now)
+
+    def _sample(self, now: float) -> list[dict[str, Any]]:
+        if self._started is None:
+            try:
+                self._nvml.nvmlInit()
+                self._started = True
+            except Exception as e:
+                self._started = False
+                log.info("GPU figures unavailable (NVML: {error})", error=str(e))
+        return nvml_gpu_stats(self._nvml, now) if self._started else []
+
+
+def nvml_sampler(reactor: Any) -> NVMLSampler | None:
+    """GPU samples through NVML, or ``None`` without ``nvidia-ml-py``."""
     from llamaswap.hardware import load_nvml
     nvml = load_nvml()
-    if nvml is None:
-        return None
-    try:
-        nvml.nvmlInit()
-    except Exception as e:
-        log.info("GPU figures unavailable (NVML: {error})", error=str(e))
-        return None
+    return NVMLSampler(reactor, nvml) if nvml is not None else None
 
-    def sample(now: float) -> Deferred[list[dict[str, Any]]]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), nvml_gpu_stats, nvml, now)
 
-    return sample
+def performance_settings(config: Any) -> tuple[bool, float]:
+    """(enabled, every) from the config's ``performance`` section when it has one, read
+    loosely (its parser lives with the config): on, every ``DEFAULT_EVERY`` seconds."""
+    section = getattr(config, "performance", None)
+    if isinstance(section, dict):
+        disabled, every = section.get("disabled", False), section.get("every")
+    else:
+        disabled, every = getattr(section, "disabled", False), getattr(section, "every", None)
+    if not isinstance(every, (int, float)) or isinstance(every, bool) or every <= 0:
+        every = DEFAULT_EVERY
+    return not disabled, float(every)

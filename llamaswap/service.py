@@ -12,6 +12,7 @@ import itertools
 import os
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
@@ -21,6 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.server import Request, Site
 
+from llamaswap.compat.accesslog import client_ip, is_logged, request_line
 from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.context import ContextHolder, context_of
 from llamaswap.listening import ListeningService, with_backlog
@@ -30,7 +32,6 @@ from llamaswap.orphans import StateFile, keeper_marker
 from llamaswap.peers import Peers
 from llamaswap.policy import ModelState
 from llamaswap.process import DEFAULT_INSTANCE, DEFAULT_MARKER, ModelProcess
-from llamaswap.redaction import redact_url
 from llamaswap.reload import diff_configs
 from llamaswap.router import Router
 from llamaswap.selectors import Rewriter
@@ -289,27 +290,34 @@ class AccessLoggedRequest(ContextHolder, EnvelopeErrorsMixin, BodyLimitMixin, Re
     def _log_access(self, result: object) -> None:
         context = context_of(self)
         status = 499 if isinstance(result, Failure) else self.code
-        client = getattr(self.getClientAddress(), "host", "-")
-        method = self.method.decode("ascii", "replace")
-        path = self.uri.decode("latin-1")
-        if "?" in path:
-            path = redact_url(path)  # no credential in a query is logged (llamaswap.redaction)
-        path = path.encode("unicode_escape").decode("ascii")
-        # a requested name is client input: escaped, so one line per request
-        model = (context.model if context.model is not None else "-").encode(
-            "unicode_escape").decode("ascii")
         duration = time.monotonic() - (context.started or 0.0)
-        # Formatted here once, as a literal format: no observer parses a template for it
-        # (that was ~5% of a proxied request); the fields stay in the event for JSON logs.
-        line = (f'{client} "{method} {path}" {status} {self.sentLength} model={model} '
-                f'{duration:.3f}s id={context.request_id}')
+        path = unquote(self.path.decode("latin-1"))
         site = self.site
-        logger = site.access_log if isinstance(site, ServiceSite) else access_log
-        logger.info(literal(line), _text=line, request_id=context.request_id,
-                    client=client, method=method, path=path, status=status,
-                    size=self.sentLength, model=model, duration=duration)
+        if is_logged(path):
+            client = client_ip(_first_header(self, b"x-forwarded-for"),
+                               _first_header(self, b"x-real-ip"),
+                               getattr(self.getClientAddress(), "host", "-"))
+            method = self.method.decode("ascii", "replace")
+            # a requested name is client input: escaped, so one line per request
+            model = (context.model if context.model is not None else "-").encode(
+                "unicode_escape").decode("ascii")
+            # llama-swap's line (tools parse it), formatted here once as a literal format:
+            # no observer parses a template for it (that was ~5% of a proxied request); the
+            # fields stay in the event for JSON logs. No query: it may carry keys.
+            line = request_line(client, method, path, self.clientproto.decode("latin-1"),
+                                status, self.sentLength,
+                                _first_header(self, b"user-agent") or "", duration)
+            logger = site.access_log if isinstance(site, ServiceSite) else access_log
+            logger.info(literal(line), _text=line, request_id=context.request_id,
+                        client=client, method=method, path=path, status=status,
+                        size=self.sentLength, model=model, duration=duration)
         if isinstance(site, ServiceSite):
             site.observability.request_finished(self, status, duration)
+
+
+def _first_header(request: Request, name: bytes) -> str | None:
+    values = request.requestHeaders.getRawHeaders(name)
+    return values[0].decode("latin-1") if values else None
 
 
 def _stamp(path: str) -> tuple[int, int, int] | None:

@@ -22,7 +22,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from llamaswap import events
-from llamaswap.activity import MAX_PAGE_SIZE, SORTABLE, Query
+from llamaswap.compat.activity import activity_page, parse_activity_query
 from llamaswap.logs import LogStream
 from llamaswap.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llamaswap.web.app import App
@@ -94,6 +94,20 @@ def _follow(app: App, request: Request,
 # -- logs ----------------------------------------------------------------------------------
 
 
+def mount_prefix(request: Request) -> bytes:
+    """Where llamaswap is mounted (``b""`` at a site's root, ``b"/llm"`` below ``/llm/``)."""
+    depth = getattr(request, "llamaswap_depth", 0)
+    return b"".join(b"/" + segment for segment in (request.prepath or [])[:depth])
+
+
+def redirect(request: Request, location: bytes, status: int = 302) -> None:
+    """A redirect to ``location`` below llamaswap's mount point, as llama-swap sends it."""
+    request.setResponseCode(status)
+    request.setHeader("location", mount_prefix(request) + location)
+    request.setHeader("content-length", "0")
+    request.finish()
+
+
 def _wants_html(request: Request) -> bool:
     return "text/html" in header_text(request, b"accept").lower()
 
@@ -107,9 +121,7 @@ class Logs(Endpoint):
 
     def handle_GET(self, request: Request) -> None:
         if _wants_html(request):
-            request.setResponseCode(302)
-            request.setHeader("location", b"ui/#/logs")
-            request.finish()
+            redirect(request, b"/ui/")
             return
         send_text(request, self._app.observability.combined_log.text())
 
@@ -148,8 +160,8 @@ class LogStreamEndpoint(Endpoint):
         name = unquote("/".join(s.decode("latin-1") for s in request.postpath or []).strip("/"))
         stream = self._stream_for(name)
         if stream is None:
-            send_error(request, 404, f"no log named '{name}' (proxy, upstream or a model ID)",
-                       code="model_not_found")
+            send_error(request, 400, "invalid logger. Use 'proxy', 'upstream' or a model's ID",
+                       code="invalid_logger")
             return
         request.setHeader("content-type", "text/plain; charset=utf-8")
         request.setHeader("cache-control", "no-cache")
@@ -170,34 +182,74 @@ def _sse(message: dict[str, str]) -> bytes:
         b"\n\n"
 
 
+def _sse_headers(request: Request) -> None:
+    for name, value in (("content-type", "text/event-stream"), ("cache-control", "no-cache"),
+                        ("x-content-type-options", "nosniff"), ("x-accel-buffering", "no")):
+        request.setHeader(name, value)
+
+
+def _log_history(follower: _Follower, app: App) -> None:
+    obs = app.observability
+    for source, stream in (("proxy", obs.proxy_log), ("upstream", obs.upstream_log)):
+        follower.send(_sse(events.envelope(events.LOG_DATA,
+                                           {"source": source, "data": stream.text()})))
+
+
 class Events(Endpoint):
-    """``GET /api/events``: server-sent events, starting with a snapshot."""
+    """``GET /api/events``: server-sent events, starting with a snapshot in llama-swap's
+    order (§5.2), then llamaswap's ``queue`` event; ``/api/events/logs`` below it."""
+
+    isLeaf = False
 
     def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
+        self.putChild(b"logs", LogEvents(app))
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"" and not request.postpath:
+            return self
+        return NotFound()
 
     def _snapshot(self, follower: _Follower, with_logs: bool) -> None:
         obs = self._app.observability
         if with_logs:
-            for source, stream in (("proxy", obs.proxy_log), ("upstream", obs.upstream_log)):
-                follower.send(_sse(events.envelope(events.LOG_DATA,
-                                                   {"source": source, "data": stream.text()})))
+            _log_history(follower, self._app)
         follower.send(_sse(events.envelope(events.MODEL_STATUS, obs.model_status())))
+        follower.send(_sse(events.envelope(events.UI_CONFIG, obs.ui_config())))
+        follower.send(_sse(events.envelope(events.PROFILE_CHANGED,
+                                           {"active": obs.active_profile()})))
         follower.send(_sse(events.envelope(events.IN_FLIGHT, obs.in_flight_snapshot())))
         follower.send(_sse(events.envelope(events.QUEUE, obs.queue_status())))
 
     def handle_GET(self, request: Request) -> None:
-        for name, value in (("content-type", "text/event-stream"), ("cache-control", "no-cache"),
-                            ("x-content-type-options", "nosniff"),
-                            ("x-accel-buffering", "no")):
-            request.setHeader(name, value)
+        _sse_headers(request)
         # After drops the client's picture is stale: send the state again (not the logs).
         follower = _follow(self._app, request,
                            lambda _: self._snapshot(follower, with_logs=False))
         self._snapshot(follower, with_logs=True)
         follower.on_close(self._app.observability.bus.subscribe(
             lambda message: follower.send(_sse(message))))
+
+
+class LogEvents(Endpoint):
+    """``GET /api/events/logs``: only the ``logData`` events of ``/api/events`` (each log's
+    history, then its lines), for tools that follow the logs and nothing else."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__()
+        self._app = app
+
+    def handle_GET(self, request: Request) -> None:
+        _sse_headers(request)
+        follower = _follow(self._app, request, lambda n: None)
+        _log_history(follower, self._app)
+
+        def forward(message: dict[str, str]) -> None:
+            if message["type"] == events.LOG_DATA:
+                follower.send(_sse(message))
+
+        follower.on_close(self._app.observability.bus.subscribe(forward))
 
 
 # -- metrics and activity ------------------------------------------------------------------
@@ -218,25 +270,13 @@ class Metrics(Endpoint):
         request.finish()
 
 
-def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name.encode())
-    if not raw:
-        return default
-    try:
-        value = int(raw[0])
-    except ValueError:
-        raise ValueError(f"'{name}' must be an integer, got {raw[0].decode('latin-1')!r}") from None
-    if not low <= value <= high:
-        raise ValueError(f"'{name}' must be between {low} and {high}, got {value}")
-    return value
-
-
 def _models_arg(request: Request) -> list[str]:
     return [m.decode("utf-8", "replace") for m in request.args.get(b"model", []) if m]
 
 
 class Activity(Endpoint):
-    """``GET /api/metrics/activity?model=&page=&limit=&sort=&order=``."""
+    """``GET /api/metrics/activity?model=&start=&end=&min_id=&max_id=&page=&limit=&sort=
+    &order=``: llama-swap's ``ActivityPage``."""
 
     def __init__(self, app: App) -> None:
         super().__init__()
@@ -244,35 +284,29 @@ class Activity(Endpoint):
 
     async def handle_GET(self, request: Request) -> None:
         try:
-            page = _int_arg(request, "page", 1, 1, 1_000_000)
-            limit = _int_arg(request, "limit", 25, 1, MAX_PAGE_SIZE)
-            sort = request.args.get(b"sort", [b"id"])[0].decode("latin-1")
-            order = request.args.get(b"order", [b"desc"])[0].decode("latin-1")
-            if sort not in SORTABLE:
-                raise ValueError(f"'sort' must be one of {', '.join(SORTABLE)}")
-            if order not in ("asc", "desc"):
-                raise ValueError("'order' must be asc or desc")
+            query = parse_activity_query(request.args)
         except ValueError as e:
             send_error(request, 400, str(e), code="invalid_query")
             return
-        result = await self._app.observability.store.page(Query(
-            models=_models_arg(request), page=page, limit=limit, sort=sort,
-            descending=order == "desc"))
+        result = await self._app.observability.store.page(query)
         captures = self._app.observability.captures
         for row in result["data"]:
             row["has_capture"] = row["id"] in captures
-        send_json(request, result)
+        send_json(request, activity_page(result["data"], query.page, query.limit,
+                                         result["total"]))
 
 
 class Stats(Endpoint):
-    """``GET /api/metrics/stats?model=``: totals and per-model token and speed stats."""
+    """``GET /api/metrics/stats?model=``: llama-swap's ``ActivityStats`` (totals and speed
+    histograms), per-model figures beside (``models``)."""
 
     def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
     async def handle_GET(self, request: Request) -> None:
-        send_json(request, await self._app.observability.store.stats(_models_arg(request)))
+        models = [m.strip() for m in _models_arg(request) if m.strip()]
+        send_json(request, await self._app.observability.store.stats(models))
 
 
 class Captures(Endpoint):
@@ -286,25 +320,41 @@ class Captures(Endpoint):
 
     def handle_GET(self, request: Request) -> None:
         raw = b"/".join(request.postpath or []).strip(b"/")
-        capture = None
-        if raw.isdigit():
-            capture = self._app.observability.captures.get(int(raw))
+        if not raw.isdigit():
+            send_error(request, 400, "invalid capture ID", code="invalid_capture_id")
+            return
+        capture = self._app.observability.captures.get(int(raw))
         if capture is None:
-            send_error(request, 404, f"no capture with id {raw.decode('latin-1')!r}",
-                       code="not_found")
+            send_error(request, 404, "capture not found", code="not_found")
             return
         send_json(request, capture)
 
 
 class InFlight(Endpoint):
-    """``GET /api/inflight``: requests being relayed right now."""
+    """``GET /api/inflight``: requests being relayed right now (llamaswap's);
+    ``POST /api/inflight/<id>/cancel``: end one (llama-swap's)."""
+
+    allow_subpaths = True
 
     def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
     def handle_GET(self, request: Request) -> None:
+        if request.postpath not in ([], [b""]):
+            NotFound().render(request)
+            return
         send_json(request, self._app.observability.in_flight_snapshot())
+
+    def handle_POST(self, request: Request) -> None:
+        segments = request.postpath or []
+        if len(segments) != 2 or segments[1] != b"cancel" or not segments[0]:
+            NotFound().render(request)
+            return
+        if not self._app.observability.cancel(unquote(segments[0].decode("latin-1"))):
+            send_error(request, 404, "inflight request not found", code="not_found")
+            return
+        send_json(request, {"msg": "ok"})
 
 
 class _LogsNode(Resource):
