@@ -185,6 +185,12 @@ class Observability:
                                "state": "", "unlisted": False, "peerID": peer.id})
         return result
 
+    def profile_changed(self) -> None:
+        """The active profile changed: ``profileChanged``, then ``modelStatus`` (as
+        llama-swap sends them)."""
+        self.bus.publish(events.PROFILE_CHANGED, {"active": self.active_profile()})
+        self.bus.publish(events.MODEL_STATUS, self.model_status())
+
     def _state_changed(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:
         self.reasons.state_changed(process, old, new)
         self.bus.publish(events.MODEL_STATUS, self.model_status())

@@ -29,6 +29,7 @@ from llamaswap.web.app import App
 from llamaswap.web.base import Endpoint, NotFound, Routes, send_json, send_text
 from llamaswap.web.errors import header_text, send_error
 from llamaswap.web.queue import Queue
+from llamaswap.web.redirect import redirect
 
 
 @implementer(IPushProducer)
@@ -92,20 +93,6 @@ def _follow(app: App, request: Request,
 
 
 # -- logs ----------------------------------------------------------------------------------
-
-
-def mount_prefix(request: Request) -> bytes:
-    """Where llamaswap is mounted (``b""`` at a site's root, ``b"/llm"`` below ``/llm/``)."""
-    depth = getattr(request, "llamaswap_depth", 0)
-    return b"".join(b"/" + segment for segment in (request.prepath or [])[:depth])
-
-
-def redirect(request: Request, location: bytes, status: int = 302) -> None:
-    """A redirect to ``location`` below llamaswap's mount point, as llama-swap sends it."""
-    request.setResponseCode(status)
-    request.setHeader("location", mount_prefix(request) + location)
-    request.setHeader("content-length", "0")
-    request.finish()
 
 
 def _wants_html(request: Request) -> bool:

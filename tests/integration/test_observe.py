@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
@@ -89,22 +90,26 @@ async def test_a_streamed_chat_shows_up_in_metrics_activity_and_captures(llamasw
               if line.startswith("data: {")]
     usage = next(e["usage"] for e in events if e.get("usage"))
     timings = next(e["timings"] for e in events if e.get("timings"))
-    assert row["input_tokens"] == timings["prompt_n"]
-    assert row["output_tokens"] == usage["completion_tokens"] == timings["predicted_n"]
-    assert row["tokens_per_second"] == timings["predicted_per_second"]
-    assert row["status"] == 200 and row["endpoint"] == "/v1/chat/completions"
+    tokens = row["tokens"]
+    assert tokens["input_tokens"] == timings["prompt_n"]
+    assert tokens["output_tokens"] == usage["completion_tokens"] == timings["predicted_n"]
+    assert tokens["tokens_per_second"] == timings["predicted_per_second"]
+    assert row["resp_status_code"] == 200 and row["req_path"] == "/v1/chat/completions"
+    assert row["resp_content_type"].startswith("text/event-stream")
     assert row["ttfb_ms"] is not None and row["ttfb_ms"] <= row["duration_ms"]
-    assert row["has_capture"] is True and row["client"] == "127.0.0.1"
-    output_tokens = float(row["output_tokens"])
+    assert row["has_capture"] is True and row["remote_ip"] == "127.0.0.1"
+    output_tokens = float(tokens["output_tokens"])
     assert f'llamaswap_completion_tokens_total{{model="org/chat"}} {output_tokens}' in metrics
 
     capture = await body_json(await swapper.get(f"/api/captures/{row['id']}"))
-    assert json.loads(capture["req_body"])["model"] == "org/chat"
-    assert capture["resp_body"].encode() == body
+    assert json.loads(base64.b64decode(capture["req_body"]))["model"] == "org/chat"
+    assert base64.b64decode(capture["resp_body"]) == body
     assert capture["resp_headers"]["Content-Type"].startswith("text/event-stream")
 
     stats = await body_json(await swapper.get("/api/metrics/stats"))
-    assert stats["models"]["org/chat"]["total_output_tokens"] == row["output_tokens"]
+    assert stats["models"]["org/chat"]["total_output_tokens"] == tokens["output_tokens"]
+    assert stats["total_output_tokens"] == tokens["output_tokens"]
+    assert stats["gen_histogram"]["bins"] == [1]
 
     missing = await swapper.get("/api/captures/9999")
     assert missing.code == 404
@@ -121,8 +126,9 @@ async def test_requests_that_never_reach_a_model_are_recorded_too(llamaswap) -> 
     await wait_for(lambda: stored)  # the "activity" event follows the insert
     unsubscribe()
     page = await body_json(await swapper.get("/api/metrics/activity"))
-    assert [(r["model"], r["status"], r["error"]) for r in page["data"]] == [
+    assert [(r["model"], r["resp_status_code"], r["error_msg"]) for r in page["data"]] == [
         ("no-such-model", 404, "404 Not Found")]
+    assert page["data"][0]["resp_content_type"] == "application/json"
     assert page["data"][0]["ttfb_ms"] is None
 
 
@@ -154,7 +160,8 @@ async def test_finished_requests_are_freed_at_once_not_by_the_cyclic_collector(
 @pytest_twisted.ensureDeferred
 async def test_bad_activity_queries_get_openai_style_400s(llamaswap) -> None:
     swapper = await llamaswap(CONFIG)
-    for query in ("limit=0", "limit=1000", "page=x", "sort=evil;drop", "order=up"):
+    for query in ("limit=0", "limit=1000", "page=x", "sort=evil;drop", "order=up",
+                  "start=yesterday", "min_id=0"):
         response = await swapper.get(f"/api/metrics/activity?{query}")
         assert response.code == 400, query
         error = (await body_json(response))["error"]
@@ -185,9 +192,11 @@ async def test_model_log_stream_history_then_live_lines(llamaswap) -> None:
     combined = (await treq.content(await swapper.get("/logs"))).decode()
     assert "[INFO] " in combined and "[org/chat] demo:" in combined
     html = await swapper.get("/logs", headers={"Accept": "text/html"}, allow_redirects=False)
-    assert html.code == 302 and html.headers.getRawHeaders("location") == ["ui/#/logs"]
+    assert html.code == 302 and html.headers.getRawHeaders("location") == ["/ui/"]
     unknown = await swapper.get("/logs/stream/nope")
-    assert unknown.code == 404
+    assert unknown.code == 400
+    assert (await body_json(unknown))["error"]["message"] == (
+        "invalid logger. Use 'proxy', 'upstream' or a model's ID")
 
 
 @pytest_twisted.ensureDeferred
@@ -195,18 +204,22 @@ async def test_events_start_with_a_snapshot_then_follow_the_swap(llamaswap) -> N
     swapper = await llamaswap(CONFIG)
     response, events = await follow(swapper, "/api/events")
     assert response.headers.getRawHeaders("content-type") == ["text/event-stream"]
-    await wait_for(lambda: len(events.events()) >= 5)
-    kinds = [kind for kind, _ in events.events()[:5]]
-    assert kinds == ["logData", "logData", "modelStatus", "inflight", "queue"]
+    await wait_for(lambda: len(events.events()) >= 7)
+    kinds = [kind for kind, _ in events.events()[:7]]
+    assert kinds == ["logData", "logData", "modelStatus", "uiConfig", "profileChanged",
+                     "inflight", "queue"]  # llama-swap's order, then llamaswap's own
     first = events.events()
     assert first[0][1]["source"] == "proxy" and first[1][1]["source"] == "upstream"
     assert {m["id"]: m["state"] for m in first[2][1]} == {"org/chat": "stopped",
                                                           "other": "stopped"}
-    assert first[3][1] == {"operation": "snapshot", "requests": []}
+    assert first[3][1] == {"activity": {"session_id": ["X-Session-ID",
+                                                       "X-Litellm-Session-Id"]}}
+    assert first[4][1] == {"active": None}
+    assert first[5][1] == {"operation": "snapshot", "requests": []}
 
     assert (await swapper.chat("other", stream=True)).code == 200
     await wait_for(lambda: any(k == "activity" for k, _ in events.events()))
-    seen = events.events()[5:]
+    seen = events.events()[7:]
     states = [next(m["state"] for m in data if m["id"] == "other")
               for kind, data in seen if kind == "modelStatus"]
     assert states[:2] == ["starting", "ready"]
@@ -265,8 +278,9 @@ async def test_captures_stay_within_their_budget_and_never_disturb_the_body(llam
     captured = {r["id"]: r["has_capture"] for r in page["data"]}
     assert captured == {1: True, 2: False}
     capture = await body_json(await swapper.get("/api/captures/1"))
-    assert json.loads(capture["req_body"]) == {"model": "other", "test_echo": True}
-    assert json.loads(capture["resp_body"]) == echoed
+    assert json.loads(base64.b64decode(capture["req_body"])) == {"model": "other",
+                                                                 "test_echo": True}
+    assert json.loads(base64.b64decode(capture["resp_body"])) == echoed
 
 
 def test_twistd_writes_json_lines_with_structured_fields(tmp_path: Path) -> None:
