@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from llamaswap._version import __version__
 
 if TYPE_CHECKING:
     from llamaswap.config import Config, ConfigError, load_config

@@ -44,7 +44,6 @@ from llamaswap.policy import ModelState
 from llamaswap.process import ModelProcess
 from llamaswap.reasons import StateReasons
 from llamaswap.tokens import TokenMeter
-from llamaswap.web.cancel import CANCELLED, end_cancelled
 
 if TYPE_CHECKING:
     from llamaswap.config import Config
@@ -54,6 +53,7 @@ log = get_logger()
 INFLIGHT_UPDATE_INTERVAL = 0.25
 QUEUE_POLL_INTERVAL = 0.5
 ERROR_BODY_BYTES = 4096
+CANCELLED = "request cancelled through POST /api/inflight/<id>/cancel"
 
 
 def relative_path(request: Request, depth: int) -> str:
@@ -204,17 +204,16 @@ class Observability:
     def queue_status(self) -> dict[str, int]:
         return {"queued": self._router.queued()}
 
-    def cancel(self, exchange_id: str) -> bool:
-        """End a request in flight (``POST /api/inflight/<id>/cancel``): its upstream
-        request is closed and its client told (``cancel.end_cancelled``); ``False`` if no
-        such request is in flight."""
+    def cancel(self, exchange_id: str) -> Request | None:
+        """Mark a request in flight as cancelled (``POST /api/inflight/<id>/cancel``; its
+        activity row says so) and return it for the web layer to end
+        (``web.cancel.end_cancelled``); ``None`` if no such request is in flight."""
         exchange = self.in_flight.get(int(exchange_id)) if exchange_id.isdigit() else None
         request = exchange.request() if exchange is not None else None
         if exchange is None or request is None:
-            return False
+            return None
         exchange.cancelled = True
-        end_cancelled(request)
-        return True
+        return request
 
     def in_flight_snapshot(self) -> dict[str, Any]:
         return {"operation": "snapshot",
@@ -272,7 +271,7 @@ class Observability:
         if len(self._hardware_waiters) == 1:
             from twisted.internet.threads import deferToThreadPool
 
-            from llamaswap import __version__
+            from llamaswap._version import __version__
             from llamaswap.hardware import detect, load_nvml
 
             def detect_now() -> dict[str, Any] | None:

@@ -16,9 +16,8 @@ import json
 
 from twisted.web.server import Request
 
+from llamaswap.observability import CANCELLED
 from llamaswap.web.errors import abort_connection, send_error
-
-CANCELLED = "request cancelled through POST /api/inflight/<id>/cancel"
 
 
 def end_cancelled(request: Request) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from llamaswap import __version__
+from llamaswap._version import __version__
 from llamaswap.compat.gotypes import parse_go_time
 from llamaswap.compat.info import version_info
 from llamaswap.web.errors import send_error

@@ -27,6 +27,7 @@ from llamaswap.logs import LogStream
 from llamaswap.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from llamaswap.web.app import App
 from llamaswap.web.base import Endpoint, NotFound, Routes, send_json, send_text
+from llamaswap.web.cancel import end_cancelled
 from llamaswap.web.errors import header_text, send_error
 from llamaswap.web.queue import Queue
 from llamaswap.web.redirect import redirect
@@ -338,9 +339,11 @@ class InFlight(Endpoint):
         if len(segments) != 2 or segments[1] != b"cancel" or not segments[0]:
             NotFound().render(request)
             return
-        if not self._app.observability.cancel(unquote(segments[0].decode("latin-1"))):
+        cancelled = self._app.observability.cancel(unquote(segments[0].decode("latin-1")))
+        if cancelled is None:
             send_error(request, 404, "inflight request not found", code="not_found")
             return
+        end_cancelled(cancelled)
         send_json(request, {"msg": "ok"})
 
 
