@@ -204,3 +204,14 @@ def test_a_failing_gpu_read_is_logged_and_sampling_goes_on() -> None:
 
 async def _raise() -> list[dict[str, Any]]:
     raise RuntimeError("NVML went away")
+
+
+def test_performance_settings_follow_the_config_section_when_there_is_one() -> None:
+    from llamaswap.performance import DEFAULT_EVERY, performance_settings
+
+    assert performance_settings(object()) == (True, DEFAULT_EVERY)
+    assert performance_settings(SimpleNamespace(performance={"every": 15.0})) == (True, 15.0)
+    assert performance_settings(SimpleNamespace(
+        performance=SimpleNamespace(disabled=True, every=5.0))) == (False, 5.0)
+    assert performance_settings(SimpleNamespace(performance={"every": "5s"})) == (
+        True, DEFAULT_EVERY)
