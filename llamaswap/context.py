@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python.components import Componentized
 from zope.interface import Interface, implementer
 
@@ -52,6 +53,9 @@ class RequestContext:
     """The access log's number for the request (``id=`` in its line)."""
     started: float | None = None
     """``time.monotonic()`` when twisted.web began processing the request."""
+    handler: Deferred[None] | None = None
+    """The coroutine serving the request (``web/base.run_async``): cancelling it ends the
+    request's work, as a client that leaves does (``web/cancel.py``)."""
 
 
 class ContextHolder:

@@ -105,8 +105,6 @@ class Observability:
         self.captures = CaptureCache(config.capture_buffer_bytes)
         self._ids = itertools.count(1)
         self.in_flight: dict[int, Exchange] = {}
-        self.active_profile: Callable[[], str | None] = lambda: None
-        """The active profile's name (the HTTP tree, which keeps profiles, sets this)."""
         self.open_streams: set[Callable[[], None]] = set()
         """Closers of the log and event streams being served, ended by ``stop``."""
         self.performance = _performance_monitor(config, reactor)
@@ -185,10 +183,10 @@ class Observability:
                                "state": "", "unlisted": False, "peerID": peer.id})
         return result
 
-    def profile_changed(self) -> None:
+    def profile_changed(self, active: str | None) -> None:
         """The active profile changed: ``profileChanged``, then ``modelStatus`` (as
         llama-swap sends them)."""
-        self.bus.publish(events.PROFILE_CHANGED, {"active": self.active_profile()})
+        self.bus.publish(events.PROFILE_CHANGED, {"active": active})
         self.bus.publish(events.MODEL_STATUS, self.model_status())
 
     def _state_changed(self, process: ModelProcess, old: ModelState, new: ModelState) -> None:

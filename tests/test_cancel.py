@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.components import Componentized
 from twisted.web.http_headers import Headers
 
+from llamaswap.context import context_of
 from llamaswap.web.cancel import end_cancelled
 
 
@@ -20,8 +22,11 @@ class FakeTransport:
         self.aborted = True
 
 
-class FakeRequest:
+class FakeRequest(Componentized):
+    """What ``end_cancelled`` uses of a request (``Componentized``: it has a context)."""
+
     def __init__(self, started: bool, content_type: bytes = b"") -> None:
+        super().__init__()
         self.finished = False
         self.startedWriting = started
         self.responseHeaders = Headers({b"content-type": [content_type]} if content_type else {})
@@ -32,7 +37,7 @@ class FakeRequest:
         self.transport = FakeTransport()
         self.handler: Deferred[None] = Deferred()
         self.handler.addErrback(lambda f: f.trap(CancelledError))
-        self.llamaswap_handler = self.handler
+        context_of(self).handler = self.handler
 
     def unregisterProducer(self) -> None:
         self.producer = None

@@ -61,6 +61,7 @@ def run_async(request: Request, handler: Handler) -> int:
     if result is None:
         return NOT_DONE_YET
     d: Deferred[None] = Deferred.fromCoroutine(result)
+    context_of(request).handler = d
 
     def client_gone(_: Failure) -> None:
         context_of(request).gone = True

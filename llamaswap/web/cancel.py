@@ -16,15 +16,17 @@ import json
 
 from twisted.web.server import Request
 
+from llamaswap.context import context_of
 from llamaswap.observability import CANCELLED
 from llamaswap.web.errors import abort_connection, send_error
 
 
 def end_cancelled(request: Request) -> None:
-    handler = getattr(request, "llamaswap_handler", None)
+    context = context_of(request)
+    handler = context.handler
     if handler is not None and not handler.called:
         handler.cancel()
-    if request.finished or getattr(request, "_disconnected", False):
+    if request.finished or context.gone or getattr(request, "_disconnected", False):
         return
     if request.producer is not None:
         request.unregisterProducer()

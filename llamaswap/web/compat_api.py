@@ -3,32 +3,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from llamaswap._version import __version__
 from llamaswap.compat.gotypes import parse_go_time
 from llamaswap.compat.info import version_info
+from llamaswap.web.app import App
+from llamaswap.web.base import Endpoint, Routes, send_json, send_text
 from llamaswap.web.errors import send_error
-from llamaswap.web.resources import _Endpoint, mount, send_json, send_text
-
-if TYPE_CHECKING:
-    from llamaswap.service import LlamaSwapService
 
 
-class Version(_Endpoint):
+class Version(Endpoint):
     """``GET /api/version``: ``{"version", "commit", "build_date"}``."""
 
     def handle_GET(self, request: Request) -> None:
         send_json(request, version_info(__version__))
 
 
-class Hardware(_Endpoint):
+class Hardware(Endpoint):
     """``GET /api/hardware``: the host's ``HardwareSnapshot`` (taken on first use)."""
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -41,11 +36,11 @@ class Hardware(_Endpoint):
         send_json(request, snapshot)
 
 
-class Performance(_Endpoint):
+class Performance(Endpoint):
     """``GET /api/performance?after=<RFC 3339>``: the sampled ``sys_stats`` and
     ``gpu_stats`` (the last hour); 503 ``{"enabled": false}`` when sampling is off."""
 
-    def __init__(self, app: LlamaSwapService) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
         self._app = app
 
@@ -67,7 +62,7 @@ class Performance(_Endpoint):
         send_json(request, {"enabled": True, "sys_stats": sys_stats, "gpu_stats": gpu_stats})
 
 
-class WolHealth(_Endpoint):
+class WolHealth(Endpoint):
     """``GET /wol-health``: ``OK``, as ``/health`` (llama-swap's wake-on-LAN probe path; not
     in the access log)."""
 
@@ -75,9 +70,11 @@ class WolHealth(_Endpoint):
         send_text(request, "OK")
 
 
-def mount_compat(root: Resource, app: LlamaSwapService) -> None:
-    """Put these endpoints into ``root`` (called by ``build_root``)."""
-    mount(root, b"/api/version", Version())
-    mount(root, b"/api/hardware", Hardware(app))
-    mount(root, b"/api/performance", Performance(app))
-    mount(root, b"/wol-health", WolHealth())
+def compat_routes(app: App) -> Routes:
+    """These endpoints, by path (``root.build_root`` mounts them)."""
+    return [
+        (b"/api/version", Version()),
+        (b"/api/hardware", Hardware(app)),
+        (b"/api/performance", Performance(app)),
+        (b"/wol-health", WolHealth()),
+    ]

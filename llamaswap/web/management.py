@@ -31,7 +31,7 @@ def management_routes(app: App) -> Routes:
         (b"/v1/models", models),
         (b"/models", models),
         (b"/api/profiles", Profiles(app.names)),
-        (b"/api/profiles/active", ActiveProfile(app.names)),
+        (b"/api/profiles/active", ActiveProfile(app)),
         (b"/running", Running(app)),
         (b"/unload", UnloadAll(app)),
         (b"/api/models/unload", ApiUnload(app)),
@@ -136,9 +136,10 @@ class Profiles(Branch):
 class ActiveProfile(Endpoint):
     """``PUT /api/profiles/active`` with ``{"name": "x"}`` or ``{"name": null}``."""
 
-    def __init__(self, names: Rewriter) -> None:
+    def __init__(self, app: App) -> None:
         super().__init__()
-        self._names = names
+        self._app = app
+        self._names = app.names
 
     def handle_PUT(self, request: Request) -> None:
         try:
@@ -158,6 +159,7 @@ class ActiveProfile(Endpoint):
             return
         self._names.active_profile = name
         log.info("active profile: {name}", name=name or "(none)")
+        self._app.observability.profile_changed(name)
         send_json(request, {"active": name})
 
 

@@ -24,6 +24,7 @@ from llamaswap.web.forward import UpstreamUnavailable, upstream_headers
 from llamaswap.web.limits import body_length
 from llamaswap.web.modelrequest import IN_MEMORY_LIMIT, BadRequest, ModelRequest, extract
 from llamaswap.web.multipart import stream_file
+from llamaswap.web.redirect import redirect
 from llamaswap.web.relay import UpstreamBroke
 from llamaswap.web.routes import MODEL_ROUTES, ModelRoute
 from llamaswap.web.unanswered import may_replay, replay_wait
@@ -237,6 +238,9 @@ class Upstream(Endpoint):
             if model_id is not None or remote is not None:
                 break
         else:
+            if not segments and request.method in (b"GET", b"HEAD"):  # to the UI's models
+                redirect(request, b"/ui/models")
+                return
             send_error(request, 404, "no known model in path", code="model_not_found")
             return
         if cut == len(segments):  # /upstream/<model> without a trailing slash

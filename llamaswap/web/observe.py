@@ -206,7 +206,7 @@ class Events(Endpoint):
         follower.send(_sse(events.envelope(events.MODEL_STATUS, obs.model_status())))
         follower.send(_sse(events.envelope(events.UI_CONFIG, obs.ui_config())))
         follower.send(_sse(events.envelope(events.PROFILE_CHANGED,
-                                           {"active": obs.active_profile()})))
+                                           {"active": self._app.names.active_profile})))
         follower.send(_sse(events.envelope(events.IN_FLIGHT, obs.in_flight_snapshot())))
         follower.send(_sse(events.envelope(events.QUEUE, obs.queue_status())))
 

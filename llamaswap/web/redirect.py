@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from twisted.web.server import Request
 
+from llamaswap.context import context_of
+
 
 def mount_prefix(request: Request) -> bytes:
     """Where llamaswap is mounted (``b""`` at a site's root, ``b"/llm"`` below ``/llm/``)."""
-    depth = getattr(request, "llamaswap_depth", 0)
+    depth = context_of(request).depth
     return b"".join(b"/" + segment for segment in (request.prepath or [])[:depth])
 
 

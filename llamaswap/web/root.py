@@ -13,12 +13,14 @@ from twisted.web.server import NOT_DONE_YET, Request
 from llamaswap.context import context_of
 from llamaswap.web import auth, cors
 from llamaswap.web.app import App
-from llamaswap.web.base import Endpoint, Node, mount_all, send_text
+from llamaswap.web.base import Endpoint, Node, mount_all
+from llamaswap.web.compat_api import compat_routes
 from llamaswap.web.errors import send_error
 from llamaswap.web.limits import body_length, limit_message
 from llamaswap.web.management import management_routes
 from llamaswap.web.models import model_routes
 from llamaswap.web.observe import observe_routes
+from llamaswap.web.redirect import redirect
 from llamaswap.web.routes import MODEL_ROUTES, api_of_path
 from llamaswap.web.ui import mount_ui
 
@@ -32,6 +34,7 @@ def build_root(app: App) -> Root:
     mount_all(root, model_routes(app))
     mount_all(root, management_routes(app))
     mount_all(root, observe_routes(app))
+    mount_all(root, compat_routes(app))
     mount_ui(root)
     return root
 
@@ -84,11 +87,10 @@ class Root(Node):
 
 
 class Index(Endpoint):
-    """``GET /``: what this server is, in two lines."""
+    """``GET /``: to the web UI, as llama-swap."""
 
     def handle_GET(self, request: Request) -> None:
-        send_text(request, "llamaswap: OpenAI-compatible model swapper.\n"
-                           "GET /v1/models lists models; GET /running shows what is loaded.\n")
+        redirect(request, b"/ui")
 
 
 class _Preflight(Endpoint):

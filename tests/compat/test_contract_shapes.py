@@ -13,6 +13,7 @@ from fakes import make_config, model
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.components import Componentized
 from twisted.web.http_headers import Headers
 
 from llamaswap.activity import FrozenCapture, capture_view
@@ -22,6 +23,7 @@ from llamaswap.compat.gotypes import go_bytes, go_duration, go_int, go_time, par
 from llamaswap.compat.headers import header_map, scrub_query
 from llamaswap.compat.info import session_headers_of, ui_config, version_info
 from llamaswap.compat.stats import histogram
+from llamaswap.context import context_of
 from llamaswap.observability import Observability
 from tests.compat import llama_swap_types as T
 
@@ -139,11 +141,12 @@ class _Router:
         return 0
 
 
-class _Request:
+class _Request(Componentized):
     def __init__(self) -> None:
+        super().__init__()
         self.path = b"/v1/chat/completions"
         self.method = b"POST"
-        self.llamaswap_model = "m"
+        context_of(self).model = "m"
         self.content = io.BytesIO(b"{}")
         self.requestHeaders = Headers({b"user-agent": [b"curl/8"],
                                        b"authorization": [b"Bearer sk-1"],
