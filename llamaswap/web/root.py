@@ -1,7 +1,8 @@
 """The root of the HTTP API: the gate every request passes before its endpoint.
 
 ``build_root`` assembles the tree from each module's routes: adding an endpoint is one line
-in ``models.model_routes``, ``management.management_routes`` or ``observe.observe_routes``.
+in ``models.model_routes``, ``management.management_routes``, ``observe.observe_routes`` or
+``compat_api.compat_routes``.
 Building the tree creates resources only: nothing is started, attached or scheduled.
 """
 
