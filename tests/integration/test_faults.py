@@ -242,7 +242,7 @@ models:
     for _, response in results[1:]:
         await treq.content(response)
     assert swapper.starts == {"sleepy": 1}  # the start went on; one spawn served them all
-    assert said(logged, '"POST /v1/chat/completions" 499')
+    assert said(logged, '"POST /v1/chat/completions HTTP/1.1" 499')
     assert swapper.service.router.in_flight("sleepy") == 0
     await after.check()
 

@@ -390,7 +390,7 @@ async def test_daemon_mode_with_pidfile_logfile_and_umask(tmp_path: Path) -> Non
         model_pid = int((tmp_path / "model.pid").read_text())
         # Files the daemon creates get 0666 & ~027 (twistd's own default umask is 077).
         assert stat.S_IMODE(pidfile.stat().st_mode) == 0o640
-        await wait_for(lambda: '"POST /v1/chat/completions" 200' in logfile.read_text(),
+        await wait_for(lambda: '"POST /v1/chat/completions HTTP/1.1" 200' in logfile.read_text(),
                        timeout=10)
         # Model processes inherit the umask too (the model wrote its pid file itself). The
         # log file is opened before twistd applies --umask, so it is not covered.
