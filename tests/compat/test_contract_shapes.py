@@ -134,6 +134,9 @@ class _Router:
     def on_stop(self, listener: Any) -> None:
         pass
 
+    def on_swap(self, listener: Any) -> None:
+        pass
+
     def in_flight(self, model_id: str) -> int:
         return 2
 
