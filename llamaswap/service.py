@@ -32,6 +32,7 @@ from llamaswap.orphans import StateFile, keeper_marker
 from llamaswap.peers import Peers
 from llamaswap.policy import ModelState
 from llamaswap.process import DEFAULT_INSTANCE, DEFAULT_MARKER, ModelProcess
+from llamaswap.redaction import redact_url
 from llamaswap.reload import diff_configs
 from llamaswap.router import Router
 from llamaswap.selectors import Rewriter
@@ -294,6 +295,9 @@ class AccessLoggedRequest(ContextHolder, EnvelopeErrorsMixin, BodyLimitMixin, Re
         path = unquote(self.path.decode("latin-1"))
         site = self.site
         if is_logged(path):
+            # the query stays, each credential in it [REDACTED] (llamaswap.redaction)
+            uri = self.uri.decode("latin-1")
+            path = redact_url(uri) if "?" in uri else path
             client = client_ip(_first_header(self, b"x-forwarded-for"),
                                _first_header(self, b"x-real-ip"),
                                getattr(self.getClientAddress(), "host", "-"))
@@ -303,7 +307,7 @@ class AccessLoggedRequest(ContextHolder, EnvelopeErrorsMixin, BodyLimitMixin, Re
                 "unicode_escape").decode("ascii")
             # llama-swap's line (tools parse it), formatted here once as a literal format:
             # no observer parses a template for it (that was ~5% of a proxied request); the
-            # fields stay in the event for JSON logs. No query: it may carry keys.
+            # fields stay in the event for JSON logs.
             line = request_line(client, method, path, self.clientproto.decode("latin-1"),
                                 status, self.sentLength,
                                 _first_header(self, b"user-agent") or "", duration)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from llamaswap.redaction import redact_url
+
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie",
                             "set-cookie"})
 SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token",
@@ -42,6 +44,6 @@ def header_map(headers: Iterable[tuple[bytes | str, Sequence[bytes | str]]]) -> 
             continue
         value = _name(values[0])
         if lowered in _URL_HEADERS:
-            value = scrub_query(value)
+            value = redact_url(value)
         out[name] = value
     return out

@@ -217,7 +217,8 @@ async def test_redirects_health_and_the_request_log_line_are_llama_swaps(llamasw
         **KEY, "User-Agent": "log-test/2"}))
     await treq.content(await swapper.get("/wol-health"))
     text = (await treq.content(await swapper.get("/logs", headers=KEY))).decode()
-    line = re.compile(r'^\[INFO\] Request 127\.0\.0\.1 "GET /v1/models HTTP/1\.1" 200 \d+ '
+    line = re.compile(r'^\[INFO\] Request 127\.0\.0\.1 '
+                      r'"GET /v1/models\?key=\[REDACTED\] HTTP/1\.1" 200 \d+ '
                       r'"log-test/2" [0-9.]+(ns|µs|ms|s)$', re.MULTILINE)
     assert line.search(text), text
     assert "hunter2" not in text and "GET /wol-health" not in text

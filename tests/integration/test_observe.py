@@ -309,6 +309,6 @@ def test_twistd_writes_json_lines_with_structured_fields(tmp_path: Path) -> None
     records = [json.loads(line) for line in out.decode().splitlines()]
     access = [r for r in records if r["namespace"] == "llamaswap.access"]
     assert access, out.decode()
-    assert access[-1]["path"] == "/health" and access[-1]["status"] == 200
+    assert access[-1]["path"] == "/health?probe" and access[-1]["status"] == 200
     assert isinstance(access[-1]["request_id"], int) and access[-1]["level"] == "info"
-    assert access[-1]["message"].startswith('Request 127.0.0.1 "GET /health HTTP/1.1" 200')
+    assert access[-1]["message"].startswith('Request 127.0.0.1 "GET /health?probe HTTP/1.1" 200')
