@@ -184,7 +184,7 @@ def check_stream(client: OpenAI, model: str, max_tokens: int = 8) -> int:
     assert {chunk.id for chunk in chunks} == {chunks[0].id}
     assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
     assert all(chunk.model == model for chunk in chunks)
-    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.role == "assistant", chunks[:2]
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert all(chunk.choices[0].finish_reason is None for chunk in chunks[:-1])
     return len(chunks)
