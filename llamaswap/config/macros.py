@@ -358,6 +358,27 @@ def _start_port(value: object) -> int:
     return 5800
 
 
+def _substitute_param_id_keys(model: dict[str, Any], macros: Sequence[Macro], path: str,
+                              report: Report, budget: ExpansionBudget) -> dict[str, Any]:
+    """Expand macros in the keys of ``filters.setParamsByID`` too: they are model names a
+    request may use (llama-swap does the same). Two keys expanding alike are an error."""
+    filters = model.get("filters")
+    by_id = filters.get("setParamsByID") if isinstance(filters, dict) else None
+    if not isinstance(by_id, dict):
+        return model
+    expanded: dict[Any, Any] = {}
+    for key, params in by_id.items():
+        name = substitute(key, macros, join_path(path, str(key)), budget) \
+            if isinstance(key, str) else key
+        name = go_format(name) if not isinstance(name, str) else name
+        if name in expanded:
+            report(join_path(path, str(key)),
+                   f"key {key!r} expands to {name!r}, which an earlier key already names")
+        expanded[name] = params
+    assert isinstance(filters, dict)
+    return {**model, "filters": {**filters, "setParamsByID": expanded}}
+
+
 def expand_config_macros(tree: Mapping[str, Any], report: Report) -> Expansion:
     """Expand global, then per-model macros and allocate ``${PORT}`` (resolveConfigMacros).
 
@@ -402,9 +423,10 @@ def _expand(tree: Mapping[str, Any], report: Report, budget: ExpansionBudget) ->
 
     next_port = _start_port(out.get("startPort"))
     for model_id in sorted(prepared):
-        model = substitute(prepared[model_id], merge_model_macros(model_id, global_macros,
-                                                                  local[model_id]),
-                           f"models.{model_id}", budget)
+        merged = merge_model_macros(model_id, global_macros, local[model_id])
+        model = _substitute_param_id_keys(
+            substitute(prepared[model_id], merged, f"models.{model_id}", budget), merged,
+            f"models.{model_id}.filters.setParamsByID", report, budget)
         cmd, proxy = model.get("cmd"), model.get("proxy")
         if isinstance(cmd, str) and "${PORT}" in cmd:
             if next_port > MAX_PORT:

@@ -1,3 +1,55 @@
-"""Compatibility tests run llamaswap the way the integration tests do."""
+"""Harness for the llama-swap compatibility suite.
 
-from tests.integration.conftest import llamaswap  # noqa: F401  (the fixture)
+The suite replays the scenarios of llama-swap's own Go tests against llamaswap from outside:
+over HTTP against a real llamaswap on loopback driving the test upstream (``tests/upstream.py``),
+or through ``llamaswap check-config``. The integration harness already provides the running
+llamaswap; its fixtures are re-exported here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llamaswap.cli import main as llamaswap_cli
+from tests.integration import conftest as integration_conftest
+
+harness = integration_conftest
+llamaswap = harness.llamaswap
+logged = harness.logged
+# Also what ``from conftest import ...`` finds when this is the latest conftest pytest loaded
+# and an integration module is imported from here (the contract tests do that).
+body_json, upstream_cmd, wait_for = harness.body_json, harness.upstream_cmd, harness.wait_for
+
+
+@dataclass
+class Checked:
+    """What ``llamaswap check-config --format json`` answered."""
+
+    status: int
+    resolved: dict[str, Any]
+    errors: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+@pytest.fixture
+def check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
+    """``check_config(yaml_text) -> Checked``: run the ``check-config`` command on a file."""
+    counter = iter(range(1_000_000))
+
+    def run(yaml_text: str) -> Checked:
+        path = tmp_path / f"config-{next(counter)}.yaml"
+        path.write_text(yaml_text)
+        capsys.readouterr()
+        status = llamaswap_cli(["check-config", str(path), "--format", "json"])
+        out, err = capsys.readouterr()
+        return Checked(status, json.loads(out) if status == 0 else {}, err)
+
+    return run
