@@ -188,7 +188,8 @@ models:
 """).resolved["models"]
     ports = {model_id: model["port"] for model_id, model in models.items()}
     assert models["model1"]["cmd"] == f"/path/to/server -p {ports['model1']} -hf model1"
-    assert models["model2"]["cmd"] == f"docker run --name model2 -p {ports['model2']}:8080 docker_img"
+    assert models["model2"]["cmd"] == (
+        f"docker run --name model2 -p {ports['model2']}:8080 docker_img")
     assert models["model2"]["cmdStop"] == "docker stop model2"
     assert models["author/model:F16"]["cmd"] == (
         f"/path/to/server -p {ports['author/model:F16']} -hf author/model:F16")
@@ -485,7 +486,8 @@ macros:
   "podman-llama": "podman run --name ${MODEL_ID} ghcr.io/ggml-org/llama.cpp:server-cuda"
 models:
   my-model: {cmd: "${podman-llama} -m model.gguf", proxy: "http://localhost:8080"}
-""", "my-model") == "podman run --name my-model ghcr.io/ggml-org/llama.cpp:server-cuda -m model.gguf"
+""", "my-model") == ("podman run --name my-model ghcr.io/ggml-org/llama.cpp:server-cuda "
+                     "-m model.gguf")
 
 
 def test_model_macro_overrides_global_inside_global_macro(check_config) -> None:
