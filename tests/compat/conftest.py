@@ -70,7 +70,8 @@ def own_port_model(name: str, *extra: str, indent: int = 4) -> str:
 
 class _EchoResource(Resource):
     """A stand-in for a peer (a remote OpenAI-compatible server): answers every request with
-    what it received, as JSON, so a test can see what llamaswap forwarded."""
+    what it received, as JSON (as one server-sent event when the body asks for a stream), so
+    a test can see what llamaswap forwarded."""
 
     isLeaf = True
 
@@ -88,8 +89,12 @@ class _EchoResource(Resource):
             "body": body.decode("utf-8", "replace"),
         }
         self.seen.append(seen)
+        answer = json.dumps({"peer": True, "received": seen})
+        if b'"stream": true' in body or b'"stream":true' in body:
+            request.setHeader(b"content-type", b"text/event-stream")
+            return f"data: {answer}\n\ndata: [DONE]\n\n".encode()
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"peer": True, "received": seen}).encode()
+        return answer.encode()
 
 
 @dataclass
