@@ -14,6 +14,7 @@ from typing import Any
 import pytest_twisted
 import treq
 from conftest import harness, own_port_model
+from twisted.internet.protocol import Protocol
 
 from llamaswap.policy import ModelState
 
@@ -42,6 +43,26 @@ def overlapped(swapper: Any, first: str, second: str) -> list[bool]:
     for name in (first, second):
         swapper.service.processes[name].add_observer(observe)
     return seen
+
+
+class _Held(Protocol):
+    """Receives a streamed answer and can hang up on it."""
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def hang_up(self) -> None:
+        self.transport.stopProducing()  # type: ignore[attr-defined]
+
+
+async def hold_busy(swapper: Any, model: str) -> _Held:
+    """A streamed request that keeps ``model`` serving until the client hangs up."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}],
+            "stream": True, "test_stall_after": 1}
+    response = await swapper.post("/v1/chat/completions", body, unbuffered=True)
+    held = _Held()
+    response.deliverBody(held)
+    return held
 
 
 # --- group_test.go ---------------------------------------------------------------------------
@@ -120,8 +141,8 @@ async def test_same_swap_group_never_runs_two_members_at_once(llamaswap) -> None
     answers = [await body_json(await first), await body_json(await second)]
     assert [answer["model"] for answer in answers] == ["a", "b"]
     assert True not in both
-    await wait_for(lambda: swapper.pid("a") is None)
-    assert swapper.state("b") is ModelState.READY
+    assert swapper.starts == {"a": 1, "b": 1}
+    await wait_for(lambda: [swapper.pid("a"), swapper.pid("b")].count(None) == 1)
 
 
 @pytest_twisted.ensureDeferred
@@ -261,16 +282,14 @@ async def test_over_the_concurrency_limit_is_a_429_error_not_a_loading_stream(
     """follows internal/router TestBaseRouter_ConcurrencyLimitRejectsBeforeLoadingStream"""
     swapper = await llamaswap(models("a", extra={
         "a": "concurrencyLimit: 2\nsendLoadingState: true"}))
-    assert (await swapper.chat("a")).code == 200
-    busy = [swapper.chat("a", test_delay=3, stream=True) for _ in range(2)]
-    await wait_for(lambda: len(swapper.service.observability.in_flight) == 2, timeout=20)
+    busy = [await hold_busy(swapper, "a") for _ in range(2)]
     response = await swapper.chat("a", stream=True)
     assert response.code == 429
     assert response.headers.getRawHeaders("content-type")[0].startswith("application/json")
     error = (await body_json(response))["error"]
     assert error["message"]
-    for pending in busy:
-        assert (await pending).code == 200
+    for held in busy:
+        held.hang_up()
 
 
 @pytest_twisted.ensureDeferred
@@ -387,3 +406,199 @@ async def test_streamed_peer_answer_is_not_buffered_by_proxies(llamaswap, echo_p
     assert response.headers.getRawHeaders("content-type")[0].startswith("text/event-stream")
     assert response.headers.getRawHeaders("x-accel-buffering") == ["no"]
     assert (await treq.text_content(response)).endswith("data: [DONE]\n\n")
+
+
+# --- matrix_test.go --------------------------------------------------------------------------
+
+
+def matrix(sets: str, costs: str = "") -> str:
+    return f"matrix:\n{costs}  sets:\n" + "".join(f"    {line}\n" for line in sets.splitlines())
+
+
+@pytest_twisted.ensureDeferred
+async def test_matrix_evicts_a_model_that_shares_no_set(llamaswap) -> None:
+    """follows internal/router TestMatrix_SwapEvictsConflicting"""
+    swapper = await llamaswap(models("a", "b") + matrix("s_a: a\ns_b: b"))
+    assert (await swapper.chat("a")).code == 200
+    assert (await swapper.chat("b")).code == 200
+    await wait_for(lambda: swapper.pid("a") is None)
+    assert swapper.state("b") is ModelState.READY
+
+
+@pytest_twisted.ensureDeferred
+async def test_matrix_keeps_a_model_sharing_a_set(llamaswap) -> None:
+    """follows internal/router TestMatrix_CoexistInSet"""
+    swapper = await llamaswap(models("a", "b") + matrix('s_ab: "a & b"'))
+    assert (await swapper.chat("a")).code == 200
+    pid_a = swapper.pid("a")
+    assert (await swapper.chat("b")).code == 200
+    assert swapper.pid("a") == pid_a and swapper.state("b") is ModelState.READY
+
+
+@pytest_twisted.ensureDeferred
+async def test_matrix_loads_models_of_one_set_side_by_side(llamaswap) -> None:
+    """follows internal/router TestMatrix_CoexistingSetParallel"""
+    swapper = await llamaswap(models("a", "b") + matrix('s_ab: "a & b"'))
+    both = overlapped(swapper, "a", "b")
+    first, second = swapper.chat("a"), swapper.chat("b")
+    assert [(await first).code, (await second).code] == [200, 200]
+    assert True in both
+
+
+@pytest_twisted.ensureDeferred
+async def test_matrix_request_for_an_incompatible_model_waits_then_evicts(llamaswap) -> None:
+    """follows internal/router TestMatrix_IncompatibleQueues"""
+    swapper = await llamaswap(models("a", "b") + matrix("s_a: a\ns_b: b"))
+    both = overlapped(swapper, "a", "b")
+    first, second = swapper.chat("a"), swapper.chat("b")
+    answers = [await body_json(await first), await body_json(await second)]
+    assert [answer["model"] for answer in answers] == ["a", "b"]
+    assert True not in both
+
+
+@pytest_twisted.ensureDeferred
+async def test_matrix_ties_go_to_the_first_defined_set(llamaswap) -> None:
+    """follows internal/router TestMatrixSolver_TieBreakDefinitionOrder"""
+    swapper = await llamaswap(models("a", "b", "c") + matrix('first: "a & b"\nsecond: "a & c"'))
+    assert (await swapper.chat("a")).code == 200
+    assert (await swapper.chat("b")).code == 200  # in "first" with a: a stays
+    assert swapper.state("a") is ModelState.READY
+
+
+@pytest_twisted.ensureDeferred
+async def test_matrix_keeps_the_model_that_is_dearer_to_evict(llamaswap) -> None:
+    """follows internal/router TestMatrixSolver_EvictCostsPreferred"""
+    swapper = await llamaswap(models("a", "b", "c") + matrix(
+        'a_with_c: "a & c"\na_with_b: "a & b"\nb_and_c: "b & c"',
+        costs="  evict_costs: {b: 10, c: 1}\n"))
+    for name in ("b", "c"):
+        assert (await swapper.chat(name)).code == 200
+    assert (await swapper.chat("a")).code == 200
+    await wait_for(lambda: swapper.pid("c") is None)
+    assert swapper.state("b") is ModelState.READY and swapper.state("a") is ModelState.READY
+
+
+# --- loading_test.go -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_loading_state_streams_progress_then_the_answer(llamaswap) -> None:
+    """follows internal/router TestLoadingWriter_SSEHeadersAndInitialMessage,
+    TestLoadingWriter_SendDataFormat, TestLoadingWriter_StartStopsOnCancel and
+    TestLoadingWriter_FlushesPeriodicallyDuringStatusUpdates"""
+    swapper = await llamaswap("sendLoadingState: true\n" + models("slow").replace(
+        "--quiet", "--quiet --startup-delay 1.5", 1))
+    response = await swapper.chat("slow", stream=True)
+    assert response.code == 200
+    assert response.headers.getRawHeaders("content-type")[0].startswith("text/event-stream")
+    assert response.headers.getRawHeaders("cache-control") == ["no-cache"]
+    lines = (await treq.text_content(response)).splitlines()
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    reasoning = [e["choices"][0]["delta"].get("reasoning_content") for e in events]
+    progress = [text for text in reasoning if text]
+    assert len(progress) >= 2  # an opening message, updates while loading, then done
+    assert "slow" in progress[0] and "Done!" in progress[-1]
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    assert lines[-1] == "data: [DONE]" or lines[-2] == "data: [DONE]"
+
+
+@pytest_twisted.ensureDeferred
+async def test_loading_state_only_on_chat_completions(llamaswap) -> None:
+    """follows internal/router TestIsLoadingPath"""
+    swapper = await llamaswap("sendLoadingState: true\n" + models("slow").replace(
+        "--quiet", "--quiet --startup-delay 1", 1))
+    response = await swapper.post("/v1/completions",
+                                  {"model": "slow", "prompt": "hi", "stream": True})
+    assert response.code == 200
+    assert "reasoning_content" not in await treq.text_content(response)
+
+
+# --- scheduler/fifo_test.go ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_waiting_for_one_model_share_its_start(llamaswap) -> None:
+    """follows internal/router/scheduler TestFIFO_JoinInFlightSwap and
+    TestFIFO_QueueDrainPromotesMultiple"""
+    swapper = await llamaswap(models("a"))
+    answers = [swapper.chat("a") for _ in range(4)]
+    for pending in answers:
+        assert (await pending).code == 200
+    assert swapper.starts == {"a": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_busy_model_is_not_swapped_out_until_it_drains(llamaswap) -> None:
+    """follows internal/router/scheduler TestFIFO_NoSwapWhileServing"""
+    swapper = await llamaswap(models("a", "b") + "routing:\n  scheduler:\n    use: fifo\n")
+    first, second = await hold_busy(swapper, "a"), await hold_busy(swapper, "a")
+    evicting = swapper.chat("b")
+    await wait_for(lambda: swapper.service.router.queued() == 1)
+    first.hang_up()
+    await wait_for(lambda: swapper.service.router.in_flight("a") == 1)
+    assert swapper.service.router.queued() == 1 and swapper.pid("b") is None
+    second.hang_up()
+    assert (await body_json(await evicting))["model"] == "b"
+    assert swapper.pid("a") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_queued_models_start_in_priority_order(llamaswap) -> None:
+    """follows internal/router/scheduler TestFIFO_PriorityQueueOrder"""
+    swapper = await llamaswap(models("z", "A", "B", "C", "D") + """
+routing:
+  scheduler:
+    use: fifo
+    settings:
+      fifo:
+        priority: {A: 10, B: 5, C: 5, D: 1}
+""")
+    order: list[str] = []
+
+    def observe(process: Any, old: ModelState, new: ModelState) -> None:
+        if new is ModelState.STARTING:
+            order.append(process.model.id)
+
+    for process in swapper.service.processes.values():
+        process.add_observer(observe)
+    held = await hold_busy(swapper, "z")  # z serving: every other model has to queue
+    pending: list[Any] = []
+    for name in ("B", "D", "C", "A"):  # out of priority order; B before C among equals
+        pending.append(swapper.chat(name))
+        await wait_for(lambda: swapper.service.router.queued() == len(pending))
+    held.hang_up()
+    for response in pending:
+        assert (await response).code == 200
+    assert order == ["z", "A", "B", "C", "D"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_queued_request_starts_nothing(llamaswap) -> None:
+    """follows internal/router/scheduler TestFIFO_OnCancel_QueuedRequest"""
+    swapper = await llamaswap(models("a", "b") + "routing:\n  scheduler:\n    use: fifo\n")
+    held = await hold_busy(swapper, "a")
+    queued = swapper.chat("b")
+    queued.addErrback(lambda failure: None)
+    await wait_for(lambda: swapper.service.router.queued() == 1)
+    queued.cancel()
+    await wait_for(lambda: swapper.service.router.queued() == 0)
+    held.hang_up()
+    await wait_for(lambda: swapper.service.router.in_flight("a") == 0)
+    assert (await swapper.chat("a")).code == 200
+    assert "b" not in swapper.starts and swapper.state("a") is ModelState.READY
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_concurrency_limit_is_ten(llamaswap) -> None:
+    """follows internal/router/scheduler TestFIFO_ConcurrencyLimit_DefaultIsTen and
+    TestFIFO_ConcurrencyLimit_RejectsOverLimit"""
+    swapper = await llamaswap(models("a"))
+    busy = [await hold_busy(swapper, "a") for _ in range(10)]
+    over = await swapper.chat("a")
+    assert over.code == 429
+    await treq.content(over)
+    busy.pop().hang_up()
+    await wait_for(lambda: swapper.service.router.in_flight("a") == 9)
+    assert (await swapper.chat("a")).code == 200
+    for held in busy:
+        held.hang_up()
