@@ -43,8 +43,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 KILL_FAMILY = signal.SIGUSR1
 """Sent by the kernel when llamaswap dies, and by llamaswap when a stop times out."""
-# Signals the keeper ignores: they reach the model through the process group already, and a
-# second copy would make servers like llama-server skip their graceful shutdown.
+# Signals the keeper does not act on: they reach the model through the process group already,
+# and a second copy would make servers like llama-server skip their graceful shutdown.
 GROUP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # What Python changes at start-up and a model must get back: default dispositions.
 RESET_SIGNALS = (*GROUP_SIGNALS, signal.SIGUSR1, signal.SIGPIPE, signal.SIGXFSZ)
@@ -197,6 +197,8 @@ def run_model(argv: list[str]) -> None:
     try:
         for signum in RESET_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        # A stop sent since the fork was held back (see ``main``): it ends the child here.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
         set_death_signal(signal.SIGKILL)
         try:
             posix.close(3)
@@ -207,6 +209,10 @@ def run_model(argv: list[str]) -> None:
         sys.stderr.write(f"llamaswap: cannot run {argv[0]!r}: {e.strerror}\n")
         sys.stderr.flush()
     posix._exit(127)
+
+
+def ignore_group_signal(signum: int, frame: object) -> None:
+    """The keeper's part of a group signal: none (the model gets its own copy)."""
 
 
 def exit_like(status: int) -> None:
@@ -227,8 +233,14 @@ def main() -> None:
     owner, argv = int(sys.argv[1]), sys.argv[3:]
     posix.setpgid(0, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # Not SIG_IGN: an ignored signal is discarded, also by the forked child until it resets
+    # its dispositions, so a stop sent just after the start would be lost and the model would
+    # live until the SIGKILL after ``unloadTimeout``. Blocked across the fork, with a handler
+    # that does nothing, such a stop stays pending: the child's, until it has reset its
+    # dispositions; the keeper's own (sent before the child existed), passed on to the child.
+    signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
     for signum in GROUP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, ignore_group_signal)
     signal.signal(KILL_FAMILY, kill_family)
     set_death_signal(KILL_FAMILY)
     if posix.getppid() != owner:
@@ -236,6 +248,9 @@ def main() -> None:
     child = posix.fork()
     if child == 0:
         run_model(argv)
+    for signum in signal.sigpending() & set(GROUP_SIGNALS):
+        posix.kill(child, signum)  # sent to the group before the model was in it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
     model_pid = child
     try:
         posix.write(3, f"{child}\n".encode())

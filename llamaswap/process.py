@@ -351,8 +351,10 @@ class ModelProcess:
             return
         if self.model.cmd_stop:
             self._run_cmd_stop(pid)
-        else:
-            self._signal_group(pid, signal.SIGTERM)
+        elif not self._signal_group(pid, signal.SIGTERM):
+            # No group yet: the keeper has only just been spawned and not yet made it (nor
+            # started the model), so SIGTERM to the keeper itself ends the start.
+            self._signal_keeper(pid, signal.SIGTERM)
         self._kill_timer = self._clock.callLater(timeout, self._kill, pid, timeout)
 
     def _kill(self, pid: int, timeout: float) -> None:

@@ -105,6 +105,7 @@ def test_model_gets_default_signal_dispositions_and_dies_with_its_keeper() -> No
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE,
                        signal.SIGXFSZ, signal.SIGUSR1):
             assert not ignored & (1 << (signum - 1)), signal.Signals(signum).name
+        assert int(status["SigBlk"], 16) == 0  # the keeper blocks the group signals; not the model
         keeper.send_signal(signal.SIGKILL)  # only the keeper: its death signal kills the model
         keeper.wait()
         assert wait_until(lambda: not alive(model_pid), timeout=5)
@@ -130,6 +131,25 @@ def _parent(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def test_a_group_sigterm_sent_as_the_keeper_starts_still_stops_the_model() -> None:
+    """A stop that arrives while the keeper is still forking must not be lost (it used to be
+    ignored there, leaving the model to the SIGKILL after ``unloadTimeout``)."""
+    keeper = subprocess.Popen([sys.executable, "-I", "-S", KEEPER, str(os.getpid()), "m",
+                               "/bin/sleep", "60"])
+    try:
+        while True:  # signal the group the moment it exists, as llamaswap's stop does
+            try:
+                os.killpg(keeper.pid, signal.SIGTERM)
+                break
+            except ProcessLookupError:
+                assert keeper.poll() is None
+        assert keeper.wait(timeout=20) in (-signal.SIGTERM, 128 + signal.SIGTERM)
+    finally:
+        if keeper.poll() is None:
+            os.killpg(keeper.pid, signal.SIGKILL)
+            keeper.wait()
 
 
 def test_keeper_dies_by_the_signal_that_killed_the_model() -> None:

@@ -86,7 +86,8 @@ async def test_a_request_during_stop_gets_a_fresh_process(llamaswap) -> None:
 async def test_unload_during_start_aborts_the_start_and_the_waiting_request(
         llamaswap) -> None:
     """follows internal/process TestProcessCommand_StopCancelsRun"""
-    swapper = await llamaswap(model("m", "--never-healthy"))
+    # unloadTimeout far above wait_for's 10 s: the stop must be the SIGTERM, not the SIGKILL.
+    swapper = await llamaswap(model("m", "--never-healthy", extra="unloadTimeout: 60"))
     waiting = swapper.chat("m")
     await wait_for(lambda: swapper.state("m") is ModelState.STARTING and swapper.pid("m"))
     pid = swapper.pid("m")
@@ -101,12 +102,14 @@ async def test_unload_during_start_aborts_the_start_and_the_waiting_request(
 @pytest_twisted.ensureDeferred
 async def test_shutdown_during_start_leaves_no_process(llamaswap) -> None:
     """follows internal/process TestProcessCommand_ParentCtxCancelDuringStart"""
-    swapper = await llamaswap(model("m", "--never-healthy"))
+    swapper = await llamaswap(model("m", "--never-healthy", extra="unloadTimeout: 60"))
     waiting = swapper.chat("m")
     waiting.addErrback(lambda failure: None)
     await wait_for(lambda: swapper.state("m") is ModelState.STARTING and swapper.pid("m"))
     pid = swapper.pid("m")
+    began = harness.reactor.seconds()
     await swapper.service.stopService()
+    assert harness.reactor.seconds() - began < 30  # SIGTERM ended it, not the 60 s SIGKILL
     assert not pid_alive(pid)
     response = await waiting
     if response is not None:
