@@ -118,7 +118,8 @@ groups:
 
 @pytest_twisted.ensureDeferred
 async def test_non_exclusive_groups_load_side_by_side(llamaswap) -> None:
-    """follows internal/router TestGroup_CrossGroupNonExclusiveParallel"""
+    """follows internal/router TestGroup_CrossGroupNonExclusiveParallel and
+    internal/router/scheduler TestFIFO_DisjointSwapsRunInParallel"""
     swapper = await llamaswap(models("a", "b") + """
 groups:
   g1: {swap: true, exclusive: false, members: [a]}
@@ -133,7 +134,8 @@ groups:
 
 @pytest_twisted.ensureDeferred
 async def test_same_swap_group_never_runs_two_members_at_once(llamaswap) -> None:
-    """follows internal/router TestGroup_SameGroupSwapSerialises"""
+    """follows internal/router TestGroup_SameGroupSwapSerialises and
+    internal/router/scheduler TestFIFO_OverlappingEvictSetsDoNotRunInParallel"""
     swapper = await llamaswap(models("a", "b") +
                               "groups:\n  g: {swap: true, exclusive: false, members: [a, b]}\n")
     both = overlapped(swapper, "a", "b")
@@ -235,7 +237,8 @@ groups:
 
 @pytest_twisted.ensureDeferred
 async def test_first_request_starts_the_model_once(llamaswap) -> None:
-    """follows internal/router TestBaseRouter_OnDemandStart"""
+    """follows internal/router TestBaseRouter_OnDemandStart and
+    internal/router/scheduler TestFIFO_OnDemandStartThenServe"""
     swapper = await llamaswap(models("a"))
     assert swapper.pid("a") is None
     assert (await swapper.chat("a")).code == 200
@@ -271,7 +274,8 @@ async def test_a_cancelled_request_does_not_hurt_the_next(llamaswap) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_model_is_404(llamaswap) -> None:
-    """follows internal/router TestBaseRouter_ModelNotFound"""
+    """follows internal/router TestBaseRouter_ModelNotFound and
+    internal/router/scheduler TestFIFO_ModelNotFound"""
     swapper = await llamaswap(models("a"))
     assert (await swapper.chat("missing")).code == 404
 
@@ -279,7 +283,8 @@ async def test_unknown_model_is_404(llamaswap) -> None:
 @pytest_twisted.ensureDeferred
 async def test_over_the_concurrency_limit_is_a_429_error_not_a_loading_stream(
         llamaswap) -> None:
-    """follows internal/router TestBaseRouter_ConcurrencyLimitRejectsBeforeLoadingStream"""
+    """follows internal/router TestBaseRouter_ConcurrencyLimitRejectsBeforeLoadingStream and
+    internal/router/scheduler TestFIFO_ConcurrencyLimit_CustomLimit"""
     swapper = await llamaswap(models("a", extra={
         "a": "concurrencyLimit: 2\nsendLoadingState: true"}))
     busy = [await hold_busy(swapper, "a") for _ in range(2)]
@@ -294,7 +299,8 @@ async def test_over_the_concurrency_limit_is_a_429_error_not_a_loading_stream(
 
 @pytest_twisted.ensureDeferred
 async def test_shutdown_stops_every_model_and_refuses_requests(llamaswap) -> None:
-    """follows internal/router TestBaseRouter_Shutdown_StopsAllProcesses"""
+    """follows internal/router TestBaseRouter_Shutdown_StopsAllProcesses and
+    internal/server TestServer_Shutdown_StopsRoutersAndIsIdempotent"""
     swapper = await llamaswap(models("a", "b") +
                               "groups:\n  g: {swap: false, exclusive: false, members: [a, b]}\n")
     pids = []
@@ -303,6 +309,7 @@ async def test_shutdown_stops_every_model_and_refuses_requests(llamaswap) -> Non
         pids.append(swapper.pid(name))
     await swapper.service.stopService()
     assert not any(harness.pid_alive(pid) for pid in pids)
+    await swapper.service.stopService()  # a second shutdown is harmless
     after = await swapper.chat("a")
     assert after.code >= 500
     await treq.content(after)
@@ -518,8 +525,8 @@ async def test_loading_state_only_on_chat_completions(llamaswap) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_requests_waiting_for_one_model_share_its_start(llamaswap) -> None:
-    """follows internal/router/scheduler TestFIFO_JoinInFlightSwap and
-    TestFIFO_QueueDrainPromotesMultiple"""
+    """follows internal/router/scheduler TestFIFO_JoinInFlightSwap,
+    TestFIFO_QueueDrainPromotesMultiple and TestFIFO_QueueCollation"""
     swapper = await llamaswap(models("a"))
     answers = [swapper.chat("a") for _ in range(4)]
     for pending in answers:

@@ -65,8 +65,8 @@ async def test_unknown_model_is_404_and_starts_nothing(llamaswap) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_audio_api_task_reaches_the_model_without_its_prefix(llamaswap) -> None:
-    """follows internal/server TestServer_AudioAPIRoutesTaskRequest and
-    TestServer_AudioAPIRewritesUpstreamPath"""
+    """follows internal/server TestServer_AudioAPIRoutesTaskRequest,
+    TestServer_AudioAPIRewritesUpstreamPath and TestServer_StripAudioAPIPrefix"""
     swapper = await llamaswap(one_model("local-audio"))
     response = await swapper.post("/audioapi/v1/tasks/run", {"model": "local-audio"})
     assert response.code == 200
@@ -552,3 +552,53 @@ async def test_active_profile_pins_run_before_selectors_and_can_disable_a_name(
     assert sent["model"] == "variant" and sent["thinking"] is True
     assert swapper.starts == {"a": 1}
     assert (await swapper.chat("disabled")).code == 404
+
+
+# --- filters_test.go -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_model_filters_strip_and_set_params_but_never_the_model(llamaswap) -> None:
+    """follows internal/server TestServer_ApplyFilters"""
+    swapper = await llamaswap(f"""
+models:
+  m1:
+    {own_port_model("m1")}
+    filters:
+      stripParams: "temperature, model, top_k"
+      setParams: {{top_p: 0.5, model: other}}
+""")
+    response = await swapper.chat("m1", test_echo=True, temperature=0.9, top_k=3, seed=1)
+    sent = json.loads((await body_json(response))["body"])
+    assert "temperature" not in sent and "top_k" not in sent
+    assert sent["top_p"] == 0.5 and sent["seed"] == 1 and sent["model"] == "m1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_peer_filters_apply_to_a_qualified_peer_model(llamaswap, echo_peer) -> None:
+    """follows internal/server TestServer_ResolveFilters_QualifiedPeer"""
+    swapper = await llamaswap(f"""
+peers:
+  remote:
+    proxy: {echo_peer.url}
+    models: [org/model]
+    filters: {{stripParams: temperature}}
+""")
+    answer = await body_json(await swapper.chat("remote/org/model", temperature=0.2))
+    sent = json.loads(answer["received"]["body"])
+    assert "temperature" not in sent and sent["model"] == "org/model"
+
+
+@pytest_twisted.ensureDeferred
+async def test_multipart_model_is_renamed_and_the_file_kept(llamaswap) -> None:
+    """follows internal/server TestServer_FormFilterMiddleware"""
+    swapper = await llamaswap(f"models:\n  whisper:\n    {own_port_model('whisper')}\n"
+                              "    useModelName: whisper-large-v3\n")
+    response = await swapper.client.post(
+        swapper.url + "/v1/audio/transcriptions", data={"model": "whisper"},
+        files={"file": ("a.wav", "audio/wav", b"xx")})
+    assert response.code == 200
+    received = (await body_json(response))["received"]
+    assert received["fields"]["model"] == "whisper-large-v3"
+    assert received["files"]["file"]["filename"] == "a.wav"
+    assert received["files"]["file"]["size"] == 2
