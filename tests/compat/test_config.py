@@ -781,3 +781,87 @@ def test_rejected_routing_sections(check_config, routing, words) -> None:
     assert not checked.ok
     for word in words:
         assert word in checked.errors
+
+
+# --- matrix_test.go ----------------------------------------------------------------------------
+
+MATRIX_MODELS = """
+models:
+  gemma: {cmd: "server --port ${PORT}"}
+  qwen: {cmd: "server --port ${PORT}"}
+  voxtral: {cmd: "server --port ${PORT}"}
+  llama70B: {cmd: "server --port ${PORT}"}
+"""
+
+
+@pytest.mark.parametrize("section", [
+    'matrix:\n  vars: {g: gemma, q: qwen, v: voxtral, L: llama70B}\n'
+    '  evict_costs: {L: 5}\n  sets:\n    standard: "(g | q) & v"\n    full: "L"\n',
+    'matrix:\n  vars: {g: gemma, q: qwen, v: voxtral}\n'
+    '  sets:\n    llms: "g | q"\n    with_tts: "+llms & v"\n',
+    'matrix:\n  sets:\n    combo: "gemma & voxtral"\n',
+    'matrix:\n  vars: {g: gemma}\n  sets:\n    base: "g | qwen"\n    combo: "+base & voxtral"\n',
+    'matrix:\n  evict_costs: {gemma: 5}\n  sets:\n    s: gemma\n',
+])
+def test_valid_matrices_load(check_config, section) -> None:
+    """follows internal/config TestValidateMatrix_Basic, TestValidateMatrix_WithRef,
+    TestValidateMatrix_DirectAndMixedModelNames and TestValidateMatrix_ConfigMatrixOnly"""
+    checked = check_config(MATRIX_MODELS + section)
+    assert checked.ok, checked.errors
+
+
+@pytest.mark.parametrize("section, word", [
+    ('matrix:\n  vars: {x: nope}\n  sets:\n    s: x\n', "nope"),
+    ('matrix:\n  vars: {g: gemma}\n  evict_costs: {g: 0}\n  sets:\n    s: g\n', "evict"),
+    ('matrix:\n  vars: {g: gemma}\n  evict_costs: {g: -1}\n  sets:\n    s: g\n', "evict"),
+    ('matrix:\n  vars: {g: gemma}\n  evict_costs: {unknown: 5}\n  sets:\n    s: g\n',
+     "unknown"),
+    ('matrix:\n  sets:\n    a: "+b"\n    b: "+a"\n', "matrix"),
+    ('matrix:\n  sets:\n    a: "+nonexistent"\n', "nonexistent"),
+    ('matrix:\n  vars: {g: gemma}\n  sets: {}\n', "matrix"),
+    ('matrix:\n  vars: {g: gemma}\n  sets:\n    s: "g & nonexistent"\n', "nonexistent"),
+    ('groups:\n  g1: {members: [gemma]}\nmatrix:\n  sets:\n    s: gemma\n', "matrix"),
+])
+def test_invalid_matrices_are_rejected(check_config, section, word) -> None:
+    """follows internal/config TestValidateMatrix_AliasReferencesUnknownModel,
+    TestValidateMatrix_EvictCostInvalid, TestValidateMatrix_CycleDetection,
+    TestValidateMatrix_UndefinedRefTarget, TestValidateMatrix_NoSets,
+    TestValidateMatrix_UnknownMapIDInDSL and TestValidateMatrix_ConfigXOR"""
+    checked = check_config(MATRIX_MODELS + section)
+    assert not checked.ok
+    assert word in checked.errors
+
+
+# --- model_config_test.go: setParamsByID aliases -----------------------------------------------
+
+
+def test_set_params_by_id_keys_become_aliases_unless_they_collide(check_config) -> None:
+    """follows internal/config TestConfig_SetParamsByIDAutoAlias,
+    TestConfig_SetParamsByIDAutoAliasConflictWithModelID and
+    TestConfig_SetParamsByIDAutoAliasConflictWithOtherModel"""
+    aliases = check_config("""
+models:
+  qwen:
+    cmd: "server --port ${PORT}"
+    filters:
+      setParamsByID:
+        "${MODEL_ID}": {temperature: 0.7}
+        "qwen-thinking": {enable_thinking: true}
+""").resolved["models"]["qwen"]["aliases"]
+    assert aliases == ["qwen-thinking"]
+    with_model_id = check_config("""
+models:
+  qwen:
+    cmd: "server --port ${PORT}"
+    filters: {setParamsByID: {other: {a: 1}}}
+  other: {cmd: "server --port ${PORT}"}
+""")
+    assert not with_model_id.ok and "other" in with_model_id.errors
+    with_alias = check_config("""
+models:
+  qwen:
+    cmd: "server --port ${PORT}"
+    filters: {setParamsByID: {taken: {a: 1}}}
+  llama: {cmd: "server --port ${PORT}", aliases: [taken]}
+""")
+    assert not with_alias.ok and "taken" in with_alias.errors
