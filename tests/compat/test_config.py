@@ -865,3 +865,96 @@ models:
   llama: {cmd: "server --port ${PORT}", aliases: [taken]}
 """)
     assert not with_alias.ok and "taken" in with_alias.errors
+
+
+# --- profile_test.go and selectors_test.go -----------------------------------------------------
+
+SELECTOR_MODELS = """
+models:
+  a: {cmd: "echo ${PORT}", aliases: [alias-a]}
+  b: {cmd: "echo ${PORT}"}
+peers:
+  remote: {proxy: "http://127.0.0.1:9", models: [remote-model]}
+"""
+
+
+@pytest.mark.parametrize("profiles, word", [
+    ("profiles:\n  old: [a]\n", "old"),
+    ("profiles:\n  empty:\n    pins: {}\n", "empty"),
+    ("profiles:\n  bad:\n    pins: {public: missing}\n", "missing"),
+    ("profiles:\n  test:\n    pins: {first: a, second: first}\n", "first"),
+])
+def test_profiles_that_are_malformed_point_nowhere_or_chain_are_rejected(
+        check_config, profiles, word) -> None:
+    """follows internal/config TestConfig_Profiles_Validation and
+    TestConfig_Profiles_DoNotChain"""
+    checked = check_config(SELECTOR_MODELS + profiles)
+    assert not checked.ok
+    assert word in checked.errors
+
+
+def test_profiles_and_selectors_that_fit_load(check_config) -> None:
+    """follows internal/config TestConfig_Profiles_LoadAndResolve,
+    TestConfig_Selectors_LoadDefaultsAndFields, TestConfig_Selectors_PeerModelFQN and
+    TestConfig_Selectors_ProfileTargetsSelector"""
+    checked = check_config(SELECTOR_MODELS + """
+groups:
+  pool: {swap: false, members: [a, b]}
+selectors:
+  coding:
+    strategy: warm
+    targets: [a, b]
+    name: Coding Model
+  remote-pool:
+    strategy: spillover
+    targets: [remote/remote-model]
+profiles:
+  work:
+    description: pins a selector
+    pins: {public: coding, off: ""}
+""")
+    assert checked.ok, checked.errors
+
+
+@pytest.mark.parametrize("selectors, word", [
+    ("  public:\n    targets: [a]\n", "strategy"),
+    ("  public:\n    strategy: random\n    targets: [a]\n", "random"),
+    ("  public:\n    strategy: pin\n", "targets"),
+    ("  public:\n    strategy: pin\n    targets: [missing]\n", "missing"),
+    ("  first:\n    strategy: pin\n    targets: [a]\n"
+     "  second:\n    strategy: pin\n    targets: [first]\n", "first"),
+    ("  a:\n    strategy: pin\n    targets: [b]\n", "a"),
+    ("  alias-a:\n    strategy: pin\n    targets: [b]\n", "alias-a"),
+    ("  public:\n    strategy: warm\n    targets: [remote-model]\n", "remote-model"),
+    ("  public:\n    strategy: spillover\n    targets: [a]\n    settings: {spillover: 0}\n",
+     "spillover"),
+    ("  public:\n    strategy: spillover\n    targets: [a, alias-a]\n", "duplicate"),
+])
+def test_selectors_that_cannot_work_are_rejected(check_config, selectors, word) -> None:
+    """follows internal/config TestConfig_Selectors_Validation"""
+    checked = check_config(SELECTOR_MODELS + "selectors:\n" + selectors)
+    assert not checked.ok
+    assert word in checked.errors
+
+
+def test_spillover_targets_must_be_able_to_run_together(check_config) -> None:
+    """follows internal/config TestConfig_Selectors_SpilloverCoexistence (groups, and a matrix
+    set holding all targets; see docs/compatibility.md for targets in separate matrix sets)"""
+    selector = "selectors:\n  public:\n    strategy: spillover\n    targets: [a, b]\n"
+    assert check_config(SELECTOR_MODELS + "groups:\n  pool: {swap: false, members: [a, b]}\n"
+                        + selector).ok
+    assert check_config(SELECTOR_MODELS + 'matrix:\n  vars: {A: a, B: b}\n'
+                        '  sets:\n    pool: "A & B"\n' + selector).ok
+    swapping = check_config(SELECTOR_MODELS + selector)  # a and b share the (default) swap group
+    assert not swapping.ok and "public" in swapping.errors
+
+
+def test_defaults_of_a_minimal_model(check_config) -> None:
+    """follows internal/config TestConfig_DefaultValuesPosix"""
+    resolved = check_config("models:\n  model1:\n    cmd: path/to/cmd --port ${PORT}\n").resolved
+    assert resolved["healthCheckTimeout"] == 120 and resolved["startPort"] == 5800
+    model = resolved["models"]["model1"]
+    assert model["proxy"] == "http://localhost:5800"
+    assert model["checkEndpoint"] == "/health"
+    assert model["aliases"] == [] and model["env"] == [] and model["unlisted"] is False
+    assert model["ttl"] == 0 and model["concurrencyLimit"] == 10
