@@ -609,3 +609,28 @@ async def test_default_concurrency_limit_is_ten(llamaswap) -> None:
     assert (await swapper.chat("a")).code == 200
     for held in busy:
         held.hang_up()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_start_fails_every_request_waiting_for_it(llamaswap) -> None:
+    """follows internal/router/scheduler TestFIFO_SwapDoneError_FailsAllWaiters"""
+    swapper = await llamaswap(models("a").replace("--quiet", "--quiet --exit-during-start 3", 1))
+    waiting = [swapper.chat("a") for _ in range(3)]
+    for pending in waiting:
+        response = await pending
+        assert response.code >= 500
+        assert (await body_json(response))["error"]["message"]
+    assert swapper.starts["a"] >= 1 and swapper.pid("a") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_fails_the_requests_still_waiting(llamaswap) -> None:
+    """follows internal/router/scheduler TestFIFO_OnShutdown_FailsAllWaiters"""
+    swapper = await llamaswap(models("a").replace("--quiet", "--quiet --never-healthy", 1))
+    waiting = [swapper.chat("a") for _ in range(3)]
+    await wait_for(lambda: swapper.state("a") is ModelState.STARTING and swapper.pid("a"))
+    await swapper.service.stopService()
+    for pending in waiting:
+        response = await pending
+        assert response.code >= 500
+        await treq.content(response)
