@@ -84,12 +84,12 @@ async def test_unknown_path_is_404(llamaswap) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_health_answers_ok(llamaswap) -> None:
-    """follows internal/server TestServer_Health (``/health``; see the report for
-    ``/wol-health``)"""
+    """follows internal/server TestServer_Health"""
     swapper = await llamaswap(one_model())
-    response = await swapper.get("/health")
-    assert response.code == 200
-    assert await treq.text_content(response) == "OK"
+    for path in ("/health", "/wol-health"):
+        response = await swapper.get(path)
+        assert response.code == 200, path
+        assert await treq.text_content(response) == "OK", path
 
 
 @pytest_twisted.ensureDeferred
@@ -173,6 +173,16 @@ async def test_log_stream_of_an_unknown_id_is_400(llamaswap) -> None:
     """follows internal/server TestServer_LogStream_UnknownID_Returns400"""
     swapper = await llamaswap(one_model())
     assert (await swapper.get("/logs/stream/no-such-model")).code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_logs_asked_for_as_html_redirect_to_the_ui(llamaswap) -> None:
+    """follows internal/server TestServer_HandleLogs_HTMLRedirect"""
+    swapper = await llamaswap(one_model())
+    response = await swapper.get("/logs", headers={"Accept": "text/html"},
+                                 allow_redirects=False)
+    assert response.code == 302
+    assert response.headers.getRawHeaders("location") == ["/ui/"]
 
 
 @pytest_twisted.ensureDeferred
