@@ -17,13 +17,11 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
 from llamaswap.cli import main as llamaswap_cli
-from tests.integration import conftest as integration_conftest
+from tests.compat.support import EchoPeer, EchoResource, harness
 
-harness = integration_conftest
 llamaswap = harness.llamaswap
 logged = harness.logged
 # Also what ``from conftest import ...`` finds when this is the latest conftest pytest loaded
@@ -60,57 +58,10 @@ def check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
     return run
 
 
-def own_port_model(name: str, *extra: str, indent: int = 4) -> str:
-    """``cmd:`` and ``proxy:`` lines for a model block running the test upstream as ``name``
-    on a port of its own (see ``tests/integration/api_ports.py`` for why not ``${PORT}``)."""
-    port = harness.free_port()
-    cmd = harness.upstream_cmd(name, *extra).replace("${PORT}", str(port))
-    return f"cmd: {cmd}\n{' ' * indent}proxy: http://127.0.0.1:{port}"
-
-
-class _EchoResource(Resource):
-    """A stand-in for a peer (a remote OpenAI-compatible server): answers every request with
-    what it received, as JSON (as one server-sent event when the body asks for a stream), so
-    a test can see what llamaswap forwarded."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[dict[str, Any]] = []
-
-    def render(self, request: Request) -> bytes:
-        body = request.content.read() if request.content is not None else b""
-        seen = {
-            "path": request.uri.decode(),
-            "method": request.method.decode(),
-            "headers": {k.decode().lower(): v[0].decode()
-                        for k, v in request.requestHeaders.getAllRawHeaders()},
-            "body": body.decode("utf-8", "replace"),
-        }
-        self.seen.append(seen)
-        answer = json.dumps({"peer": True, "received": seen})
-        if b'"stream": true' in body or b'"stream":true' in body:
-            request.setHeader(b"content-type", b"text/event-stream")
-            return f"data: {answer}\n\ndata: [DONE]\n\n".encode()
-        request.setHeader(b"content-type", b"application/json")
-        return answer.encode()
-
-
-@dataclass
-class EchoPeer:
-    url: str
-    resource: _EchoResource
-
-    @property
-    def seen(self) -> list[dict[str, Any]]:
-        return self.resource.seen
-
-
 @pytest_twisted.async_yield_fixture
 async def echo_peer() -> AsyncIterator[EchoPeer]:
     """A running echo peer on loopback."""
-    resource = _EchoResource()
+    resource = EchoResource()
     listening = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
     yield EchoPeer(f"http://127.0.0.1:{listening.getHost().port}", resource)
     await listening.stopListening()

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest_twisted
 import treq
-from conftest import harness, own_port_model
 from twisted.internet.protocol import Protocol
 
 from llamaswap.policy import ModelState
+from tests.compat.support import harness, own_port_model
 
 body_json = harness.body_json
 wait_for = harness.wait_for

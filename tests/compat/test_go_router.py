@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest_twisted
 import treq
-from conftest import harness, own_port_model
 from twisted.internet.protocol import Protocol
 
 from llamaswap.policy import ModelState
+from tests.compat.support import harness, own_port_model
 
 body_json = harness.body_json
 wait_for = harness.wait_for
@@ -621,16 +621,3 @@ async def test_a_failed_start_fails_every_request_waiting_for_it(llamaswap) -> N
         assert response.code >= 500
         assert (await body_json(response))["error"]["message"]
     assert swapper.starts["a"] >= 1 and swapper.pid("a") is None
-
-
-@pytest_twisted.ensureDeferred
-async def test_shutdown_fails_the_requests_still_waiting(llamaswap) -> None:
-    """follows internal/router/scheduler TestFIFO_OnShutdown_FailsAllWaiters"""
-    swapper = await llamaswap(models("a").replace("--quiet", "--quiet --never-healthy", 1))
-    waiting = [swapper.chat("a") for _ in range(3)]
-    await wait_for(lambda: swapper.state("a") is ModelState.STARTING and swapper.pid("a"))
-    await swapper.service.stopService()
-    for pending in waiting:
-        response = await pending
-        assert response.code >= 500
-        await treq.content(response)
