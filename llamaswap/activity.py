@@ -51,6 +51,10 @@ class StoreBusy(Exception):
     """The row was dropped: too many were already waiting to be written."""
 
 
+class StoreClosed(Exception):
+    """The row was dropped: the store has stopped (a request that ended during shutdown)."""
+
+
 @functools.lru_cache(maxsize=32)
 def _insert_sql(rows: int) -> str:
     one = "(" + ", ".join("?" for _ in _INSERTED) + ")"
@@ -129,6 +133,7 @@ class ActivityStore(Service):
         self._shutdown_trigger: Any = None
         self._pending: list[tuple[dict[str, Any], Deferred[int]]] = []
         self._writing = False
+        self._stopped = False  # set by stopService: later rows are refused (StoreClosed)
         self._dropped = 0
 
     def startService(self) -> None:
@@ -144,6 +149,7 @@ class ActivityStore(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self._stopped = True
         trigger, self._shutdown_trigger = self._shutdown_trigger, None
         if trigger is not None:
             try:
@@ -188,7 +194,8 @@ class ActivityStore(Service):
         this thread at a few hundred rows a second under load while requests came faster,
         and the rows waiting for it grew without bound (~1 KB per request).
         """
-        assert self._db is not None, "the activity store is not open"
+        if self._db is None:  # stopped while the batch waited for this thread
+            raise StoreClosed()
         ids: list[int] = []
         db = self._db
         with db:
@@ -249,7 +256,10 @@ class ActivityStore(Service):
 
     def add(self, row: dict[str, Any]) -> Deferred[int]:
         """Store one finished request; fires with its row id, or fails with ``StoreBusy``
-        when ``MAX_PENDING`` rows are already waiting (the store says so in the log)."""
+        when ``MAX_PENDING`` rows are already waiting (the store says so in the log), or
+        with ``StoreClosed`` once the store has stopped."""
+        if self._stopped:
+            return fail(StoreClosed())
         if len(self._pending) >= MAX_PENDING:
             if not self._dropped:
                 self.log.warn("activity store: {count} rows waiting to be written; new rows "

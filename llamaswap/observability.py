@@ -29,6 +29,7 @@ from llamaswap.activity import (
     Capture,
     CaptureCache,
     StoreBusy,
+    StoreClosed,
     frozen_headers,
 )
 from llamaswap.compat.accesslog import client_ip
@@ -314,6 +315,8 @@ class Observability:
     def _not_stored(self, failure: Failure) -> None:
         if failure.check(StoreBusy):  # dropped under overload: logged once by the store
             self.metrics.activity_dropped.inc()
+            return
+        if failure.check(StoreClosed):  # a request that ended after the store stopped
             return
         log.failure("could not record a request in the activity store", failure)
 

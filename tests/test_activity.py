@@ -261,3 +261,24 @@ def test_a_store_file_from_an_older_llamaswap_gains_the_new_columns(tmp_path: Pa
             (1, None), (2, "application/json")]
     finally:
         store._close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_row_for_a_request_that_ends_after_shutdown_is_refused_quietly() -> None:
+    """A request still finishing while the service stops must not reach a closed store."""
+    from llamaswap import activity
+
+    store = await started()
+    assert await store.add(row("m")) == 1
+    await store.stopService()
+    late: list[Any] = []
+    store.add(row("m")).addErrback(late.append)
+    assert [f.check(activity.StoreClosed) for f in late] == [activity.StoreClosed]
+
+
+def test_a_batch_that_reaches_a_closed_store_fails_with_store_closed() -> None:
+    from llamaswap import activity
+
+    store = ActivityStore(reactor, None, 10)  # never opened: _db is None
+    with pytest.raises(activity.StoreClosed):
+        store._insert([row("m")])

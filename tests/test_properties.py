@@ -72,7 +72,7 @@ class Server:
         self.service.router.enqueue = self._enqueue  # type: ignore[method-assign]
         self.site = self.service.site()
 
-    def _enqueue(self, model: str) -> Any:
+    def _enqueue(self, model: str, **labels: Any) -> Any:
         self.reached.append(model)
         return SimpleNamespace(model=model, deferred=fail(WaitFailed(STUB_MESSAGE, code=STUB_CODE)))
 
