@@ -121,7 +121,7 @@ class LlamaSwapService(MultiService):
         launch settings are unchanged keep running; changed ones restart once drained;
         removed ones drain and stop (``llamaswap.reload``).
         """
-        new = load_config(self.config.path)
+        new = self._load_keeping_ports()
         diff = diff_configs(self.config, new)
 
         def make(model_id: str) -> ModelProcess:
@@ -136,6 +136,7 @@ class LlamaSwapService(MultiService):
         self.names.reconfigure(new.selectors, new.profiles)
         self.observability.reconfigure(new)
         self.log_rules.set_level(new.log_level)
+        self.log_rules.set_to_stdout(new.log_to_stdout)
         for warning in new.warnings:
             self.log.warn("config: {warning}", warning=warning)
         summary = diff.summary()
@@ -147,6 +148,16 @@ class LlamaSwapService(MultiService):
             Deferred.fromCoroutine(self._preload()).addErrback(
                 lambda f: self.log.failure("preload failed", f))
         return summary
+
+    def _load_keeping_ports(self) -> Config:
+        """The config file again, each model that is still there keeping its ``${PORT}`` (so
+        adding or removing a model restarts no other). A new ``startPort`` starts over."""
+        old = self.config
+        kept = {m: model.port for m, model in old.models.items() if model.port is not None}
+        new = load_config(old.path, keep_ports=kept)
+        if new.start_port != old.start_port:
+            new = load_config(old.path)
+        return new
 
     def reload_logging_errors(self) -> None:
         """Reload for signal and file-watch triggers: an invalid config is logged, kept out."""

@@ -33,12 +33,15 @@ __all__ = ["load_config", "parse_config"]
 
 
 def parse_config(
-    text: str, path: str = "<string>", environ: Mapping[str, str] | None = None
+    text: str, path: str = "<string>", environ: Mapping[str, str] | None = None,
+    keep_ports: Mapping[str, int] | None = None,
 ) -> Config:
     """Build a ``Config`` from YAML text, or raise ``ConfigError`` listing every problem.
 
     ``path`` only labels the messages. ``environ`` feeds ``${env.NAME}`` (default
     ``os.environ``); passing it keeps tests independent of the real environment.
+    ``keep_ports`` (model id -> ``${PORT}``, from the config a reload replaces) lets every
+    model that is still there keep its port (``macros.allocate_ports``).
     """
     environ = os.environ if environ is None else environ
     p = Problems(path)
@@ -67,7 +70,7 @@ def parse_config(
         p.error("", f"the top level must be a mapping of settings, got {describe(tree)}")
         raise p.fail()
 
-    expansion = expand_config_macros(tree, p.error)
+    expansion = expand_config_macros(tree, p.error, keep_ports)
     if expansion.aborted:
         raise p.fail()
     expand_slot_cache_dirs(expansion.tree, p.error)
@@ -80,7 +83,8 @@ def parse_config(
     return replace(config, path=path, warnings=tuple(p.warnings))
 
 
-def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str, environ: Mapping[str, str] | None = None,
+                keep_ports: Mapping[str, int] | None = None) -> Config:
     """Read and parse the config file at ``path`` (see ``parse_config``)."""
     try:
         with open(path, "rb") as f:
@@ -91,4 +95,4 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ConfigError([f"{path}: the config file is not valid UTF-8 ({e})"]) from None
-    return parse_config(text, path, environ)
+    return parse_config(text, path, environ, keep_ports)

@@ -7,7 +7,8 @@ The pipeline mirrors llama-swap HEAD so that configs written for it expand ident
    inside flow lists; only references outside YAML comments must resolve.
 2. ``expand_config_macros`` validates the ``macros`` declarations, strips comment lines from
    ``cmd``/``cmdStop``, defaults ``proxy``, substitutes global macros everywhere and, per model,
-   ``MODEL_ID`` + globals + model macros, then allocates ``${PORT}`` in sorted model-ID order.
+   ``MODEL_ID`` + globals + model macros, then allocates ``${PORT}`` in sorted model-ID order
+   (a reload keeps each surviving model's port: ``allocate_ports``).
 3. ``check_leftovers`` reports any ``${name}`` that survived (``${PID}`` only in ``cmdStop``).
 
 Problems are reported through a callback ``report(key_path, message)`` so the caller can
@@ -33,6 +34,7 @@ __all__ = [
     "MacroLimitError",
     "MacroValue",
     "Report",
+    "allocate_ports",
     "check_leftovers",
     "env_refs_in_text",
     "env_refs_in_tree",
@@ -358,21 +360,46 @@ def _start_port(value: object) -> int:
     return 5800
 
 
-def expand_config_macros(tree: Mapping[str, Any], report: Report) -> Expansion:
+def allocate_ports(models: Sequence[str], start_port: int,
+                   keep: Mapping[str, int]) -> dict[str, int]:
+    """``${PORT}`` for each of ``models``: a model listed in ``keep`` keeps its port; every
+    other one, in sorted order, takes the lowest port from ``start_port`` up that no kept
+    model holds. With nothing to keep this is llama-swap's sorted-order allocation; on a
+    reload it is what keeps a running model's port (and so its process) when others come
+    and go (``docs/reload.md``)."""
+    kept = {m: keep[m] for m in models if m in keep}
+    taken = set(kept.values())
+    ports = dict(kept)
+    candidate = start_port
+    for model_id in sorted(models):
+        if model_id in kept:
+            continue
+        while candidate in taken:
+            candidate += 1
+        ports[model_id] = candidate
+        taken.add(candidate)
+    return ports
+
+
+def expand_config_macros(tree: Mapping[str, Any], report: Report,
+                         keep_ports: Mapping[str, int] | None = None) -> Expansion:
     """Expand global, then per-model macros and allocate ``${PORT}`` (resolveConfigMacros).
+
+    ``keep_ports``: model id -> port from the configuration being replaced (``allocate_ports``).
 
     Expansion is bounded (``MacroLimitError``): past a limit the problem is reported and the
     result is marked ``aborted``.
     """
     budget = ExpansionBudget()
     try:
-        return _expand(tree, report, budget)
+        return _expand(tree, report, budget, keep_ports)
     except MacroLimitError as e:
         report(e.path, e.message)
         return Expansion(tree={}, aborted=True)
 
 
-def _expand(tree: Mapping[str, Any], report: Report, budget: ExpansionBudget) -> Expansion:
+def _expand(tree: Mapping[str, Any], report: Report, budget: ExpansionBudget,
+            keep_ports: Mapping[str, int] | None) -> Expansion:
     global_macros, invalid = read_macros(tree.get("macros"), "macros", report)
     out: dict[str, Any] = {k: v for k, v in tree.items() if k != "macros"}
     for key in out:
@@ -400,25 +427,28 @@ def _expand(tree: Mapping[str, Any], report: Report, budget: ExpansionBudget) ->
             copy["proxy"] = DEFAULT_PROXY
         prepared[model_id] = copy
 
-    next_port = _start_port(out.get("startPort"))
+    start_port = _start_port(out.get("startPort"))
+    wants_port: list[str] = []
     for model_id in sorted(prepared):
         model = substitute(prepared[model_id], merge_model_macros(model_id, global_macros,
                                                                   local[model_id]),
                            f"models.{model_id}", budget)
         cmd, proxy = model.get("cmd"), model.get("proxy")
         if isinstance(cmd, str) and "${PORT}" in cmd:
-            if next_port > MAX_PORT:
-                report(f"models.{model_id}.cmd",
-                       f"no port left for ${{PORT}}: {next_port} is above {MAX_PORT}")
-            model = substitute(model, [("PORT", next_port)], f"models.{model_id}", budget)
-            expansion.ports[model_id] = next_port
-            next_port += 1
+            wants_port.append(model_id)
         elif isinstance(proxy, str) and "${PORT}" in proxy:
             expansion.port_reported.add(model_id)
             if isinstance(cmd, str):  # a missing cmd is reported on its own
                 report(f"models.{model_id}.proxy", "proxy uses ${PORT} but cmd does not - "
                        "${PORT} is only available when used in cmd")
         prepared[model_id] = model
+    for model_id, port in allocate_ports(wants_port, start_port, keep_ports or {}).items():
+        if port > MAX_PORT:
+            report(f"models.{model_id}.cmd",
+                   f"no port left for ${{PORT}}: {port} is above {MAX_PORT}")
+        prepared[model_id] = substitute(prepared[model_id], [("PORT", port)],
+                                        f"models.{model_id}", budget)
+        expansion.ports[model_id] = port
     out["models"] = {mid: prepared.get(mid, model) for mid, model in models.items()}
     return expansion
 
