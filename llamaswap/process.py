@@ -122,6 +122,15 @@ def describe_exit(reason: Failure) -> str:
     return f"exit status {status}"
 
 
+def health_url(model: ModelConfig) -> str:
+    """What readiness polls: ``checkEndpoint`` below ``proxy``, or itself when it is a
+    full URL (``docs/differences.md``)."""
+    check = model.check_endpoint or "/"
+    if check.startswith(("http://", "https://")):
+        return check
+    return model.proxy.rstrip("/") + check
+
+
 class ModelProcess:
     """The supervisor of one model's server. Not thread-safe: reactor thread only."""
 
@@ -305,8 +314,7 @@ class ModelProcess:
 
     def _health_probe(self) -> Probe:
         if self._probe is None:
-            self._probe = http_probe(self._clock, self.model.proxy.rstrip("/")
-                                     + (self.model.check_endpoint or "/"))
+            self._probe = http_probe(self._clock, health_url(self.model))
         return self._probe
 
     def probe_once(self, timeout: float) -> Deferred[bool]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from llamaswap.config.cmdline import strip_comments
+from llamaswap.config.cmdline import insert_literal, strip_comments
 
 __all__ = [
     "DEFAULT_PROXY",
@@ -44,6 +44,7 @@ __all__ = [
     "merge_model_macros",
     "read_macros",
     "substitute",
+    "restore_literals",
     "substitute_env",
 ]
 
@@ -141,19 +142,31 @@ def env_refs_in_text(text: str) -> list[tuple[str, str]]:
     ]
 
 
+LITERAL_OPEN, LITERAL_CLOSE = "\ue000", "\ue001"
+"""Around the number of an env value kept out of YAML and command-line parsing (two
+private-use characters: plain word characters to YAML and to the command splitter)."""
+_LITERAL_RE = re.compile(LITERAL_OPEN + "([0-9]+)" + LITERAL_CLOSE)
+_QUOTING = frozenset("\"'\\")
+
+
 def substitute_env(
-    text: str, refs: Iterable[tuple[str, str]], environ: Mapping[str, str]
-) -> tuple[str, list[tuple[str, str]], set[str]]:
+    text: str, refs: Iterable[tuple[str, str]], environ: Mapping[str, str],
+    literals: dict[str, str] | None = None,
+) -> tuple[str, list[tuple[str, str]], set[str], dict[str, str]]:
     """Replace the referenced ``${env.NAME}`` throughout ``text``.
 
-    Returns the new text, the problems as ``(where, message)`` and the names that could
-    not be substituted (so later leftover checks do not report them twice). Values are
-    escaped for double-quoted YAML (``\\`` and ``"``); newlines, CR and NUL are rejected
-    because they would change the YAML structure.
-    """
+    Returns the new text, the problems as ``(where, message)``, the names that could not be
+    substituted (so later leftover checks do not report them twice) and the values held
+    back (placeholder -> value, for ``restore_literals``; added to ``literals`` if given, so
+    that several sources of one configuration number theirs apart). Newlines, CR and NUL
+    are rejected because they would change the YAML structure. A value with a quote or a
+    backslash is inserted as a placeholder and put back after parsing, so its quotes never
+    act as YAML or command-line quoting (``docs/differences.md``); other values go into the text as
+    they are, so ``ttl: ${env.TTL}`` still reads a number."""
     problems: list[tuple[str, str]] = []
     failed: set[str] = set()
     done: set[str] = set()
+    literals = {} if literals is None else literals
     for where, name in refs:
         if name in done or name in failed:
             continue
@@ -167,10 +180,41 @@ def substitute_env(
                                     "bytes which are not allowed in YAML substitution"))
             failed.add(name)
             continue
-        value = value.replace("\\", "\\\\").replace('"', '\\"')
+        if _QUOTING.intersection(value):
+            placeholder = f"{LITERAL_OPEN}{len(literals)}{LITERAL_CLOSE}"
+            literals[placeholder] = value
+            value = placeholder
         text = text.replace("${env." + name + "}", value)
         done.add(name)
-    return text, problems, failed
+    return text, problems, failed, literals
+
+
+def restore_literals(tree: Any, literals: Mapping[str, str], command_keys: Collection[str],
+                     in_models: bool = False) -> Any:
+    """Put the env values ``substitute_env`` held back into every string of the
+    tree. In a model's ``cmd`` and ``cmdStop`` a value is escaped for where it stands
+    (``cmdline.insert_literal``), so splitting the command gives it back unchanged."""
+    if not literals:
+        return tree
+    if isinstance(tree, str):
+        return _LITERAL_RE.sub(lambda m: literals.get(m.group(0), m.group(0)), tree)
+    if isinstance(tree, list):
+        return [restore_literals(v, literals, command_keys) for v in tree]
+    if isinstance(tree, dict):
+        out: dict[Any, Any] = {}
+        for key, value in tree.items():
+            new_key = restore_literals(key, literals, command_keys)
+            if in_models and key in command_keys and isinstance(value, str):
+                out[new_key] = insert_literal(value, literals)
+            elif key == "models" and not in_models and isinstance(value, dict):
+                out[new_key] = {restore_literals(mid, literals, command_keys):
+                                restore_literals(model, literals, command_keys, True)
+                                if isinstance(model, dict) else model
+                                for mid, model in value.items()}
+            else:
+                out[new_key] = restore_literals(value, literals, command_keys)
+        return out
+    return tree
 
 
 # --- declarations --------------------------------------------------------------------------
