@@ -16,6 +16,8 @@ from typing import Any
 import treq
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.web.client import URI
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.server import Request
@@ -169,6 +171,11 @@ class Forwarder:
             watch.chunk if watch is not None else None, activity))
         response.deliverBody(relay)
         return await relay.done
+
+    def endpoint_for(self, url: str) -> IStreamClientEndpoint:
+        """The client endpoint (with this forwarder's TLS policy and connect timeout) for
+        ``url``'s server: for a connection of its own, outside the pool (websockets)."""
+        return self._endpoints.endpointForURI(URI.fromBytes(url.encode("latin-1")))
 
     def set_model_timeouts(self, by_url: Mapping[str, Timeouts]) -> None:
         """Each model's ``timeouts``, by its proxy URL (a config load or reload). Two models
