@@ -23,6 +23,9 @@ class StubRouter:
     def on_stop(self, listener: Any) -> None:
         pass
 
+    def on_swap(self, listener: Any) -> None:
+        pass
+
     def queued(self) -> int:
         return 0
 
