@@ -432,6 +432,13 @@ class CaptureCache:
             OrderedDict()
         self._size = 0
 
+    def set_budget(self, budget: int) -> None:
+        """A new ``captureBuffer`` (reload): the oldest captures go until the rest fit."""
+        self.budget = budget
+        while self._size > budget and self._items:
+            _, (old_size, _) = self._items.popitem(last=False)
+            self._size -= old_size
+
     def put(self, row_id: int, capture: dict[str, Any] | Capture, size: int) -> bool:
         if size > self.budget:
             return False

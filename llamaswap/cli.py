@@ -68,10 +68,10 @@ def resolved(config: Config) -> dict[str, Any]:
     }
 
 
-def check_config(path: str, output_format: str) -> int:
+def check_config(path: str | None, output_format: str, config_dir: str | None = None) -> int:
     """Print the resolved config (stdout) and the findings (stderr); 0 if usable, else 1."""
     try:
-        config = load_config(path)
+        config = load_config(path, config_dir=config_dir)
     except ConfigError as e:
         print(str(e), file=sys.stderr)  # the very lines twistd prints for this config
         return 1
@@ -82,7 +82,7 @@ def check_config(path: str, output_format: str) -> int:
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 16), end="")
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{path}: OK ({len(config.models)} models, {len(config.groups)} groups"
+    print(f"{config.path}: OK ({len(config.models)} models, {len(config.groups)} groups"
           f"{f', {len(config.warnings)} warnings' if config.warnings else ''})",
           file=sys.stderr)
     return 0
@@ -100,7 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate CONFIG as the daemon would and print it resolved (macros "
                     "expanded, ports assigned, groups). Problems and warnings go to stderr, "
                     "one line each. Exit status 0 if the config is usable, 1 if not.")
-    check.add_argument("config", metavar="CONFIG", help="the YAML configuration file")
+    check.add_argument("config", metavar="CONFIG", nargs="?",
+                       help="the YAML configuration file (optional with --config-dir)")
+    check.add_argument("--config-dir", metavar="DIR",
+                       help="merge the *.yaml and *.yml files of DIR after CONFIG, in name "
+                            "order, as the daemon's --config-dir does")
     check.add_argument("--format", choices=("yaml", "json"), default="yaml",
                        help="output format of the resolved config (default: yaml)")
     return parser
@@ -109,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        return check_config(args.config, args.format)
+        if not args.config and not args.config_dir:
+            _parser().error("check-config needs CONFIG, --config-dir or both")
+        return check_config(args.config, args.format, args.config_dir)
     raise AssertionError(args.command)  # argparse rejects unknown commands
 
 

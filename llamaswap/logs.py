@@ -258,7 +258,8 @@ class ProxyLogCollector:
 
     def __init__(self, stream: LogStream, time_format: str = "") -> None:
         self._stream = stream
-        self._time_format = time_format
+        self.time_format = time_format
+        """``logTimeFormat``; a reload sets it."""
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("log_namespace", "").startswith("llamaswap.model."):
@@ -268,7 +269,7 @@ class ProxyLogCollector:
         if failure is not None:
             text += f": {failure.getErrorMessage()}"
         level = event.get("log_level", LogLevel.info).name.upper()
-        prefix = format_log_time(event.get("log_time", time.time()), self._time_format)
+        prefix = format_log_time(event.get("log_time", time.time()), self.time_format)
         for line in text.splitlines() or [""]:
             self._stream.append(f"{prefix}[{level}] {line}")
 

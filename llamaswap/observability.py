@@ -92,10 +92,11 @@ class Observability:
         self.upstream_log = LogStream()
         self.combined_log = LogStream()
         """``/logs``: what ``logToStdout`` sends to the process log, as llama-swap's mux."""
-        if config.log_to_stdout in ("proxy", "both"):
-            self.proxy_log.subscribe(self.combined_log.append)
-        if config.log_to_stdout in ("upstream", "both"):
-            self.upstream_log.subscribe(self.combined_log.append)
+        self._combine = {"proxy": False, "upstream": False}
+        """Which of the two logs ``/logs`` shows now (``logToStdout``, reloadable)."""
+        self._combine_logs(config.log_to_stdout)
+        self.proxy_log.subscribe(lambda line: self._combined("proxy", line))
+        self.upstream_log.subscribe(lambda line: self._combined("upstream", line))
         self._collector = ProxyLogCollector(self.proxy_log, config.log_time_format)
         self.proxy_log.subscribe(lambda line: self._log_event("proxy", line))
         self.upstream_log.subscribe(lambda line: self._log_event("upstream", line))
@@ -173,7 +174,7 @@ class Observability:
                 "state": process.state.value, "unlisted": model.unlisted, "peerID": ""}
             if model.aliases:
                 entry["aliases"] = list(model.aliases)
-            entry.update({"ttl": model.ttl, "pid": process.model_pid or process.pid,
+            entry.update({"ttl": model.ttl, "pid": process.model_pid,
                           "inFlight": self._router.in_flight(model_id),
                           "lastError": process.last_error, **self.reasons.fields(model_id),
                           **self.model_fields(model)})
@@ -241,10 +242,18 @@ class Observability:
                          "content_type": content_type.decode("latin-1")}, None)
 
     def reconfigure(self, config: Config) -> None:
-        """A reloaded config: the model names metrics may use as labels, the performance
-        monitor's settings."""
-        self._config = config
+        """A reloaded config: logs, captures, the store, metric labels and the performance
+        monitor's settings follow it."""
+        old, self._config = self._config, config
         self.reasons.reconfigure(config)
+        self._combine_logs(config.log_to_stdout)
+        self._collector.time_format = config.log_time_format
+        self.captures.set_budget(config.capture_buffer_bytes)
+        rows = config.store_max_rows if config.store_path else config.metrics_max_in_memory
+        if config.store_path != old.store_path:
+            self._replace_store(ActivityStore(self._clock, config.store_path, rows))
+        else:
+            self.store.max_rows = rows
         current = self.performance
         wanted = performance_settings(config)
         if (current is not None, current.every if current else None) != (
@@ -290,6 +299,27 @@ class Observability:
     def _hardware_failed(self, failure: Failure) -> None:
         log.failure("hardware detection failed", failure)
         self._hardware_detected(None)
+
+    def _replace_store(self, store: ActivityStore) -> None:
+        """Another ``store.path``: new rows go to the new store; the old one closes once
+        its pending writes are done. Captures are keyed by the old store's row ids: dropped."""
+        old, self.store = self.store, store
+        self.captures.set_budget(0)
+        self.captures.set_budget(self._config.capture_buffer_bytes)
+        parent = old.parent
+        if parent is not None:
+            store.setServiceParent(parent)
+            d = old.disownServiceParent()
+            if d is not None:
+                d.addErrback(lambda f: log.failure("closing the replaced activity store", f))
+
+    def _combine_logs(self, log_to_stdout: str) -> None:
+        self._combine["proxy"] = log_to_stdout in ("proxy", "both")
+        self._combine["upstream"] = log_to_stdout in ("upstream", "both")
+
+    def _combined(self, source: str, line: str) -> None:
+        if self._combine[source]:
+            self.combined_log.append(line)
 
     def _label_of(self, model: str | None) -> str:
         """A configured model, peer model or selector; ``""`` for any other name, so that a

@@ -64,8 +64,7 @@ class Peers(Service):
         self._reactor = reactor
         self._peers = dict(peers)
         self._clients = {
-            peer_id: Forwarder(reactor, tls_policy=tls_policy(peer),
-                               connect_timeout=peer.connect_timeout or None)
+            peer_id: Forwarder(reactor, tls_policy=tls_policy(peer), timeouts=peer.timeouts)
             for peer_id, peer in self._peers.items()
         }
 
@@ -82,8 +81,7 @@ class Peers(Service):
             peer = self._peers.get(peer_id)
             if peer is not None:
                 self._clients[peer_id] = Forwarder(
-                    self._reactor, tls_policy=tls_policy(peer),
-                    connect_timeout=peer.connect_timeout or None)
+                    self._reactor, tls_policy=tls_policy(peer), timeouts=peer.timeouts)
 
     async def forward(self, request: Request, peer_id: str, upstream_uri: bytes,
                       body: bytes | IBodyProducer | None, headers: Headers) -> None:

@@ -122,6 +122,15 @@ def describe_exit(reason: Failure) -> str:
     return f"exit status {status}"
 
 
+def health_url(model: ModelConfig) -> str:
+    """What readiness polls: ``checkEndpoint`` below ``proxy``, or itself when it is a
+    full URL (``docs/differences.md``)."""
+    check = model.check_endpoint or "/"
+    if check.startswith(("http://", "https://")):
+        return check
+    return model.proxy.rstrip("/") + check
+
+
 class ModelProcess:
     """The supervisor of one model's server. Not thread-safe: reactor thread only."""
 
@@ -176,6 +185,8 @@ class ModelProcess:
         self.run = 0
         """Counts starts: a request served by run N can wait for the end of run N."""
         self._run_end_waiters: list[Deferred[None]] = []
+        self._ready_on_pid = False
+        """``checkEndpoint: none``: ready once the keeper has reported the server's pid."""
 
     # -- what callers use -------------------------------------------------------------------
 
@@ -263,6 +274,7 @@ class ModelProcess:
         env = self.environment()
         self.last_error = None
         self.model_pid = None
+        self._ready_on_pid = False
         self.run += 1
         self._set_state(ModelState.STARTING)
         if self.hooks is not None:
@@ -284,10 +296,10 @@ class ModelProcess:
             self._set_state(ModelState.STOPPED)
             return
         self.pid = transport.pid
-        self.log.info("{model}: started pid {pid}: {cmd}", model=self.model.id, pid=self.pid,
-                      cmd=" ".join(self.model.cmd))
+        self.log.debug("{model}: keeper pid {pid} starting the model", model=self.model.id,
+                       pid=self.pid)
         if self.model.check_endpoint is None:
-            self._became_ready()
+            self._ready_on_pid = True  # ready as soon as the server's pid is known
             return
         self._last_output = self._clock.seconds()
         progress = ((lambda: self._last_output)
@@ -302,8 +314,7 @@ class ModelProcess:
 
     def _health_probe(self) -> Probe:
         if self._probe is None:
-            self._probe = http_probe(self._clock, self.model.proxy.rstrip("/")
-                                     + (self.model.check_endpoint or "/"))
+            self._probe = http_probe(self._clock, health_url(self.model))
         return self._probe
 
     def probe_once(self, timeout: float) -> Deferred[bool]:
@@ -317,7 +328,7 @@ class ModelProcess:
 
     def _became_ready(self) -> None:
         self._health = self._poller = None
-        self.log.info("{model}: ready (pid {pid})", model=self.model.id, pid=self.pid)
+        self.log.info("{model}: ready (pid {pid})", model=self.model.id, pid=self.model_pid)
         self._set_state(ModelState.READY)
         waiters, self._ready_waiters = self._ready_waiters, []
         for waiter in waiters:
@@ -414,6 +425,7 @@ class ModelProcess:
         self.pid = None
         self.model_pid = None
         self._protocol = None
+        self._ready_on_pid = False
         how = describe_exit(reason)
         if self.state is ModelState.STARTING:
             if self._health is not None:
@@ -434,10 +446,21 @@ class ModelProcess:
             self._start()  # someone asked for it while it was stopping
 
     def _reported_pid(self, data: bytes) -> None:
+        """The keeper forked the model server and says its pid: the one pid the log,
+        ``/running`` and events name (the keeper's own is only used to signal the group)."""
         try:
             self.model_pid = int(data.strip())
         except ValueError:
-            pass
+            return
+        self.log.info("{model}: started pid {pid}: {cmd}", model=self.model.id,
+                      pid=self.model_pid, cmd=" ".join(self.model.cmd))
+        self._pid_known()
+
+    def _pid_known(self) -> None:
+        """The keeper reported the pid, or closed its pipe without one (it could not)."""
+        if self._ready_on_pid and self.state is ModelState.STARTING:
+            self._ready_on_pid = False
+            self._became_ready()
 
     def _line(self, stream: str, line: str) -> None:
         self._last_output = self._clock.seconds()
@@ -478,6 +501,10 @@ class _ModelProtocol(ProcessProtocol):
             self._owner._reported_pid(data)
         else:
             super().childDataReceived(childFD, data)
+
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == 3:
+            self._owner._pid_known()
 
     def processExited(self, reason: Failure) -> None:
         self._exit_reason = reason

@@ -24,6 +24,7 @@ from twisted.web.server import Request, Site
 
 from llamaswap.compat.accesslog import client_ip, is_logged, request_line
 from llamaswap.config import Config, ConfigError, load_config
+from llamaswap.config.model import Timeouts
 from llamaswap.context import ContextHolder, context_of
 from llamaswap.listening import ListeningService, with_backlog
 from llamaswap.logs import LogRules, LogStream, attach, detach, get_logger, literal
@@ -75,6 +76,7 @@ class LlamaSwapService(MultiService):
                           for model_id in config.models}
         self.router = Router(config, self.processes, reactor)
         self.forwarder = Forwarder(reactor)
+        self.forwarder.set_model_timeouts(_timeouts_by_proxy(config))
         self.observability = Observability(config, self.processes, self.router, reactor,
                                            log_rules=self.log_rules)
         """Log streams, events, metrics and the activity store (``llamaswap.observability``)."""
@@ -121,7 +123,7 @@ class LlamaSwapService(MultiService):
         launch settings are unchanged keep running; changed ones restart once drained;
         removed ones drain and stop (``llamaswap.reload``).
         """
-        new = load_config(self.config.path)
+        new = self._load_keeping_ports()
         diff = diff_configs(self.config, new)
 
         def make(model_id: str) -> ModelProcess:
@@ -134,8 +136,10 @@ class LlamaSwapService(MultiService):
         self.config = new
         self.peers.reconfigure(new.peers)
         self.names.reconfigure(new.selectors, new.profiles)
+        self.forwarder.set_model_timeouts(_timeouts_by_proxy(new))
         self.observability.reconfigure(new)
         self.log_rules.set_level(new.log_level)
+        self.log_rules.set_to_stdout(new.log_to_stdout)
         for warning in new.warnings:
             self.log.warn("config: {warning}", warning=warning)
         summary = diff.summary()
@@ -147,6 +151,17 @@ class LlamaSwapService(MultiService):
             Deferred.fromCoroutine(self._preload()).addErrback(
                 lambda f: self.log.failure("preload failed", f))
         return summary
+
+    def _load_keeping_ports(self) -> Config:
+        """The config file again, each model that is still there keeping its ``${PORT}`` (so
+        adding or removing a model restarts no other). A new ``startPort`` starts over."""
+        old = self.config
+        kept = {m: model.port for m, model in old.models.items() if model.port is not None}
+        file = None if old.config_dir and old.path == old.config_dir else old.path
+        new = load_config(file, keep_ports=kept, config_dir=old.config_dir)
+        if new.start_port != old.start_port:
+            new = load_config(file, config_dir=old.config_dir)
+        return new
 
     def reload_logging_errors(self) -> None:
         """Reload for signal and file-watch triggers: an invalid config is logged, kept out."""
@@ -160,13 +175,13 @@ class LlamaSwapService(MultiService):
 
     def watch_config(self, interval: float = 2.0) -> None:
         """Reload when the config file changes (checked every ``interval`` seconds)."""
-        self._config_stamp = _stamp(self.config.path)
+        self._config_stamp = _config_stamp(self.config)
         watcher = TimerService(interval, self._check_config_file)
         watcher.clock = self.reactor
         watcher.setServiceParent(self)
 
     def _check_config_file(self) -> None:
-        stamp = _stamp(self.config.path)
+        stamp = _config_stamp(self.config)
         if stamp is not None and stamp != self._config_stamp:
             self._config_stamp = stamp
             self.log.info("{path} changed; reloading", path=self.config.path)
@@ -239,6 +254,13 @@ class LlamaSwapService(MultiService):
 
     def _model_line(self, model_id: str, line: str) -> None:
         self.observability.model_line(model_id, line)
+
+
+def _timeouts_by_proxy(config: Config) -> dict[str, Timeouts]:
+    """Each model's ``timeouts`` by its proxy URL, in model-id order (the last one wins
+    where two models share a server)."""
+    return {config.models[m].proxy: config.models[m].timeouts for m in sorted(config.models)
+            if "${" not in config.models[m].proxy}
 
 
 async def _as_coroutine(result: Any) -> None:
@@ -322,6 +344,17 @@ class AccessLoggedRequest(ContextHolder, EnvelopeErrorsMixin, BodyLimitMixin, Re
 def _first_header(request: Request, name: bytes) -> str | None:
     values = request.requestHeaders.getRawHeaders(name)
     return values[0].decode("latin-1") if values else None
+
+
+def _config_stamp(config: Config) -> tuple[object, ...] | None:
+    """What identifies a version of the configuration: its files' stamps and, with a
+    ``--config-dir``, the directory's own (a file added or removed changes it)."""
+    if not config.config_dir:
+        return _stamp(config.path)
+    paths = [config.config_dir, *config.sources]
+    if config.path != config.config_dir and config.path not in config.sources:
+        paths.append(config.path)
+    return tuple(_stamp(path) for path in paths)
 
 
 def _stamp(path: str) -> tuple[int, int, int] | None:

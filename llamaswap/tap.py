@@ -95,6 +95,9 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["config", "c", None, "The YAML configuration file (llama-swap compatible)."],
+        ["config-dir", None, None,
+         "A directory whose *.yaml and *.yml files are merged after --config, in name "
+         "order, as llama-swap's -config-dir (docs/config-dir.md)."],
         ["drain-timeout", None, DEFAULT_DRAIN_TIMEOUT,
          "Seconds to let in-flight requests finish on shutdown.", float],
         ["tls-cert-file", None, None,
@@ -120,8 +123,8 @@ class Options(usage.Options):
     opt_l = opt_listen
 
     def postOptions(self) -> None:
-        if not self["config"]:
-            raise usage.UsageError("--config is required")
+        if not self["config"] and not self["config-dir"]:
+            raise usage.UsageError("--config or --config-dir is required")
         cert, key = self["tls-cert-file"], self["tls-key-file"]
         if bool(cert) != bool(key):
             raise usage.UsageError("--tls-cert-file and --tls-key-file must be given together")
@@ -136,7 +139,7 @@ class Options(usage.Options):
         for value, endpoint in zip(given, self["listen"], strict=True):
             _check_endpoint(value, endpoint)
         try:
-            self["loaded"] = load_config(self["config"])
+            self["loaded"] = load_config(self["config"], config_dir=self["config-dir"])
         except ConfigError as e:
             print(str(e), file=sys.stderr)  # one line per problem, then any warnings
             raise SystemExit(1) from None
@@ -215,7 +218,7 @@ def build_service(options: Any, top: MultiService | None = None) -> MultiService
     top = top if top is not None else MultiService()
     state_file = options["state-file"]
     if state_file is None:
-        state_file = default_state_path(options["config"])
+        state_file = default_state_path(options["config"] or options["config-dir"])
     swapper = LlamaSwapService(config, drain_timeout=options["drain-timeout"],
                                state_file=state_file or None)
     for endpoint in options["listen"]:

@@ -249,11 +249,21 @@ def test_stop_during_start_fails_the_waiters() -> None:
     assert process.state is ModelState.STOPPED
 
 
-def test_check_endpoint_none_is_ready_right_after_spawn() -> None:
+def test_check_endpoint_none_is_ready_once_the_keeper_reports_the_server_pid() -> None:
     reactor, probe = FakeProcessReactor(), ScriptedProbe()
     process = make(reactor, probe, check_endpoint=None)
     got = result_of(process.ensure_ready())
-    assert got == [None] and probe.calls == 0
+    assert got == [] and process.model_pid is None  # not before the server's pid is known
+    reactor.last.protocol.childDataReceived(3, b"4321\n")  # the keeper forked the server
+    assert got == [None] and probe.calls == 0 and process.model_pid == 4321
+
+
+def test_check_endpoint_none_is_ready_when_the_keeper_closes_its_pid_pipe_without_one() -> None:
+    reactor = FakeProcessReactor()
+    process = make(reactor, check_endpoint=None)
+    got = result_of(process.ensure_ready())
+    reactor.last.protocol.childConnectionLost(3)
+    assert got == [None] and process.model_pid is None
 
 
 def test_cmd_stop_runs_with_pid_and_falls_back_to_sigterm_when_it_fails() -> None:

@@ -48,7 +48,7 @@ def test_listen_is_repeatable_and_defaults_to_8080(tmp_path: Path) -> None:
 
 
 def test_config_is_required() -> None:
-    with pytest.raises(UsageError, match="--config is required"):
+    with pytest.raises(UsageError, match="--config or --config-dir is required"):
         Options().parseOptions([])
 
 

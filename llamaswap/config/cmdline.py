@@ -9,7 +9,9 @@ on an unterminated quote), so the Go state machine is reproduced here instead.
 
 from __future__ import annotations
 
-__all__ = ["split_command", "split_command_checked", "strip_comments"]
+from collections.abc import Mapping
+
+__all__ = ["insert_literal", "split_command", "split_command_checked", "strip_comments"]
 
 _BLANKS = frozenset(" \t\n")
 _QUOTES = frozenset("'\"")
@@ -80,6 +82,44 @@ def _posix_split(text: str) -> tuple[list[str], bool]:
     if token is not None:
         tokens.append("".join(token))
     return tokens, bool(quote)
+
+
+def _escaped(value: str, quote: str) -> str:
+    """``value`` written so that ``_posix_split`` reads it back unchanged where it stands:
+    outside quotes, inside ``"..."`` or inside ``'...'``. Outside quotes, blanks are left
+    as they are: they separate arguments, as an unquoted variable does in a shell."""
+    if quote == "'":
+        return value.replace("'", "'\\''")
+    if quote == '"':
+        return "".join("\\" + c if c in _DQUOTE_ESCAPABLE else c for c in value)
+    return "".join("\\" + c if c in _QUOTES or c == "\\" else c for c in value)
+
+
+def insert_literal(text: str, literals: Mapping[str, str]) -> str:
+    """Replace each placeholder of ``literals`` in a command string by its value, escaped
+    for the quoting in effect there, so that splitting the command yields the value's
+    characters literally (an env value's quotes never act as command-line quotes)."""
+    out: list[str] = []
+    quote = ""
+    i, n = 0, len(text)
+    while i < n:
+        placeholder = next((p for p in literals if text.startswith(p, i)), None)
+        if placeholder is not None:
+            out.append(_escaped(literals[placeholder], quote))
+            i += len(placeholder)
+            continue
+        ch = text[i]
+        if ch == "\\" and quote != "'" and i + 1 < n:
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        if quote and ch == quote:
+            quote = ""
+        elif not quote and ch in _QUOTES:
+            quote = ch
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def split_command_checked(text: str) -> tuple[list[str], bool]:

@@ -12,7 +12,18 @@ from urllib.parse import urlsplit
 
 from llamaswap.config.cmdline import split_command_checked
 from llamaswap.config.macros import Expansion, go_format, join_path
-from llamaswap.config.model import Config, ModelConfig, PeerConfig
+from llamaswap.config.model import (
+    DEFAULT_IGNORE_PATHS,
+    PEER_TIMEOUTS,
+    Capabilities,
+    Config,
+    ModelConfig,
+    PeerConfig,
+    PerformanceConfig,
+    Timeouts,
+    UIActivityConfig,
+    UIConfig,
+)
 from llamaswap.config.problems import Problems
 from llamaswap.config.semantic import (
     check_aliases,
@@ -37,6 +48,9 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MIN_HEALTH_CHECK_TIMEOUT = 15.0
 _DEFAULT_UNLOAD_TIMEOUT = 10.0
 _DEFAULT_CONCURRENCY = 10
+COMFYUI_MODEL_ID = "comfyui_auto"
+"""llama-swap's ComfyUI model: many concurrent requests, websockets never start it."""
+_COMFYUI_CONCURRENCY = 50
 
 
 def _proxy_problem(url: str) -> str | None:
@@ -142,16 +156,30 @@ def _peers(p: Problems, raw: object, models: Mapping[str, ModelConfig],
         ca_cert = p.string(d, "caCert", base)
         if ca_cert and not os.access(ca_cert, os.R_OK):
             p.error(f"{base}.caCert", f"cannot read the CA certificate file {ca_cert!r}")
-        timeouts = p.mapping(d.get("timeouts"), f"{base}.timeouts") or {}
         peers[peer_id] = PeerConfig(
             id=peer_id, proxy=proxy, models=tuple(dict.fromkeys(names)),
             api_key=p.string(d, "apiKey", base),
             filters=_filters(p, d.get("filters"), f"{base}.filters", None, None),
             ca_cert=ca_cert,
-            connect_timeout=p.seconds(timeouts, "connect", f"{base}.timeouts", 30.0),
-            response_header_timeout=p.seconds(timeouts, "responseHeader", f"{base}.timeouts",
-                                              60.0))
+            timeouts=_timeouts(p, d.get("timeouts"), f"{base}.timeouts", PEER_TIMEOUTS))
+    _check_peer_namespace(p, peers)
     return peers
+
+
+def _check_peer_namespace(p: Problems, peers: Mapping[str, PeerConfig]) -> None:
+    """Two peers whose names combine into one ``<peer>/<model>`` (peer ``a`` with model
+    ``b/c`` and peer ``a/b`` with model ``c``): which is meant cannot be told, so refused."""
+    seen: dict[str, tuple[str, str]] = {}
+    for peer_id in sorted(peers):
+        for model in peers[peer_id].models:
+            fqn = f"{peer_id}/{model}"
+            if fqn in seen:
+                other_peer, other_model = seen[fqn]
+                p.error(f"peers.{peer_id}.models",
+                        f'peer model name "{fqn}" is ambiguous between peers.{other_peer} '
+                        f'model "{other_model}" and peers.{peer_id} model "{model}"')
+            else:
+                seen[fqn] = (peer_id, model)
 
 
 def _env_pairs(p: Problems, entries: list[str], base: str) -> tuple[tuple[str, str], ...]:
@@ -208,11 +236,16 @@ def _model(
         if problem:
             p.error(f"{base}.proxy", problem)
 
-    check: str | None = p.string(model, "checkEndpoint", base, "/health").strip()
-    if check == "none":
+    given = p.string(model, "checkEndpoint", base, "/health").strip()
+    check: str | None = given
+    if given == "none":
         check = None
-    elif check is not None and not check.startswith("/"):
-        check = "/" + check
+    elif given.startswith(("http://", "https://")):
+        problem = _proxy_problem(given) if "${" not in given else None
+        if problem:
+            p.error(f"{base}.checkEndpoint", problem.replace("proxy URL", "URL"))
+    elif not given.startswith("/"):
+        check = "/" + given
 
     ttl = p.seconds(model, "ttl", base, -1.0)
     if ttl == -1:
@@ -231,6 +264,11 @@ def _model(
     elif concurrency == 0:
         concurrency = _DEFAULT_CONCURRENCY
     metadata = p.mapping(model.get("metadata"), f"{base}.metadata") or {}
+    if model_id == COMFYUI_MODEL_ID:
+        concurrency = max(concurrency, _COMFYUI_CONCURRENCY)
+    compat = p.mapping(model.get("compat"), f"{base}.compat") or {}
+    ignore_websockets = (model_id == COMFYUI_MODEL_ID
+                         or p.boolean(compat, "ignoreWebsockets", f"{base}.compat", False))
     max_queue = p.integer(model, "maxQueue", base, 0)
     if max_queue < 0:
         p.error(f"{base}.maxQueue", f"must be >= 0, got {max_queue}")
@@ -261,7 +299,50 @@ def _model(
         upstream_headers=_header_pairs(p, model.get("upstreamHeaders"),
                                        f"{base}.upstreamHeaders"),
         slot_cache=parse_model_slot_cache(model.get("slotCache"), f"{base}.slotCache", p.error),
+        timeouts=_timeouts(p, model.get("timeouts"), f"{base}.timeouts", Timeouts()),
+        capabilities=_capabilities(p, model.get("capabilities"), f"{base}.capabilities"),
+        ignore_websockets=ignore_websockets,
     )
+
+
+_TIMEOUT_KEYS = (("connect", "connect"), ("keepalive", "keepalive"),
+                 ("responseHeader", "response_header"), ("tlsHandshake", "tls_handshake"),
+                 ("expectContinue", "expect_continue"), ("idleConn", "idle_conn"))
+
+
+def _timeouts(p: Problems, raw: object, base: str, defaults: Timeouts) -> Timeouts:
+    """``timeouts:`` of a model or peer: whole seconds >= 0, each defaulting on its own."""
+    d = p.mapping(raw, base) or {}
+    values: dict[str, float] = {}
+    for key, name in _TIMEOUT_KEYS:
+        value = p.seconds(d, key, base, getattr(defaults, name))
+        if value < 0:
+            p.error(f"{base}.{key}", f"must be >= 0 seconds, got {go_format(d.get(key))}")
+            value = getattr(defaults, name)
+        values[name] = value
+    return Timeouts(**values)
+
+
+_MODALITIES = ("text", "audio", "image")
+
+
+def _capabilities(p: Problems, raw: object, base: str) -> Capabilities:
+    """``capabilities:``: modalities in and out, tools, reranker, context size."""
+    d = p.mapping(raw, base) or {}
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("in", "out"):
+        names = p.strings(d, key, base)
+        for index, name in enumerate(names):
+            if name not in _MODALITIES:
+                p.error(f"{base}.{key}[{index}]", f"invalid modality {name!r}, must be one of: "
+                        + ", ".join(_MODALITIES))
+        lists[key] = tuple(names)
+    context = p.integer(d, "context", base, 0)
+    if context < 0:
+        p.error(f"{base}.context", f"must be >= 0, got {context}")
+    return Capabilities(inputs=lists["in"], outputs=lists["out"],
+                        tools=p.boolean(d, "tools", base, False),
+                        reranker=p.boolean(d, "reranker", base, False), context=max(context, 0))
 
 
 _LOG_TO_STDOUT = ("proxy", "upstream", "both", "none")
@@ -306,6 +387,73 @@ def _observability(p: Problems, tree: Mapping[str, Any]) -> dict[str, Any]:
             "metrics_max_in_memory": max(max_in_memory, 1),
             "capture_buffer_bytes": int(max(capture, 0.0) * 1024 * 1024),
             "store_path": store_path or None, "store_max_rows": max(max_rows, 1)}
+
+
+_DURATION_RE = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+_MIN_PERFORMANCE_EVERY = 5.0
+
+
+def go_duration(value: object) -> float | None:
+    """Seconds from a Go ``time.Duration`` as yaml.v3 reads one: a string like ``"5s"`` or
+    ``"1m30s"``, or an integer count of nanoseconds; ``None`` if it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value / 1e9
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    text = text.lstrip("+-")
+    if text == "0":
+        return 0.0
+    parts = _DURATION_RE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sign * sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def _performance(p: Problems, raw: object) -> PerformanceConfig:
+    d = p.mapping(raw, "performance") or {}
+    every = 0.0
+    if d.get("every") is not None:
+        parsed = go_duration(d["every"])
+        if parsed is None:
+            p.error("performance.every", "must be a duration like 5s, 30s or 1m, got "
+                    f"{describe(d['every'])}")
+        else:
+            every = parsed
+    if every == 0:
+        every = _MIN_PERFORMANCE_EVERY
+    elif every < _MIN_PERFORMANCE_EVERY:
+        p.error("performance.every", f"every must be at least 5s, got {d['every']}")
+    return PerformanceConfig(disabled=p.boolean(d, "disabled", "performance", False),
+                             every=max(every, _MIN_PERFORMANCE_EVERY))
+
+
+def _ui(p: Problems, raw: object) -> UIConfig:
+    activity = p.mapping((p.mapping(raw, "ui") or {}).get("activity"), "ui.activity") or {}
+    if activity.get("session_id") is None:
+        return UIConfig()
+    names: list[str] = []
+    for name in p.strings(activity, "session_id", "ui.activity"):
+        name = name.strip()
+        if name and name.lower() not in (n.lower() for n in names):
+            names.append(name)
+    return UIConfig(activity=UIActivityConfig(session_id=tuple(names)))
+
+
+def _ignore_paths(p: Problems, raw: object) -> tuple[str, ...]:
+    """``upstream.ignorePaths``: each must compile; none given means llama-swap's default."""
+    upstream = p.mapping(raw, "upstream") or {}
+    patterns = p.strings(upstream, "ignorePaths", "upstream")
+    for index, pattern in enumerate(patterns):
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            p.error(f"upstream.ignorePaths[{index}]",
+                    f"invalid regular expression {pattern!r}: {e}")
+    return tuple(patterns) or DEFAULT_IGNORE_PATHS
 
 
 def decode_config(p: Problems, exp: Expansion) -> Config:
@@ -391,4 +539,7 @@ def decode_config(p: Problems, exp: Expansion) -> Config:
         profiles=profiles,
         max_request_size=_byte_size(p, tree, "maxRequestSize", 100 * 1024 * 1024),
         slot_cache=parse_slot_cache_root(tree.get("slotCache"), p.error),
+        ui=_ui(p, tree.get("ui")),
+        performance=_performance(p, tree.get("performance")),
+        ignore_paths=_ignore_paths(p, tree.get("upstream")),
     )

@@ -7,7 +7,8 @@ The pipeline mirrors llama-swap HEAD so that configs written for it expand ident
    inside flow lists; only references outside YAML comments must resolve.
 2. ``expand_config_macros`` validates the ``macros`` declarations, strips comment lines from
    ``cmd``/``cmdStop``, defaults ``proxy``, substitutes global macros everywhere and, per model,
-   ``MODEL_ID`` + globals + model macros, then allocates ``${PORT}`` in sorted model-ID order.
+   ``MODEL_ID`` + globals + model macros, then allocates ``${PORT}`` in sorted model-ID order
+   (a reload keeps each surviving model's port: ``allocate_ports``).
 3. ``check_leftovers`` reports any ``${name}`` that survived (``${PID}`` only in ``cmdStop``).
 
 Problems are reported through a callback ``report(key_path, message)`` so the caller can
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from llamaswap.config.cmdline import strip_comments
+from llamaswap.config.cmdline import insert_literal, strip_comments
 
 __all__ = [
     "DEFAULT_PROXY",
@@ -33,6 +34,7 @@ __all__ = [
     "MacroLimitError",
     "MacroValue",
     "Report",
+    "allocate_ports",
     "check_leftovers",
     "env_refs_in_text",
     "env_refs_in_tree",
@@ -42,6 +44,7 @@ __all__ = [
     "merge_model_macros",
     "read_macros",
     "substitute",
+    "restore_literals",
     "substitute_env",
 ]
 
@@ -139,19 +142,31 @@ def env_refs_in_text(text: str) -> list[tuple[str, str]]:
     ]
 
 
+LITERAL_OPEN, LITERAL_CLOSE = "\ue000", "\ue001"
+"""Around the number of an env value kept out of YAML and command-line parsing (two
+private-use characters: plain word characters to YAML and to the command splitter)."""
+_LITERAL_RE = re.compile(LITERAL_OPEN + "([0-9]+)" + LITERAL_CLOSE)
+_QUOTING = frozenset("\"'\\")
+
+
 def substitute_env(
-    text: str, refs: Iterable[tuple[str, str]], environ: Mapping[str, str]
-) -> tuple[str, list[tuple[str, str]], set[str]]:
+    text: str, refs: Iterable[tuple[str, str]], environ: Mapping[str, str],
+    literals: dict[str, str] | None = None,
+) -> tuple[str, list[tuple[str, str]], set[str], dict[str, str]]:
     """Replace the referenced ``${env.NAME}`` throughout ``text``.
 
-    Returns the new text, the problems as ``(where, message)`` and the names that could
-    not be substituted (so later leftover checks do not report them twice). Values are
-    escaped for double-quoted YAML (``\\`` and ``"``); newlines, CR and NUL are rejected
-    because they would change the YAML structure.
-    """
+    Returns the new text, the problems as ``(where, message)``, the names that could not be
+    substituted (so later leftover checks do not report them twice) and the values held
+    back (placeholder -> value, for ``restore_literals``; added to ``literals`` if given, so
+    that several sources of one configuration number theirs apart). Newlines, CR and NUL
+    are rejected because they would change the YAML structure. A value with a quote or a
+    backslash is inserted as a placeholder and put back after parsing, so its quotes never
+    act as YAML or command-line quoting (``docs/differences.md``); other values go into the text as
+    they are, so ``ttl: ${env.TTL}`` still reads a number."""
     problems: list[tuple[str, str]] = []
     failed: set[str] = set()
     done: set[str] = set()
+    literals = {} if literals is None else literals
     for where, name in refs:
         if name in done or name in failed:
             continue
@@ -165,10 +180,41 @@ def substitute_env(
                                     "bytes which are not allowed in YAML substitution"))
             failed.add(name)
             continue
-        value = value.replace("\\", "\\\\").replace('"', '\\"')
+        if _QUOTING.intersection(value):
+            placeholder = f"{LITERAL_OPEN}{len(literals)}{LITERAL_CLOSE}"
+            literals[placeholder] = value
+            value = placeholder
         text = text.replace("${env." + name + "}", value)
         done.add(name)
-    return text, problems, failed
+    return text, problems, failed, literals
+
+
+def restore_literals(tree: Any, literals: Mapping[str, str], command_keys: Collection[str],
+                     in_models: bool = False) -> Any:
+    """Put the env values ``substitute_env`` held back into every string of the
+    tree. In a model's ``cmd`` and ``cmdStop`` a value is escaped for where it stands
+    (``cmdline.insert_literal``), so splitting the command gives it back unchanged."""
+    if not literals:
+        return tree
+    if isinstance(tree, str):
+        return _LITERAL_RE.sub(lambda m: literals.get(m.group(0), m.group(0)), tree)
+    if isinstance(tree, list):
+        return [restore_literals(v, literals, command_keys) for v in tree]
+    if isinstance(tree, dict):
+        out: dict[Any, Any] = {}
+        for key, value in tree.items():
+            new_key = restore_literals(key, literals, command_keys)
+            if in_models and key in command_keys and isinstance(value, str):
+                out[new_key] = insert_literal(value, literals)
+            elif key == "models" and not in_models and isinstance(value, dict):
+                out[new_key] = {restore_literals(mid, literals, command_keys):
+                                restore_literals(model, literals, command_keys, True)
+                                if isinstance(model, dict) else model
+                                for mid, model in value.items()}
+            else:
+                out[new_key] = restore_literals(value, literals, command_keys)
+        return out
+    return tree
 
 
 # --- declarations --------------------------------------------------------------------------
@@ -379,21 +425,46 @@ def _substitute_param_id_keys(model: dict[str, Any], macros: Sequence[Macro], pa
     return {**model, "filters": {**filters, "setParamsByID": expanded}}
 
 
-def expand_config_macros(tree: Mapping[str, Any], report: Report) -> Expansion:
+def allocate_ports(models: Sequence[str], start_port: int,
+                   keep: Mapping[str, int]) -> dict[str, int]:
+    """``${PORT}`` for each of ``models``: a model listed in ``keep`` keeps its port; every
+    other one, in sorted order, takes the lowest port from ``start_port`` up that no kept
+    model holds. With nothing to keep this is llama-swap's sorted-order allocation; on a
+    reload it is what keeps a running model's port (and so its process) when others come
+    and go (``docs/reload.md``)."""
+    kept = {m: keep[m] for m in models if m in keep}
+    taken = set(kept.values())
+    ports = dict(kept)
+    candidate = start_port
+    for model_id in sorted(models):
+        if model_id in kept:
+            continue
+        while candidate in taken:
+            candidate += 1
+        ports[model_id] = candidate
+        taken.add(candidate)
+    return ports
+
+
+def expand_config_macros(tree: Mapping[str, Any], report: Report,
+                         keep_ports: Mapping[str, int] | None = None) -> Expansion:
     """Expand global, then per-model macros and allocate ``${PORT}`` (resolveConfigMacros).
+
+    ``keep_ports``: model id -> port from the configuration being replaced (``allocate_ports``).
 
     Expansion is bounded (``MacroLimitError``): past a limit the problem is reported and the
     result is marked ``aborted``.
     """
     budget = ExpansionBudget()
     try:
-        return _expand(tree, report, budget)
+        return _expand(tree, report, budget, keep_ports)
     except MacroLimitError as e:
         report(e.path, e.message)
         return Expansion(tree={}, aborted=True)
 
 
-def _expand(tree: Mapping[str, Any], report: Report, budget: ExpansionBudget) -> Expansion:
+def _expand(tree: Mapping[str, Any], report: Report, budget: ExpansionBudget,
+            keep_ports: Mapping[str, int] | None) -> Expansion:
     global_macros, invalid = read_macros(tree.get("macros"), "macros", report)
     out: dict[str, Any] = {k: v for k, v in tree.items() if k != "macros"}
     for key in out:
@@ -421,7 +492,8 @@ def _expand(tree: Mapping[str, Any], report: Report, budget: ExpansionBudget) ->
             copy["proxy"] = DEFAULT_PROXY
         prepared[model_id] = copy
 
-    next_port = _start_port(out.get("startPort"))
+    start_port = _start_port(out.get("startPort"))
+    wants_port: list[str] = []
     for model_id in sorted(prepared):
         merged = merge_model_macros(model_id, global_macros, local[model_id])
         model = _substitute_param_id_keys(
@@ -429,18 +501,20 @@ def _expand(tree: Mapping[str, Any], report: Report, budget: ExpansionBudget) ->
             f"models.{model_id}.filters.setParamsByID", report, budget)
         cmd, proxy = model.get("cmd"), model.get("proxy")
         if isinstance(cmd, str) and "${PORT}" in cmd:
-            if next_port > MAX_PORT:
-                report(f"models.{model_id}.cmd",
-                       f"no port left for ${{PORT}}: {next_port} is above {MAX_PORT}")
-            model = substitute(model, [("PORT", next_port)], f"models.{model_id}", budget)
-            expansion.ports[model_id] = next_port
-            next_port += 1
+            wants_port.append(model_id)
         elif isinstance(proxy, str) and "${PORT}" in proxy:
             expansion.port_reported.add(model_id)
             if isinstance(cmd, str):  # a missing cmd is reported on its own
                 report(f"models.{model_id}.proxy", "proxy uses ${PORT} but cmd does not - "
                        "${PORT} is only available when used in cmd")
         prepared[model_id] = model
+    for model_id, port in allocate_ports(wants_port, start_port, keep_ports or {}).items():
+        if port > MAX_PORT:
+            report(f"models.{model_id}.cmd",
+                   f"no port left for ${{PORT}}: {port} is above {MAX_PORT}")
+        prepared[model_id] = substitute(prepared[model_id], [("PORT", port)],
+                                        f"models.{model_id}", budget)
+        expansion.ports[model_id] = port
     out["models"] = {mid: prepared.get(mid, model) for mid, model in models.items()}
     return expansion
 

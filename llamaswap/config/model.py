@@ -20,12 +20,17 @@ from llamaswap.supervision import SupervisionConfig
 __all__ = [
     "API_KEY_SCOPES",
     "DEFAULT_GROUP",
+    "DEFAULT_IGNORE_PATHS",
     "ApiKeyScope",
+    "Capabilities",
     "Config",
     "ConfigError",
     "GroupConfig",
     "ModelConfig",
     "PeerConfig",
+    "PerformanceConfig",
+    "Timeouts",
+    "UIConfig",
 ]
 
 
@@ -44,6 +49,66 @@ class ConfigError(Exception):
         self.problems = problems
         self.warnings = tuple(warnings)
         """Non-fatal findings made on the way; a misspelt key often explains an error."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """``timeouts:`` of a model or a peer, in seconds (0: no limit), llama-swap's defaults."""
+
+    connect: float = 30.0
+    keepalive: float = 30.0
+    """Idle seconds before TCP keep-alive probes start on a connection (0: no probes)."""
+    response_header: float = 0.0
+    """From the request sent to the response head received; 0 waits as long as it takes."""
+    tls_handshake: float = 10.0
+    expect_continue: float = 1.0
+    """Accepted for compatibility: llamaswap never sends ``Expect: 100-continue``."""
+    idle_conn: float = 90.0
+    """How long an idle pooled connection is kept open."""
+
+
+PEER_TIMEOUTS = Timeouts(response_header=60.0)
+"""A peer's defaults: a remote server must start answering within a minute."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """``capabilities:`` of a model: what ``/v1/models`` tells clients it can do."""
+
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    tools: bool = False
+    reranker: bool = False
+    context: int = 0
+
+    def empty(self) -> bool:
+        return not (self.inputs or self.outputs or self.tools or self.reranker or self.context)
+
+
+@dataclass(frozen=True)
+class UIActivityConfig:
+    session_id: tuple[str, ...] = ("X-Session-ID", "X-Litellm-Session-Id")
+    """Request headers whose value groups activity rows into sessions (first present wins)."""
+
+
+@dataclass(frozen=True)
+class UIConfig:
+    """``ui:``: settings the web UI reads (sent to it in the ``uiConfig`` event)."""
+
+    activity: UIActivityConfig = field(default_factory=UIActivityConfig)
+
+
+@dataclass(frozen=True)
+class PerformanceConfig:
+    """``performance:``: the sampler behind ``/api/performance``."""
+
+    disabled: bool = False
+    every: float = 5.0
+    """Seconds between samples (at least 5)."""
+
+
+DEFAULT_IGNORE_PATHS = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
+"""``upstream.ignorePaths`` when the config gives none: static files a browser fetches."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +151,11 @@ class ModelConfig:
     """Headers set on every request sent to this model's server (e.g. its own API key)."""
     slot_cache: ModelSlotCache = field(default_factory=ModelSlotCache)
     """Save and restore llama-server's slots across stops (``llamaswap.slotcache``)."""
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    ignore_websockets: bool = False
+    """``compat.ignoreWebsockets``: a websocket upgrade for this model is refused (409)
+    instead of starting it (always on for ``comfyui_auto``)."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +169,15 @@ class PeerConfig:
     filters: Filters = field(default_factory=Filters)
     ca_cert: str = ""
     """PEM file of the CA to trust for an https proxy instead of the system's roots."""
-    connect_timeout: float = 30.0
-    response_header_timeout: float = 60.0
+    timeouts: Timeouts = PEER_TIMEOUTS
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.timeouts.connect
+
+    @property
+    def response_header_timeout(self) -> float:
+        return self.timeouts.response_header
 
 
 @dataclass(frozen=True)
@@ -176,6 +253,15 @@ class Config:
     """Non-fatal findings (unknown keys, unsupported features), one line each."""
     slot_cache: SlotCacheRoot = field(default_factory=lambda: SlotCacheRoot(default_root()))
     """Where slot caches live and their total budget (top-level ``slotCache``)."""
+    ui: UIConfig = field(default_factory=UIConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    ignore_paths: tuple[str, ...] = DEFAULT_IGNORE_PATHS
+    """``upstream.ignorePaths``: regular expressions (searched in the path below
+    ``/upstream/<model>``) for which a request never starts its model (409 if not running)."""
+    config_dir: str | None = None
+    """The configuration directory merged after ``path`` (``--config-dir``), if any."""
+    sources: tuple[str, ...] = ()
+    """Every file this config was merged from (a directory's files too); empty: ``path``."""
 
     def resolve(self, name: str) -> str | None:
         """The model ID a request name means: an ID wins over an alias; ``None`` if unknown."""

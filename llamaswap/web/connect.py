@@ -27,6 +27,8 @@ from zope.interface import implementer
 
 ATTEMPT_DELAY = 0.002
 CONNECT_TIMEOUT = 30.0
+NO_CONNECT_LIMIT = 24 * 3600.0
+"""A connect timeout of 0 means none; the system gives up long before this."""
 
 
 @implementer(IAgentEndpointFactory)
@@ -39,6 +41,15 @@ class ModelEndpointFactory:
         self._timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         self._tls_policy = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
         self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+        self._connect_timeouts: dict[tuple[bytes, bytes, int], float] = {}
+
+    def set_connect_timeouts(self, by_origin: dict[tuple[bytes, bytes, int], float]) -> None:
+        """Per origin ``(scheme, host, port)``: seconds to connect (a model's
+        ``timeouts.connect``; 0: as long as the system tries). Others keep the default."""
+        changed = set(by_origin.items()) ^ set(self._connect_timeouts.items())
+        self._connect_timeouts = dict(by_origin)
+        for key, _ in changed:
+            self._endpoints.pop(key, None)
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         # Agent asks for an endpoint on every request, even one served by a pooled connection;
@@ -52,14 +63,16 @@ class ModelEndpointFactory:
     def _build(self, uri: URI) -> IStreamClientEndpoint:
         host = uri.host.decode("ascii")
         endpoint: IStreamClientEndpoint
+        timeout = self._connect_timeouts.get((uri.scheme, uri.host, uri.port), self._timeout)
+        timeout = timeout if timeout > 0 else NO_CONNECT_LIMIT
         try:
             address = ip_address(host.strip("[]"))
         except ValueError:
-            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._timeout,
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=timeout,
                                         attemptDelay=ATTEMPT_DELAY)
         else:
             kind = TCP6ClientEndpoint if isinstance(address, IPv6Address) else TCP4ClientEndpoint
-            endpoint = kind(self._reactor, str(address), uri.port, timeout=self._timeout)
+            endpoint = kind(self._reactor, str(address), uri.port, timeout=timeout)
         if uri.scheme == b"http":
             return endpoint
         if uri.scheme == b"https":

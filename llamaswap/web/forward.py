@@ -10,15 +10,19 @@ proxied request's CPU time; nor Twisted's ``Agent``, which cost about a third of
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import treq
+from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.web.client import URI
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.server import Request
 
+from llamaswap.config.model import Timeouts
 from llamaswap.context import context_of
 from llamaswap.web.connect import ModelEndpointFactory
 from llamaswap.web.h1client import H1Client
@@ -100,11 +104,19 @@ class Forwarder:
     # Idle upstream connections kept per model server. Fewer than the streams in flight means
     # reconnecting (and resolving the name) under load: at 200 streams, 64 cost ~7% of CPU.
     def __init__(self, reactor: Any, max_per_host: int = 256, tls_policy: Any = None,
-                 connect_timeout: float | None = None) -> None:
-        self._client = H1Client(reactor,
-                                ModelEndpointFactory(reactor, tls_policy, connect_timeout),
-                                max_per_host)
+                 connect_timeout: float | None = None, timeouts: Timeouts | None = None) -> None:
+        """``timeouts``: for every origin (a peer's ``timeouts``); ``connect_timeout``
+        overrides its ``connect``. Model servers get theirs from ``set_model_timeouts``."""
+        if timeouts is not None and connect_timeout is None:
+            connect_timeout = timeouts.connect
+        self._reactor = reactor
+        self._endpoints = ModelEndpointFactory(reactor, tls_policy, connect_timeout)
+        self._client = H1Client(reactor, self._endpoints, max_per_host,
+                                **({} if timeouts is None else
+                                   {"idle_timeout": timeouts.idle_conn,
+                                    "keepalive": timeouts.keepalive}))
         self.pool = self._client.pool
+        self._response_header: dict[Any, float] = {}
         self.watch: Callable[[Request, str], Any] | None = None
         """Called as a request is sent upstream; may return an object whose ``response(code,
         headers)`` and ``chunk(data)`` see the answer pass (``observability.Exchange``)."""
@@ -128,10 +140,21 @@ class Forwarder:
         watch = context.watch
         if watch is None and self.watch is not None:
             watch = context.watch = self.watch(request, url)
+        limit = 0.0
         try:
-            response = await self._client.request(request.method, url, headers, body)
+            if self._response_header:
+                limit = self._response_header.get(self._client.origin_of(url), 0.0)
+            if limit > 0:
+                waiting = Deferred.fromCoroutine(
+                    self._client.request(request.method, url, headers, body))
+                response = await waiting.addTimeout(limit, self._reactor)
+            else:
+                response = await self._client.request(request.method, url, headers, body)
         except CancelledError:
             raise
+        except defer.TimeoutError:
+            raise UpstreamUnavailable(f"no response headers within {limit:g}s "
+                                      "(timeouts.responseHeader)", None) from None
         except Exception as e:
             raise UpstreamUnavailable(_describe(e), unanswered(e)) from e
         if context.stream_started:
@@ -148,6 +171,21 @@ class Forwarder:
             watch.chunk if watch is not None else None, activity))
         response.deliverBody(relay)
         return await relay.done
+
+    def endpoint_for(self, url: str) -> IStreamClientEndpoint:
+        """The client endpoint (with this forwarder's TLS policy and connect timeout) for
+        ``url``'s server: for a connection of its own, outside the pool (websockets)."""
+        return self._endpoints.endpointForURI(URI.fromBytes(url.encode("latin-1")))
+
+    def set_model_timeouts(self, by_url: Mapping[str, Timeouts]) -> None:
+        """Each model's ``timeouts``, by its proxy URL (a config load or reload). Two models
+        behind one origin share its settings: the last one given wins."""
+        by_origin = {self._client.origin_of(url): timeouts for url, timeouts in by_url.items()}
+        self._endpoints.set_connect_timeouts({k: t.connect for k, t in by_origin.items()})
+        self.pool.idle_timeouts = {k: t.idle_conn for k, t in by_origin.items()}
+        self.pool.keepalives = {k: t.keepalive for k, t in by_origin.items()}
+        self._response_header = {k: t.response_header for k, t in by_origin.items()
+                                 if t.response_header > 0}
 
     def close(self) -> Deferred[None]:
         return self.pool.close()

@@ -26,6 +26,7 @@ connection closes. Interim 1xx answers are skipped; upgrades (101) are refused.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -205,6 +206,8 @@ class H1Connection(Protocol):
         self.state = "idle"  # idle -> head -> body [-> done: body not yet taken] -> idle | closed
         self.idle_timer: Any = None
         self.key: Any = None
+        self.keepalive = 0.0
+        """Idle seconds before TCP keep-alive probes (``timeouts.keepalive``); 0: none."""
         self._reset()
 
     def _reset(self) -> None:
@@ -226,6 +229,8 @@ class H1Connection(Protocol):
 
     def connectionMade(self) -> None:
         write_through(self.transport)
+        if self.keepalive > 0:
+            enable_keepalive(self.transport, self.keepalive)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         state, self.state = self.state, "closed"
@@ -502,14 +507,34 @@ class _ConnectionFactory(Factory):
         return self._build()
 
 
+def enable_keepalive(transport: Any, idle: float) -> None:
+    """TCP keep-alive probes after ``idle`` seconds of silence, every ``idle`` seconds (Go's
+    dialer ``KeepAlive``), where the platform lets the interval be set; a transport that is
+    not a socket (TLS wraps one: its ``getHandle``) is left as it is."""
+    try:
+        sock = transport.getHandle()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        seconds = max(1, int(idle))
+        for option in ("TCP_KEEPIDLE", "TCP_KEEPINTVL"):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), seconds)
+    except (AttributeError, OSError):
+        pass
+
+
 class H1Pool:
     """Idle connections per model server origin, reused most recently used first."""
 
     def __init__(self, reactor: Any, max_idle_per_origin: int = 256,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT, keepalive: float = 0.0) -> None:
         self._reactor = reactor
         self.max_idle_per_origin = max_idle_per_origin
         self.idle_timeout = idle_timeout
+        self.keepalive = keepalive
+        self.idle_timeouts: dict[Any, float] = {}
+        """Per origin key: seconds an idle connection is kept (0: as long as it lasts)."""
+        self.keepalives: dict[Any, float] = {}
+        """Per origin key: ``H1Connection.keepalive`` of its new connections."""
         self._idle: dict[Any, list[H1Connection]] = {}
         self._open: set[H1Connection] = set()
         self._closed_waiters: list[Deferred[None]] = []
@@ -527,6 +552,7 @@ class H1Pool:
         def build() -> H1Connection:
             connection = H1Connection(self._idle_again, self._lost)
             connection.key = key
+            connection.keepalive = self.keepalives.get(key, self.keepalive)
             self._open.add(connection)
             return connection
 
@@ -541,8 +567,9 @@ class H1Pool:
             oldest.state = "closed"
             oldest.transport.loseConnection()
         idle.append(connection)
-        connection.idle_timer = self._reactor.callLater(self.idle_timeout, self._expire,
-                                                        connection)
+        timeout = self.idle_timeouts.get(connection.key, self.idle_timeout)
+        if timeout > 0:
+            connection.idle_timer = self._reactor.callLater(timeout, self._expire, connection)
 
     def _expire(self, connection: H1Connection) -> None:
         connection.idle_timer = None
@@ -589,8 +616,9 @@ class H1Client:
     MEMO_SIZE = 1024
 
     def __init__(self, reactor: Any, endpoints: IAgentEndpointFactory,
-                 max_idle_per_origin: int = 256) -> None:
-        self.pool = H1Pool(reactor, max_idle_per_origin)
+                 max_idle_per_origin: int = 256, idle_timeout: float = IDLE_TIMEOUT,
+                 keepalive: float = 0.0) -> None:
+        self.pool = H1Pool(reactor, max_idle_per_origin, idle_timeout, keepalive)
         self._endpoints = endpoints
         self._targets: dict[str, tuple[Any, IStreamClientEndpoint, bytes, bytes]] = {}
 
@@ -612,6 +640,10 @@ class H1Client:
             known = self._targets[url] = ((uri.scheme, uri.host, uri.port), endpoint, host,
                                           uri.originForm)
         return known
+
+    def origin_of(self, url: str) -> Any:
+        """The pool's key for ``url``'s origin (scheme, host, port)."""
+        return self._target(url)[0]
 
     async def request(self, method: bytes, url: str, headers: Headers,
                       body: bytes | IBodyProducer | None) -> UpstreamResponse:

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from twisted.web.server import Request
 
+from llamaswap.capabilities import listing_fields, metadata_without_rendered
 from llamaswap.config import ConfigError
 from llamaswap.logs import get_logger
 from llamaswap.policy import ModelState
@@ -62,14 +63,20 @@ class ModelList(Endpoint):
                 record["name"] = model.name
             if model.description:
                 record["description"] = model.description
-            meta = {**dict(model.metadata), "type": "model", "aliases": list(model.aliases)}
+            extra = listing_fields(model.capabilities)
+            record.update(extra)
+            meta = {**metadata_without_rendered(model.metadata, model.capabilities),
+                    "type": "model", "aliases": list(model.aliases)}
             record["meta"] = {"llamaswap": meta}
+            context = ({"n_ctx": extra["context_length"]} if "context_length" in extra
+                       else {})
+            record["meta"].update(context)
             record["status"] = {"value": status}
             records.append(record)
             if config.include_aliases_in_list:
                 for alias in model.aliases:
                     records.append({**record, "id": alias, "meta": {"llamaswap": {
-                        "type": "alias", "modelID": model.id}}})
+                        "type": "alias", "modelID": model.id}, **context}})
         for peer in config.peers.values():
             for name in peer.models:
                 records.append({"id": f"{peer.id}/{name}", "object": "model",
@@ -180,7 +187,7 @@ class Running(Endpoint):
                             "cmd": " ".join(model.cmd), "proxy": model.proxy,
                             "ttl": model.ttl, "name": model.name,
                             "description": model.description,
-                            "pid": process.model_pid or process.pid,
+                            "pid": process.model_pid,
                             "inFlight": self._app.router.in_flight(model_id),
                             **self._app.observability.model_fields(model)})
         send_json(request, {"running": running})

@@ -15,6 +15,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.context import RequestContext, context_of
 from llamaswap.logs import get_logger
+from llamaswap.passthrough import COMFYUI_MODEL, comfyui_refusal, is_websocket_upgrade, refusal
+from llamaswap.policy import ModelState
 from llamaswap.selectors import Disabled, NoTarget
 from llamaswap.web import auth
 from llamaswap.web.app import App
@@ -27,6 +29,7 @@ from llamaswap.web.multipart import stream_file
 from llamaswap.web.redirect import redirect
 from llamaswap.web.relay import UpstreamBroke
 from llamaswap.web.routes import MODEL_ROUTES, ModelRoute
+from llamaswap.web.tunnel import relay_websocket
 from llamaswap.web.unanswered import may_replay, replay_wait
 from llamaswap.web.waiting import loading_state_applies, wait_for_model
 
@@ -36,7 +39,7 @@ log = get_logger()
 def model_routes(app: App) -> Routes:
     """Every model route, and ``/upstream``."""
     return [*((route.path.encode(), ModelEndpoint(app, route)) for route in MODEL_ROUTES),
-            (b"/upstream", Upstream(app))]
+            (b"/upstream", Upstream(app)), (b"/comfyui", ComfyUI(app))]
 
 
 def relative_uri(request: Request, depth: int) -> bytes:
@@ -259,6 +262,83 @@ class Upstream(Endpoint):
                                           upstream_headers(request))
             return
         assert model_id is not None
-        streaming = b"stream=true" in query.lower()
-        await proxy_to_model(self._app, request, model_id, rest, body, streaming=streaming,
-                             headers=local_headers(self._app, request, model_id))
+        path = unquote("/" + b"/".join(segments[cut:]).decode("latin-1"))
+        await pass_through(self._app, request, model_id, path, rest, body, query)
+
+
+async def pass_through(app: App, request: Request, model_id: str, path: str, uri: bytes,
+                       body: bytes | IBodyProducer | None, query: bytes) -> None:
+    """A request for a local model's own server (``/upstream``, ``/comfyui``): refused (409)
+    where it must not start the model (``llamaswap.passthrough``); a websocket upgrade is
+    relayed as one (``web/tunnel.py``), anything else forwarded."""
+    websocket = is_websocket_upgrade(request.requestHeaders)
+    ready = app.processes[model_id].state is ModelState.READY
+    why = refusal(app.config, model_id, ready, path, websocket)
+    if why is not None:
+        send_error(request, 409, why, code="model_not_loaded")
+        return
+    if websocket:
+        await _websocket(app, request, model_id, uri)
+        return
+    streaming = b"stream=true" in query.lower()
+    await proxy_to_model(app, request, model_id, uri, body, streaming=streaming,
+                         headers=local_headers(app, request, model_id))
+
+
+async def _websocket(app: App, request: Request, model_id: str, uri: bytes) -> None:
+    """A websocket for a local model. With ``compat.ignoreWebsockets`` it stays outside
+    the scheduler (it was only let through because the model is ready: it neither starts
+    nor holds it); otherwise it holds the model, as a request in flight, until it closes."""
+    if key_refuses(request, context_of(request), model_id):
+        return
+    headers = local_headers(app, request, model_id)
+    if app.config.models[model_id].ignore_websockets:
+        url = app.processes[model_id].model.proxy.rstrip("/") + uri.decode("latin-1")
+        await relay_websocket(request, url, headers, app.forwarder.endpoint_for(url))
+        return
+    lease = await wait_for_model(app, request, model_id, False, False)
+    if lease is None:
+        return
+    try:
+        url = lease.process.model.proxy.rstrip("/") + uri.decode("latin-1")
+        await relay_websocket(request, url, headers, app.forwarder.endpoint_for(url),
+                              activity=lease.touch)
+    finally:
+        lease.release()
+
+
+class ComfyUI(Endpoint):
+    """``/comfyui/<path>``: the ``comfyui_auto`` model's own server, as llama-swap has it.
+    Only ``/comfyui/`` itself may start it; ``/comfyui`` redirects there."""
+
+    allow_subpaths = True
+
+    def __init__(self, app: App) -> None:
+        super().__init__()
+        self._app = app
+
+    def render(self, request: Request) -> int:
+        return run_async(request, self._handle)
+
+    async def _handle(self, request: Request) -> None:
+        raw_path, _, query = request.uri.partition(b"?")
+        segments = raw_path.split(b"/")[1 + len(request.prepath or []):]  # below /comfyui
+        if not segments:  # /comfyui without a slash
+            status = 301 if request.method in (b"GET", b"HEAD") else 308
+            request.setResponseCode(status)
+            request.setHeader("location", raw_path + b"/" + (b"?" + query if query else b""))
+            request.finish()
+            return
+        if COMFYUI_MODEL not in self._app.config.models:
+            send_error(request, 404, f"local model {COMFYUI_MODEL} not found",
+                       code="model_not_found")
+            return
+        path = unquote("/" + b"/".join(segments).decode("latin-1"))
+        why = comfyui_refusal(path, self._app.processes[COMFYUI_MODEL].state
+                              is ModelState.READY)
+        if why is not None:
+            send_error(request, 409, why, code="model_not_loaded")
+            return
+        rest = b"/" + b"/".join(segments) + (b"?" + query if query else b"")
+        await pass_through(self._app, request, COMFYUI_MODEL, path, rest,
+                           spooled_body(request), query)

@@ -32,6 +32,7 @@ twisted.web's public behaviour. Form bodies are left unparsed by twisted.web
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from io import BytesIO
 from typing import IO, Any
 
@@ -109,7 +110,35 @@ class HardenedChannel(StrictChannelMixin, HTTPChannel):
             self._secure = ISSLTransport(self.transport, None) is not None
         return self._secure
 
+    _tunnel: Callable[[bytes], None] | None = None
+    _tunnel_lost: Callable[[Failure], None] | None = None
+
+    def start_tunnel(self, receive: Callable[[bytes], None],
+                     lost: Callable[[Failure], None]) -> None:
+        """An upgrade was answered 101 (``web/tunnel.py``): from now on every byte received
+        goes to ``receive`` unparsed, no timeout applies, and what the request still writes
+        (its end, once the tunnel closes) is dropped; ``lost`` hears of the connection's end."""
+        self._tunnel, self._tunnel_lost = receive, lost
+        self._phase = "tunnel"
+        self._disarm()
+        self.setTimeout(None)
+
+    def write(self, data: bytes) -> None:
+        if self._tunnel is None:
+            super().write(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        if self._tunnel is None:
+            super().writeSequence(iovec)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        if self._tunnel is None:
+            super().writeHeaders(version, code, reason, headers)
+
     def dataReceived(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel(data)
+            return
         if self._phase == "idle" and data:
             self._phase = "headers"
             self._due = self._now() + self.header_timeout
@@ -129,6 +158,9 @@ class HardenedChannel(StrictChannelMixin, HTTPChannel):
         super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:
+        if self._tunnel is not None:
+            self.requests.remove(request)  # the connection is the tunnel's now
+            return
         # Set before the parent replays pipelined bytes through dataReceived.
         self._phase = "idle"
         self._disarm()
@@ -143,6 +175,9 @@ class HardenedChannel(StrictChannelMixin, HTTPChannel):
         super().close_after_answer()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._tunnel_lost is not None:
+            lost, self._tunnel_lost = self._tunnel_lost, None
+            lost(reason)  # ends the tunnel's request before twisted.web calls it lost
         self._phase = "closed"
         self._disarm()
         super().connectionLost(reason)

@@ -137,3 +137,53 @@ async def test_a_reload_under_steady_load_loses_no_request(llamaswap) -> None:
     await DeferredList(clients)
     assert len(codes) > 10 and set(codes) == {200}, json.dumps(codes)
     assert await reply_of(swapper, "a") == "second"
+
+
+def _stable_config(*models: str) -> str:
+    """``models`` in one group that runs them side by side, each on its own ``${PORT}``."""
+    entries = "".join(f"  {m}:\n    cmd: {upstream_cmd(m)}\n" for m in models)
+    return (f"models:\n{entries}groups:\n  side-by-side:\n    swap: false\n"
+            f"    members: [{', '.join(models)}]\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_adding_and_removing_models_leaves_a_stream_in_flight_and_its_port_alone(
+        llamaswap) -> None:
+    swapper = await llamaswap(_stable_config("a", "c"))
+    assert await reply_of(swapper, "a") == "You said: hello"
+    assert await reply_of(swapper, "c") == "You said: hello"
+    a_pid, a_port, c_pid = swapper.pid("a"), swapper.service.config.models["a"].port, \
+        swapper.pid("c")
+    response = await swapper.get("/upstream/a/slow?n=20&delay=0.1", unbuffered=True)
+    assert response.code == 200
+    body = treq.content(response)
+    # "0b" sorts before "a": allocated in sorted order it would have taken a's port
+    rewrite(swapper, _stable_config("0b", "a"))
+    result = await reload_via_api(swapper)
+    assert result["status"] == 200
+    changes = result["changes"]
+    assert (changes["added"], changes["removed"], changes["unchanged"]) == (["0b"], ["c"], ["a"])
+    assert changes["restart"] == []
+    assert swapper.service.config.models["a"].port == a_port
+    assert swapper.service.config.models["0b"].port not in (None, a_port)
+    chunks = (await body).decode().splitlines()
+    assert chunks == [f"chunk-{i}" for i in range(20)]  # the whole stream, uncut
+    assert swapper.pid("a") == a_pid and pid_alive(a_pid)
+    await wait_for(lambda: not pid_alive(c_pid), timeout=10)
+    assert await reply_of(swapper, "a") == "You said: hello"
+    assert swapper.pid("a") == a_pid
+    assert await reply_of(swapper, "0b") == "You said: hello"
+    assert swapper.pid("a") == a_pid  # b started beside it, a still the same process
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_pid_per_model_the_servers_in_running_and_events(llamaswap) -> None:
+    swapper = await llamaswap(_stable_config("a"))
+    assert await reply_of(swapper, "a") == "You said: hello"
+    process = swapper.service.processes["a"]
+    server_pid = process.model_pid
+    assert server_pid is not None and server_pid != process.pid  # the keeper is not named
+    running = await body_json(await swapper.get("/running"))
+    assert [m.get("pid") for m in running["running"]] == [server_pid]
+    status = swapper.service.observability.model_status()
+    assert [m["pid"] for m in status if m["id"] == "a"] == [server_pid]

@@ -60,7 +60,8 @@ def test_missing_config_option_is_a_usage_error(tmp_path: Path) -> None:
         [*TWISTD, "-n", "--pidfile=", "llamaswap"], cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
         timeout=60)
-    assert result.returncode != 0 and "--config is required" in result.stdout + result.stderr
+    assert result.returncode != 0 and "--config or --config-dir is required" in (
+        result.stdout + result.stderr)
 
 
 @pytest.mark.parametrize("listen", ["tcp:{port}:interface=127.0.0.1", "127.0.0.1:{port}"])
