@@ -323,15 +323,15 @@ class ComfyUI(Endpoint):
     async def _handle(self, request: Request) -> None:
         raw_path, _, query = request.uri.partition(b"?")
         segments = raw_path.split(b"/")[1 + len(request.prepath or []):]  # below /comfyui
+        if COMFYUI_MODEL not in self._app.config.models:
+            send_error(request, 404, f"local model {COMFYUI_MODEL} not found",
+                       code="model_not_found")
+            return
         if not segments:  # /comfyui without a slash
             status = 301 if request.method in (b"GET", b"HEAD") else 308
             request.setResponseCode(status)
             request.setHeader("location", raw_path + b"/" + (b"?" + query if query else b""))
             request.finish()
-            return
-        if COMFYUI_MODEL not in self._app.config.models:
-            send_error(request, 404, f"local model {COMFYUI_MODEL} not found",
-                       code="model_not_found")
             return
         path = unquote("/" + b"/".join(segments).decode("latin-1"))
         why = comfyui_refusal(path, self._app.processes[COMFYUI_MODEL].state
