@@ -24,15 +24,19 @@ from llamaswap.web.errors import abort_connection, send_error
 def end_cancelled(request: Request) -> None:
     context = context_of(request)
     handler = context.handler
+    answered = (request.finished or context.gone
+                or getattr(request, "_disconnected", False))
+    if not answered and not request.startedWriting:
+        # Answer first: cancelling the handler closes the upstream connection, and the
+        # handler's own error path would otherwise answer the closed connection (a 502).
+        send_error(request, 503, CANCELLED, code="request_cancelled")
+        answered = True
     if handler is not None and not handler.called:
         handler.cancel()
-    if request.finished or context.gone or getattr(request, "_disconnected", False):
+    if answered or request.finished:
         return
     if request.producer is not None:
         request.unregisterProducer()
-    if not request.startedWriting:
-        send_error(request, 503, CANCELLED, code="request_cancelled")
-        return
     content_type = request.responseHeaders.getRawHeaders(b"content-type", [b""])[0]
     if content_type.lower().startswith(b"text/event-stream"):
         error = {"error": {"message": CANCELLED, "type": "server_error",
