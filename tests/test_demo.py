@@ -225,6 +225,21 @@ def test_models_and_non_streaming_chat(spawn: Spawn) -> None:
     wait_for(lambda: '"POST /v1/chat/completions" 200' in server.stdout, what="request log line")
 
 
+def test_index_page_answers_like_llama_server(spawn: Spawn) -> None:
+    """llama-swap's UI loads a model with ``GET /upstream/<model>/`` and reports any non-2xx as
+    a failed load: the demo answers ``/`` with a page, as llama-server does."""
+    server = spawn(DEMO, "--model", "<b>tiny</b>")
+    status, headers, data = server.request("GET", "/?_=1796461371401")
+    assert status == 200
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert "<h1>&lt;b&gt;tiny&lt;/b&gt;</h1>" in data.decode()
+    status, headers, data = server.request("HEAD", "/")
+    assert (status, data) == (200, b"")
+    assert int(headers["content-length"]) > 0
+    status, _ = server.json("POST", "/")
+    assert status == 405
+
+
 def test_fixed_reply_max_tokens_and_completions(spawn: Spawn) -> None:
     server = spawn(DEMO, "--reply", "a b c d e f", "--max-tokens", "4", "--token-delay", "0")
     status, resp = server.json("POST", "/v1/chat/completions", chat_body())

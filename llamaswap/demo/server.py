@@ -1,10 +1,11 @@
-"""``DemoServer``: the demo's routes (chat, completions, embeddings, rerank, health), with
-the hooks ``tests/upstream.py`` overrides for fault injection."""
+"""``DemoServer``: the demo's routes (index page, chat, completions, embeddings, rerank,
+health), with the hooks ``tests/upstream.py`` overrides for fault injection."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import json
 import os
 import signal
@@ -53,6 +54,7 @@ class DemoServer:
         self.server: asyncio.Server | None = None
         self.stopping: asyncio.Event | None = None
         self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
+            "/": (("GET", "HEAD"), self.handle_index),
             "/health": (("GET", "HEAD"), self.handle_health),
             "/v1/models": (("GET", "HEAD"), self.handle_models),
             "/models": (("GET", "HEAD"), self.handle_models),
@@ -267,6 +269,19 @@ class DemoServer:
     async def handle_method_not_allowed(self, request: Request, responder: Responder) -> None:
         """Known path, wrong method."""
         await responder.send_error(405, f"Method {request.method} not allowed on {request.path}")
+
+    async def handle_index(self, request: Request, responder: Responder) -> None:
+        """A small page at ``/``, as llama-server serves its web page there: llama-swap's UI
+        loads a model with ``GET /upstream/<model>/`` and counts anything but 2xx as failed."""
+        model = html.escape(self.options.model)
+        page = (
+            "<!doctype html><html><head><meta charset=\"utf-8\">"
+            f"<title>{model}</title></head><body><h1>{model}</h1>"
+            "<p>llamaswap demo model server: fake, deterministic answers on "
+            "<code>/v1/chat/completions</code>, <code>/v1/completions</code>, "
+            "<code>/v1/embeddings</code> and <code>/v1/rerank</code>.</p></body></html>\n"
+        )
+        await responder.send(200, page.encode("utf-8"), "text/html; charset=utf-8")
 
     async def handle_health(self, request: Request, responder: Responder) -> None:
         """llama.cpp-style health: 503 while the simulated model loads, then 200."""
