@@ -33,6 +33,7 @@ from llamaswap.activity import (
     frozen_headers,
 )
 from llamaswap.compat.accesslog import client_ip
+from llamaswap.compat.activity import kept_in_activity
 from llamaswap.compat.gotypes import go_time
 from llamaswap.compat.headers import header_map
 from llamaswap.compat.info import session_headers_of, ui_config
@@ -333,7 +334,10 @@ class Observability:
         return ""
 
     def record(self, row: dict[str, Any], capture: tuple[Capture, int] | None) -> None:
-        """Store a finished request; then announce it (``activity`` event)."""
+        """Store a finished request that is kept in activity; then announce it
+        (``activity`` event)."""
+        if not kept_in_activity(row["method"], row["endpoint"]):
+            return
         self.store.add(row).addCallbacks(self._stored, self._not_stored, (capture,))
 
     def _stored(self, row_id: int, capture: tuple[Capture, int] | None) -> None:

@@ -356,7 +356,7 @@ def test_rows_the_store_drops_are_counted_and_not_logged_each() -> None:
     llamaswap_events.addObserver(logged.append)
     try:
         for _ in range(3):
-            obs.record({"model": "m"}, None)
+            obs.record({"model": "m", "method": "POST", "endpoint": "/v1/chat/completions"}, None)
     finally:
         llamaswap_events.removeObserver(logged.append)
     assert samples(obs)[("llamaswap_activity_dropped_total", ())] == 3.0

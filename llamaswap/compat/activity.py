@@ -15,8 +15,25 @@ from typing import Any
 
 from llamaswap.activity import SORTABLE, Query
 from llamaswap.compat.gotypes import go_float, go_int, go_time, parse_go_time
+from llamaswap.web.routes import MODEL_ROUTES
 
 DEFAULT_LIMIT = 25
+
+MODEL_PATHS = frozenset(route.path for route in MODEL_ROUTES)
+"""The paths below llamaswap's root that name a model (``web.routes``)."""
+
+
+def kept_in_activity(method: str, path: str) -> bool:
+    """Whether a finished request becomes an activity row, as in llama-swap: only a POST,
+    and through ``/upstream/<model>/`` only a POST to a model endpoint. A browser on a model
+    server's own page (or llama-swap's UI loading a model with ``GET /upstream/<model>/``)
+    fetches many things that are not inference and would bury the rows that are."""
+    if method != "POST":
+        return False
+    if not path.startswith("/upstream/"):
+        return True
+    rest = path.partition("?")[0].rstrip("/")
+    return any(rest.endswith(model_path) for model_path in MODEL_PATHS)
 
 
 def _optional_ms(value: float | None) -> int | None:
