@@ -302,6 +302,9 @@ models:
   author/model:
     {own_port_model("author/model")}
 """)
+    # Loaded first: with llama-swap's default upstream.ignorePaths a ``.json`` path never
+    # starts a model (the Go test builds its config without that default).
+    assert (await swapper.post("/upstream/m1/echo/warm", b"")).code == 200
     for target in ("/upstream/m1/echo/userdata/workflows%2Fexample.json",
                    "/upstream/author/model/echo/x%2Fy",
                    "/upstream/author%2Fmodel/echo/x%2Fy"):
