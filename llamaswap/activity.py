@@ -117,6 +117,10 @@ class Query:
     end: float | None = None
     min_id: int | None = None
     max_id: int | None = None
+    status: str = ""
+    """llamaswap's own filter: ``2xx`` ... ``5xx``, or ``error`` (4xx, 5xx or an error)."""
+    path: str = ""
+    """llamaswap's own filter: rows whose path contains this text (case-insensitive)."""
 
 
 class ActivityStore(Service):
@@ -319,6 +323,15 @@ def _where(models: Sequence[str], bounds: Query | None = None) -> tuple[str, lis
             if value is not None:
                 conditions.append(condition)
                 params.append(value)
+        if bounds.status == "error":
+            conditions.append("(status >= 400 OR (error IS NOT NULL AND error != ''))")
+        elif bounds.status:
+            low = int(bounds.status[0]) * 100
+            conditions.append("status >= ? AND status < ?")
+            params += [low, low + 100]
+        if bounds.path:
+            conditions.append("instr(lower(endpoint), ?) > 0")
+            params.append(bounds.path.lower())
     if not conditions:
         return "", []
     return " WHERE " + " AND ".join(conditions), params

@@ -282,3 +282,34 @@ def test_a_batch_that_reaches_a_closed_store_fails_with_store_closed() -> None:
     store = ActivityStore(reactor, None, 10)  # never opened: _db is None
     with pytest.raises(activity.StoreClosed):
         store._insert([row("m")])
+
+
+@pytest_twisted.ensureDeferred
+async def test_pages_filter_by_status_class_and_path_on_the_server() -> None:
+    """The web UI's status and path filters are applied by the store, so a page is full."""
+    store = await started()
+    try:
+        for status, endpoint, error in ((200, "/v1/chat/completions", None),
+                                        (404, "/v1/embeddings", "model not found"),
+                                        (200, "/v1/Embeddings", None),
+                                        (502, "/v1/chat/completions", "upstream"),
+                                        (200, "/upstream/m/props", "cancelled")):
+            await store.add(row("m", status=status, endpoint=endpoint, error=error))
+        ids = lambda page: [r["id"] for r in page["data"]]  # noqa: E731
+        assert ids(await store.page(Query(status="2xx"))) == [5, 3, 1]
+        assert ids(await store.page(Query(status="5xx"))) == [4]
+        assert ids(await store.page(Query(status="error"))) == [5, 4, 2]
+        assert ids(await store.page(Query(path="EMBED"))) == [3, 2]
+        page = await store.page(Query(status="2xx", path="embed", limit=1))
+        assert (ids(page), page["total"]) == ([3], 1)
+    finally:
+        await store.stopService()
+
+
+def test_status_and_path_query_parameters_are_read_and_checked() -> None:
+    from llamaswap.compat.activity import parse_activity_query
+
+    query = parse_activity_query({b"status": [b"4XX"], b"path": [b" /v1/chat "]})
+    assert (query.status, query.path) == ("4xx", "/v1/chat")
+    with pytest.raises(ValueError, match="status must be one of"):
+        parse_activity_query({b"status": [b"teapot"]})

@@ -112,6 +112,10 @@ def _row_id(args: Args, name: str) -> int | None:
     return value
 
 
+STATUS_FILTERS = ("2xx", "3xx", "4xx", "5xx", "error")
+"""llamaswap's own ``status`` filter values (the web UI's status filter)."""
+
+
 def parse_activity_query(args: Args) -> Query:
     """``/api/metrics/activity``'s parameters, checked as llama-swap checks them;
     ``ValueError`` with llama-swap's message for a bad one."""
@@ -144,6 +148,9 @@ def parse_activity_query(args: Args) -> Query:
     order = (_text(args, "order") or "desc").lower()
     if order not in ("asc", "desc"):
         raise ValueError("order must be asc or desc")
+    status = (_text(args, "status") or "").lower()
+    if status and status not in STATUS_FILTERS:
+        raise ValueError("status must be one of " + ", ".join(STATUS_FILTERS))
     return Query(models=[m for m in models if m], page=page, limit=limit, sort=sort,
                  descending=order == "desc", start=start, end=end, min_id=min_id,
-                 max_id=max_id)
+                 max_id=max_id, status=status, path=_text(args, "path") or "")

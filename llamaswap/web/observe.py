@@ -264,7 +264,7 @@ def _models_arg(request: Request) -> list[str]:
 
 class Activity(Endpoint):
     """``GET /api/metrics/activity?model=&start=&end=&min_id=&max_id=&page=&limit=&sort=
-    &order=``: llama-swap's ``ActivityPage``."""
+    &order=`` (and llamaswap's ``status=``, ``path=``): llama-swap's ``ActivityPage``."""
 
     def __init__(self, app: App) -> None:
         super().__init__()

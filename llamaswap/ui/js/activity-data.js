@@ -23,8 +23,8 @@ export function statusMatches(row, status) {
   return String(Math.floor(code / 100)) + "xx" === status;
 }
 
-/** Rows that pass every filter. The server applies model and time range (and may apply
- *  status and path); applying all of them here too keeps a server that ignores one honest. */
+/** Rows that pass every filter. llamaswap applies all of them; applying them here too keeps
+ *  a server that ignores one (llama-swap: status and path) honest. */
 export function applyLocalFilters(rows, filters) {
   const path = (filters.path || "").toLowerCase();
   const from = filters.from ? new Date(filters.from).getTime() : -Infinity;
