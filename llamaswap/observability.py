@@ -177,7 +177,9 @@ class Observability:
                 entry["aliases"] = list(model.aliases)
             entry.update({"ttl": model.ttl, "pid": process.model_pid,
                           "inFlight": self._router.in_flight(model_id),
-                          "lastError": process.last_error, **self.reasons.fields(model_id),
+                          "lastError": process.last_error,
+                          "circuit": "open" if self._router.circuit_open(model_id) else "closed",
+                          **self.reasons.fields(model_id),
                           **self.model_fields(model)})
             result.append(entry)
         for peer in self._config.peers.values():

@@ -259,6 +259,11 @@ class Router:
     def in_flight(self, model: str) -> int:
         return self._in_flight[model]
 
+    def circuit_open(self, model: str) -> bool:
+        """Whether ``model`` failed ``maxFailures`` times within ``failureWindow``: it is not
+        started again until the window passes or an operator unloads it."""
+        return model in self._failures and self._circuit(model) is not None
+
     def queued(self) -> int:
         return len(self._waiting())
 

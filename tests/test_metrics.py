@@ -45,6 +45,9 @@ class StubRouter:
         for listener in self.stop_listeners:
             listener(model, reason)
 
+    def circuit_open(self, model: str) -> bool:
+        return False
+
     def in_flight(self, model: str) -> int:
         return self.flying.get(model, 0)
 

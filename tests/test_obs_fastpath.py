@@ -35,6 +35,9 @@ class StubRouter:
     def on_swap(self, listener: Any) -> None:
         pass
 
+    def circuit_open(self, model: str) -> bool:
+        return False
+
     def in_flight(self, model: str) -> int:
         return 0
 

@@ -29,6 +29,9 @@ class StubRouter:
     def queued(self) -> int:
         return 0
 
+    def circuit_open(self, model: str) -> bool:
+        return False
+
     def in_flight(self, model: str) -> int:
         return 0
 

@@ -398,7 +398,9 @@ def test_circuit_opens_after_max_failures_and_closes_after_the_window_or_an_unlo
     assert refused[0].check(CircuitOpen)
     assert refused[0].value.code == "model_failing" and refused[0].value.retry_after > 50
     assert "exit status 1" in str(refused[0].value)  # the last error, for the operator
+    assert h.router.circuit_open("a") and not h.router.circuit_open("b")  # shown in the UI
     h.reactor.advance(61)
+    assert not h.router.circuit_open("a")
     assert outcome(h.router.acquire("a")) == []  # the window passed: a new attempt
     h.exit("a", 1)
     h.reactor.advance(0.01)

@@ -137,6 +137,9 @@ class _Router:
     def on_swap(self, listener: Any) -> None:
         pass
 
+    def circuit_open(self, model_id: str) -> bool:
+        return False
+
     def in_flight(self, model_id: str) -> int:
         return 2
 
