@@ -31,13 +31,18 @@ def test_splitter_joins_partial_lines_and_cuts_overlong_ones() -> None:
 @pytest.fixture
 def events() -> Iterator[tuple[LogRules, list[dict]]]:
     """What reaches the process log while a service's rules are attached."""
+    from llamaswap import logs
+
     seen: list[dict] = []
     rules = LogRules()
+    # Only these rules: a service another test left running would also admit events.
+    others, logs._dispatch.attached[:] = list(logs._dispatch.attached), []
     globalLogPublisher.addObserver(seen.append)
     attach(rules)
     yield rules, seen
     detach(rules)
     globalLogPublisher.removeObserver(seen.append)
+    logs._dispatch.attached[:] = others
 
 
 def test_log_level_filters_llamaswap_events(events: tuple[LogRules, list[dict]]) -> None:
