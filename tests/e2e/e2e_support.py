@@ -174,17 +174,25 @@ def check_stream(client: OpenAI, model: str, max_tokens: int = 8) -> int:
     """A streaming chat completion on ``model`` yields several well-formed chunks.
 
     Returns the number of chunks. Random weights mean the text is garbage, so only the
-    structure is checked: one completion id, a role delta first and a finish reason last.
+    structure is checked: one completion id, the role delta only in the first chunk and a
+    finish reason only in the last. llama-server sends the role delta with the first token it
+    emits, and a first token that is an incomplete UTF-8 sequence (the tiny model's byte
+    tokens) is held back, so the stream may carry no role at all; greedy sampling keeps the
+    output the same from run to run.
     """
     stream = client.chat.completions.create(
-        model=model, messages=CHAT, max_tokens=max_tokens, stream=True
+        model=model, messages=CHAT, max_tokens=max_tokens, stream=True,
+        temperature=0, seed=42,
     )
     chunks = list(stream)
     assert len(chunks) >= 3, f"expected several chunks, got {len(chunks)}: {chunks}"
     assert {chunk.id for chunk in chunks} == {chunks[0].id}
     assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
     assert all(chunk.model == model for chunk in chunks)
-    assert chunks[0].choices[0].delta.role == "assistant", chunks[:2]
+    roles = [(index, chunk.choices[0].delta.role) for index, chunk in enumerate(chunks)
+             if chunk.choices[0].delta.role is not None]
+    assert roles in ([], [(0, "assistant")]), roles
+    assert any(chunk.choices[0].delta.content for chunk in chunks), chunks
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert all(chunk.choices[0].finish_reason is None for chunk in chunks[:-1])
     return len(chunks)
