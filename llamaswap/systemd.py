@@ -5,7 +5,8 @@ Under ``Type=notify`` systemd hands the service a datagram socket in ``NOTIFY_SO
 waits for ``READY=1`` before it counts the unit as started (and before it starts units
 ordered ``After=`` it). With ``WatchdogSec=`` it also sets ``WATCHDOG_USEC`` and restarts
 the service when no ``WATCHDOG=1`` arrives within that time; the pings come from the
-reactor, so a blocked reactor stops them and systemd restarts llamaswap.
+reactor, so a blocked reactor stops them and systemd restarts llamaswap. A reload (SIGHUP)
+is framed by ``RELOADING=1`` and ``READY=1``, as ``Type=notify-reload`` expects.
 
 Socket activation needs no code here: Twisted's ``systemd:domain=INET:index=0`` endpoint
 adopts the socket systemd passes in ``LISTEN_FDS``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -122,6 +124,20 @@ class SystemdNotifyService(Service):
             self._pings.clock = self.clock
             self._pings.start(self.watchdog, now=False).addErrback(
                 lambda f: log.failure("systemd watchdog pings failed", f))
+
+    def around_reload(self, reload: Callable[[], None]) -> None:
+        """Run ``reload`` between ``RELOADING=1`` and ``READY=1``, so that ``systemctl reload``
+        returns once the new config is in effect (and ``Type=notify-reload`` units work)."""
+        if self.notifier is None or not self.running:
+            reload()
+            return
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={now_usec}",
+                           "STATUS=reloading the config")
+        try:
+            reload()
+        finally:
+            self.notifier.send("READY=1", *([f"STATUS={self.status}"] if self.status else []))
 
     def stopService(self) -> None:
         super().stopService()

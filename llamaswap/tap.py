@@ -176,15 +176,19 @@ def makeService(options: Any) -> MultiService:
     top = build_service(options, top=_TwistdTop(observer))
     swapper = top.getServiceNamed("llamaswap")
     assert isinstance(swapper, LlamaSwapService)
-    _reload_on_sighup(swapper, reactor)
+    notifier = top.getServiceNamed("systemd-notify")
+    assert isinstance(notifier, SystemdNotifyService)
+    _reload_on_sighup(swapper, notifier, reactor)
     reactor.callWhenRunning(tune_for_serving)
     return top
 
 
-def _reload_on_sighup(swapper: LlamaSwapService, reactor: Any) -> None:
-    """SIGHUP reloads the config (twistd installs no handler of its own for it)."""
+def _reload_on_sighup(swapper: LlamaSwapService, notifier: SystemdNotifyService,
+                      reactor: Any) -> None:
+    """SIGHUP reloads the config (twistd installs no handler of its own for it), telling
+    systemd when the reload starts and ends."""
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(
-        swapper.reload_logging_errors))
+        notifier.around_reload, swapper.reload_logging_errors))
 
 
 def _rotate_on_sigusr1(log_file: LogFile, reactor: Any) -> None:

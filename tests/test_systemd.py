@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,34 @@ async def test_twistd_service_is_ready_only_when_listening_and_stopping_first(
     assert [m[0] for m in received(sock)] == ["READY=1", "STOPPING=1"]
     await stopped
     assert not listening(port)
+
+
+def test_a_reload_is_framed_by_reloading_and_ready(receiver: tuple[socket.socket, str]) -> None:
+    """``systemctl reload`` (and ``Type=notify-reload``) waits for READY=1 after RELOADING=1."""
+    sock, path = receiver
+    service = SystemdNotifyService({"NOTIFY_SOCKET": path}, Clock(), status="serving 1 models")
+    service.startService()
+    received(sock)
+    seen_during: list[list[list[str]]] = []
+    service.around_reload(lambda: seen_during.append(received(sock)))
+    [[reloading, monotonic, status]] = seen_during[0]
+    assert (reloading, status) == ("RELOADING=1", "STATUS=reloading the config")
+    assert monotonic.startswith("MONOTONIC_USEC=")
+    stamp = int(monotonic.partition("=")[2])
+    assert 0 < stamp <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert received(sock) == [["READY=1", "STATUS=serving 1 models"]]
+
+    def failing() -> None:
+        raise RuntimeError("reload blew up")
+
+    with pytest.raises(RuntimeError):
+        service.around_reload(failing)
+    assert [m[0] for m in received(sock)] == ["RELOADING=1", "READY=1"]  # never left reloading
+    service.stopService()
+
+
+def test_a_reload_outside_systemd_just_reloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    service = SystemdNotifyService({}, Clock())
+    calls: list[str] = []
+    service.around_reload(lambda: calls.append("reloaded"))
+    assert calls == ["reloaded"]

@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
-def twistd(config: Path, *args: str, cwd: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def twistd(config: Path, *args: str, cwd: Path,
+           extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(extra_env or {})}
     return subprocess.Popen(
         [*TWISTD, "-n", "--pidfile=", "llamaswap", "-c", str(config), *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -104,6 +105,9 @@ def _listening(port: int) -> bool:
 
 @pytest_twisted.ensureDeferred
 async def test_sighup_reloads_the_config_without_restarting(tmp_path: Path) -> None:
+    """SIGHUP applies the new config in the same daemon, and tells systemd when it is done
+    (RELOADING=1, then READY=1), so ``systemctl reload`` returns once it is in effect."""
+    import socket
     port, start_port = free_port(), free_port()
     config = tmp_path / "config.yaml"
 
@@ -117,27 +121,37 @@ async def test_sighup_reloads_the_config_without_restarting(tmp_path: Path) -> N
             headers={"Content-Type": "application/json"}, persistent=False)
         return str(json.loads(await treq.content(response))["choices"][0]["message"]["content"])
 
+    notifications: list[str] = []
+
+    def notified(first: str) -> bool:
+        """Reads what has arrived; true once a datagram starting with ``first`` has."""
+        while True:
+            try:
+                notifications.append(systemd_socket.recv(4096).decode().split("\n")[0])
+            except BlockingIOError:
+                return first in notifications
+
     write("before")
-    server = twistd(config, "-l", f"tcp:{port}:interface=127.0.0.1", "--state-file=",
-                    cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_for(lambda: _listening(port), timeout=30)
-        assert await reply() == "before"
-        write("after")
-        server.send_signal(signal.SIGHUP)
-        await wait_for(lambda: server.poll() is None, timeout=1)
-        got = ""
-        for _ in range(50):
-            got = await reply()
-            if got == "after":
-                break
-            await sleep(0.1)
-        assert got == "after" and server.poll() is None  # same daemon, new model settings
-    finally:
-        server.send_signal(signal.SIGTERM)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd_socket:
+        systemd_socket.bind(str(tmp_path / "notify"))
+        systemd_socket.setblocking(False)
+        server = twistd(config, "-l", f"tcp:{port}:interface=127.0.0.1", "--state-file=",
+                        cwd=tmp_path, extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        url = f"http://127.0.0.1:{port}"
         try:
-            server.communicate(timeout=20)
+            await wait_for(lambda: notified("READY=1"), timeout=30)
+            assert await reply() == "before"
+            write("after")
+            notifications.clear()
+            server.send_signal(signal.SIGHUP)
+            await wait_for(lambda: notified("READY=1"), timeout=30)
+            assert notifications == ["RELOADING=1", "READY=1"]
+            assert await reply() == "after"  # in effect by READY=1
+            assert server.poll() is None  # the same daemon
         finally:
-            if server.poll() is None:
-                server.kill()
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.communicate(timeout=20)
+            finally:
+                if server.poll() is None:
+                    server.kill()
