@@ -181,3 +181,23 @@ def test_endpoint_labels_stay_few() -> None:
     assert endpoint_label("/logs/stream/m") == "/logs"
     assert endpoint_label("/ui/app.js") == "/ui"
     assert endpoint_label("/wp-admin/../etc/passwd") == "other"
+
+
+def test_every_metric_is_documented() -> None:
+    """docs/metrics.md (which the README points to) names every family /metrics can show."""
+    from pathlib import Path
+
+    from prometheus_client import generate_latest
+
+    from llamaswap.slotcache.metrics import SlotCacheMetrics
+
+    metrics, *_ = make()
+    SlotCacheMetrics(metrics.registry, lambda: {"m": 1})
+    families = {family.name for family in text_string_to_metric_families(
+        generate_latest(metrics.registry).decode())
+        if not family.name.endswith("_created")}  # a counter's creation time, not a metric
+    documented = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    assert families and all(name.startswith("llamaswap_") for name in families)
+    missing = sorted(name for name in families
+                     if f"`{name}`" not in documented and f"`{name}_total`" not in documented)
+    assert missing == []
