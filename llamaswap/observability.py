@@ -550,6 +550,8 @@ class Exchange:
             "tokens_per_second": tokens_per_second, "client": self.client,
             "error": error, "has_capture": self._capture is not None,
             "content_type": self.content_type,
+            "draft_tokens": figures.draft_tokens if figures else None,
+            "draft_acc_tokens": figures.draft_accepted_tokens if figures else None,
         }
         self._owner.metrics.exchange_finished(
             self.model, wait=self.wait, ttfb=ttfb,

@@ -35,6 +35,10 @@ class TokenFigures:
     tokens_per_second: float | None = None
     upstream_ms: float | None = None
     """llama.cpp's ``prompt_ms + predicted_ms``."""
+    draft_tokens: int | None = None
+    """Tokens a speculative-decoding draft model proposed ..."""
+    draft_accepted_tokens: int | None = None
+    """... and how many of them the model accepted (both set, or neither)."""
 
     def merge(self, obj: Any) -> None:
         """Take the figures of one decoded JSON object (a stream event or a whole body)."""
@@ -50,6 +54,9 @@ class TokenFigures:
         timings = obj.get("timings")
         if isinstance(timings, dict):
             self._timings(timings)
+        metrics = obj.get("metrics")
+        if isinstance(metrics, dict):
+            self._vllm_metrics(metrics)
 
     def _usage(self, usage: dict[str, Any]) -> None:
         self.input_tokens = _positive(usage, "prompt_tokens", "input_tokens") or self.input_tokens
@@ -70,6 +77,27 @@ class TokenFigures:
         total = (_number(t.get("prompt_ms")) or 0.0) + (_number(t.get("predicted_ms")) or 0.0)
         if total > 0:
             self.upstream_ms = total
+        self._drafts(t, "draft_n", "draft_n_accepted")
+
+    def _vllm_metrics(self, m: dict[str, Any]) -> None:
+        """vLLM's per-request ``metrics``: rates from its latencies, and speculative decoding
+        counts (``--per-request-spec-decode-metrics``), as llama-swap reads them."""
+        spec = m.get("speculative_decoding")
+        if isinstance(spec, dict):
+            self._drafts(spec, "num_draft_tokens", "num_accepted_draft_tokens")
+        first_token_ms = _positive(m, "time_to_first_token_ms")
+        if first_token_ms and self.input_tokens:
+            fresh = self.input_tokens - (self.cached_tokens or 0)
+            self.prompt_per_second = fresh / (first_token_ms / 1000) if fresh > 0 else None
+        inter_token_ms = _positive(m, "mean_itl_ms")
+        if inter_token_ms:
+            self.tokens_per_second = 1000 / inter_token_ms
+
+    def _drafts(self, d: dict[str, Any], drafted: str, accepted: str) -> None:
+        """Both counters or neither: a rate from half the data would be wrong."""
+        proposed, taken = _count(d.get(drafted)), _count(d.get(accepted))
+        if proposed is not None and taken is not None:
+            self.draft_tokens, self.draft_accepted_tokens = proposed, taken
 
 
 class TokenMeter:
@@ -132,10 +160,11 @@ class TokenMeter:
             pass
 
     def _read_json_tail(self, tail: bytes) -> None:
-        """Decode the objects that follow the last ``"usage":``/``"timings":`` keys."""
+        """Decode the objects that follow the last ``"usage":``, ``"timings":`` and
+        ``"metrics":`` keys."""
         text = tail.decode("utf-8", "replace")
         found: dict[str, Any] = {}
-        for key in ("usage", "timings"):
+        for key in ("usage", "timings", "metrics"):
             at = len(text)
             while True:
                 at = text.rfind(f'"{key}"', 0, at)
@@ -162,6 +191,13 @@ def _detail(usage: dict[str, Any], details: str, key: str) -> Any:
     """``_positive`` of ``usage[details][key]``; ``None`` when ``details`` is no object."""
     inner = usage.get(details)
     return _positive(inner, key) if isinstance(inner, dict) else None
+
+
+def _count(value: Any) -> int | None:
+    """A whole number of tokens (0 included); ``None`` for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value)
 
 
 def _number(value: Any) -> float | None:

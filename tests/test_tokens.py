@@ -121,3 +121,66 @@ def test_an_absurdly_long_sse_line_is_dropped_not_held() -> None:
     assert meter._buffer == b""
     meter.feed(b'"usage" still the same line\ndata: {"usage": {"completion_tokens": 5}}\n\n')
     assert meter.finish().output_tokens == 5
+
+
+# Speculative decoding and vLLM's per-request metrics, read as llama-swap reads them (its
+# TestServer_ParseMetrics_VLLMSpeculativeDecoding, ..._VLLMSpeculativeDecodingPartial,
+# TestServer_ProcessStreamingResponse_VLLMSpeculativeDecoding and
+# TestServer_ParseMetrics_TimingsDraftTokensNotOverwritten).
+
+VLLM_METRICS = {"mean_itl_ms": 10.0, "time_to_first_token_ms": 100.0,
+                "speculative_decoding": {"mean_acceptance_length": 1.7, "num_spec_steps": 20,
+                                         "num_accepted_draft_tokens": 14,
+                                         "num_draft_tokens": 20}}
+
+
+def test_llama_server_draft_counts_come_from_its_timings() -> None:
+    meter = TokenMeter("application/json")
+    meter.feed(json.dumps({"usage": {"prompt_tokens": 5, "completion_tokens": 9},
+                           "timings": {"prompt_n": 5, "predicted_n": 9, "draft_n": 12,
+                                       "draft_n_accepted": 0}}).encode())
+    meter.finish()
+    assert (meter.figures.draft_tokens, meter.figures.draft_accepted_tokens) == (12, 0)
+
+
+def test_vllm_metrics_give_draft_counts_and_rates_in_a_json_body() -> None:
+    meter = TokenMeter("application/json")
+    meter.feed(json.dumps({"id": "x", "object": "chat.completion",
+                           "usage": {"prompt_tokens": 42, "completion_tokens": 128,
+                                     "prompt_tokens_details": {"cached_tokens": 2}},
+                           "metrics": VLLM_METRICS}).encode())
+    meter.finish()
+    figures = meter.figures
+    assert (figures.draft_tokens, figures.draft_accepted_tokens) == (20, 14)
+    assert figures.tokens_per_second == 100.0  # 1000 / mean inter-token latency
+    assert figures.prompt_per_second == 400.0  # (42 - 2 cached) / 0.1 s to the first token
+
+
+def test_vllm_metrics_on_the_last_stream_event() -> None:
+    meter = TokenMeter("text/event-stream")
+    meter.feed(sse({"choices": [{"delta": {"content": "hi"}}]},
+                   {"object": "chat.completion.chunk", "choices": [],
+                    "usage": {"prompt_tokens": 11742, "completion_tokens": 35},
+                    "metrics": VLLM_METRICS}))
+    meter.finish()
+    assert (meter.figures.draft_tokens, meter.figures.draft_accepted_tokens) == (20, 14)
+    assert (meter.figures.input_tokens, meter.figures.output_tokens) == (11742, 35)
+
+
+def test_half_a_speculative_decoding_object_gives_no_draft_counts() -> None:
+    meter = TokenMeter("application/json")
+    meter.feed(json.dumps({"usage": {"prompt_tokens": 42, "completion_tokens": 128},
+                           "metrics": {"speculative_decoding": {"num_draft_tokens": 20}}})
+               .encode())
+    meter.finish()
+    assert (meter.figures.draft_tokens, meter.figures.draft_accepted_tokens) == (None, None)
+
+
+def test_timings_draft_counts_survive_metrics_without_them() -> None:
+    meter = TokenMeter("application/json")
+    meter.feed(json.dumps({"timings": {"prompt_n": 5, "predicted_n": 9, "draft_n": 8,
+                                       "draft_n_accepted": 6},
+                           "metrics": {"mean_itl_ms": 20.0}}).encode())
+    meter.finish()
+    assert (meter.figures.draft_tokens, meter.figures.draft_accepted_tokens) == (8, 6)
+    assert meter.figures.tokens_per_second == 50.0

@@ -173,11 +173,13 @@ class FaultyUpstream(DemoServer):
         ignore_sigterm: bool = False,
         exit_after: float | None = None,
         never_healthy: bool = False,
+        drafts: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(options)
         self.ignore_sigterm = ignore_sigterm
         self.exit_after = exit_after
         self.never_healthy = never_healthy
+        self.drafts = drafts
 
     # ---------------------------------------------------------- lifecycle hooks
 
@@ -198,6 +200,14 @@ class FaultyUpstream(DemoServer):
     def is_healthy(self) -> bool:
         """``--never-healthy`` keeps /health at 503 forever."""
         return not self.never_healthy and super().is_healthy()
+
+    def timings(self, prompt_tokens: int, completion_tokens: int,
+                seconds: float) -> dict[str, float]:
+        """With ``--draft-tokens``, llama-server's speculative decoding counts too."""
+        timings = super().timings(prompt_tokens, completion_tokens, seconds)
+        if self.drafts is not None:
+            timings["draft_n"], timings["draft_n_accepted"] = self.drafts
+        return timings
 
     # ---------------------------------------------------------- inference hooks
 
@@ -480,6 +490,9 @@ def build_upstream_parser() -> argparse.ArgumentParser:
         help=f"exit with status {EXIT_AFTER_STATUS} this long after becoming healthy",
     )
     group.add_argument("--never-healthy", action="store_true", help="/health is always 503")
+    group.add_argument("--draft-tokens", metavar="DRAFTED,ACCEPTED",
+                       type=lambda v: tuple(int(n) for n in v.split(",", 1)),
+                       help="report speculative decoding counts in every response's timings")
     return parser
 
 
@@ -505,6 +518,7 @@ def main(argv: list[str] | None = None) -> None:
         ignore_sigterm=args.ignore_sigterm,
         exit_after=args.exit_after,
         never_healthy=args.never_healthy,
+        drafts=args.draft_tokens,
     )
     sys.exit(run(server))
 

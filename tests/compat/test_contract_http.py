@@ -14,7 +14,7 @@ import pytest_twisted
 import treq
 
 from tests.compat import llama_swap_types as T
-from tests.integration.conftest import body_json, upstream_cmd, wait_for
+from tests.integration.conftest import body_json, sleep, upstream_cmd, wait_for
 from tests.integration.test_observe import Follow, stop
 
 CONFIG = f"""
@@ -222,3 +222,27 @@ async def test_redirects_health_and_the_request_log_line_are_llama_swaps(llamasw
                       r'"log-test/2" [0-9.]+(ns|µs|ms|s)$', re.MULTILINE)
     assert line.search(text), text
     assert "hunter2" not in text and "GET /wol-health" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_speculative_decoding_counts_reach_the_activity_rows(llamaswap) -> None:
+    """llama-server's ``draft_n``/``draft_n_accepted`` timings fill the activity row's
+    ``draft_tokens``/``draft_acc_tokens`` (the UI's acceptance rate), streamed or not."""
+    swapper = await llamaswap(f"""
+models:
+  m:
+    cmd: {upstream_cmd("m", "--draft-tokens", "20,14")}
+""")
+    for stream in (False, True):
+        response = await swapper.post("/v1/chat/completions", {**CHAT, "stream": stream},
+                                      headers={"Content-Type": "application/json"})
+        assert response.code == 200
+        await treq.content(response)
+    rows: list[Any] = []
+    for _ in range(200):  # rows are written by the store's thread: poll until both are there
+        rows = (await body_json(await swapper.get("/api/metrics/activity")))["data"]
+        if len(rows) == 2:
+            break
+        await sleep(0.05)
+    assert [(r["tokens"]["draft_tokens"], r["tokens"]["draft_acc_tokens"]) for r in rows] == [
+        (20, 14), (20, 14)]
