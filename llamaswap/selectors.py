@@ -57,8 +57,9 @@ Resolver = Callable[[str], str | None]
 
 def parse_selectors(p: Problems, raw: object, resolve: Resolver, is_local: Callable[[str], bool],
                     taken: Callable[[str], bool],
-                    can_coexist: Callable[[list[str]], bool]) -> dict[str, SelectorConfig]:
-    """``selectors:`` with llama-swap's validation messages."""
+                    coexistence: Callable[[list[str]], str | None]) -> dict[str, SelectorConfig]:
+    """``selectors:`` with llama-swap's validation messages. ``coexistence(local targets)``
+    says why a spillover selector's local targets cannot all run at once (``None``: they can)."""
     selectors: dict[str, SelectorConfig] = {}
     raw_map = p.mapping(raw, "selectors") or {}
     for selector_id, entry in raw_map.items():
@@ -99,9 +100,9 @@ def parse_selectors(p: Problems, raw: object, resolve: Resolver, is_local: Calla
         if spillover < 1:
             p.error(f"{base}.settings.spillover", f"{base}.settings.spillover must be >= 1")
         local = [t for t in resolved if is_local(t)]
-        if strategy == "spillover" and len(local) > 1 and not can_coexist(local):
-            p.error(f"{base}.targets", f"{base}: spillover targets must share a group with "
-                    "swap: false")
+        problem = coexistence(local) if strategy == "spillover" and len(local) > 1 else None
+        if problem:
+            p.error(f"{base}.targets", f"{base}: {problem}")
         selectors[selector_id] = SelectorConfig(
             id=selector_id, strategy=strategy, targets=tuple(targets), spillover=spillover,
             name=p.string(d, "name", base), description=p.string(d, "description", base),

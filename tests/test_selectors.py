@@ -133,8 +133,8 @@ def test_selector_problems() -> None:
         'c.yaml: selectors.s5.targets[0]: selectors.s5: target "cloud/gpt" must resolve to a '
         'local model for strategy "warm"',
         "c.yaml: selectors.s6.settings.spillover: selectors.s6.settings.spillover must be >= 1",
-        "c.yaml: selectors.s6.targets: selectors.s6: spillover targets must share a group "
-        "with swap: false",
+        "c.yaml: selectors.s6.targets: selectors.s6: spillover targets must share one "
+        "routing group",
         "c.yaml: selectors.s7.targets[1]: selectors.s7.targets contains duplicate resolved "
         "model a",
     ]

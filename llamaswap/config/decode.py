@@ -513,7 +513,7 @@ def decode_config(p: Problems, exp: Expansion) -> Config:
     observability = _observability(p, tree)
     peers = _peers(p, tree.get("peers"), models, aliases)
     selectors, profiles = selectors_and_profiles(p, tree, models, aliases, peers, groups,
-                                                  matrix is not None)
+                                                  bool(raw_matrix), matrix)
     api_keys, api_key_scopes = read_api_keys(p, tree, {**aliases, **{m: m for m in models}})
     return Config(
         **observability,

@@ -22,6 +22,7 @@ from llamaswap.config.model import (
 )
 from llamaswap.config.problems import Problems
 from llamaswap.config.structure import describe, is_set
+from llamaswap.matrix import Matrix
 from llamaswap.selectors import ProfileConfig, SelectorConfig, parse_profiles, parse_selectors
 
 __all__ = [
@@ -241,9 +242,10 @@ def read_api_keys(p: Problems, tree: Mapping[str, Any],
 def selectors_and_profiles(
     p: Problems, tree: Mapping[str, Any], models: Mapping[str, ModelConfig],
     aliases: Mapping[str, str], peers: Mapping[str, PeerConfig],
-    groups: Mapping[str, GroupConfig], uses_matrix: bool,
+    groups: Mapping[str, GroupConfig], uses_matrix: bool, matrix: Matrix | None = None,
 ) -> tuple[dict[str, SelectorConfig], dict[str, ProfileConfig]]:
-    """``selectors`` and ``profiles``, checked against models, aliases and peers."""
+    """``selectors`` and ``profiles``, checked against models, aliases and peers, and
+    (spillover) against the groups or the compiled ``matrix`` of the router in use."""
     probe = Config(models=models, groups=groups, peers=peers)
 
     def resolve(name: str) -> str | None:
@@ -254,12 +256,34 @@ def selectors_and_profiles(
     def taken(name: str) -> bool:
         return name in models or name in aliases or probe.resolve_peer(name) is not None
 
-    def can_coexist(local: list[str]) -> bool:
+    def coexistence(local: list[str]) -> str | None:
         if uses_matrix:
-            return True  # the matrix decides at run time; not checked here
+            if matrix is None or any(set(local) <= members for _name, family in matrix.sets
+                                     for members in family):
+                return None  # (no compiled matrix: why is reported already)
+            return "spillover targets must all appear together in one expanded matrix set"
         group = probe.group_of(local[0])
-        return not group.swap and all(m in group.members for m in local)
+        if group.swap:
+            return "spillover targets must share a group with swap: false"
+        if not all(m in group.members for m in local):
+            return "spillover targets must share one routing group"
+        return None
 
     selectors = parse_selectors(p, tree.get("selectors"), resolve, lambda m: m in models,
-                                taken, can_coexist)
-    return selectors, parse_profiles(p, tree.get("profiles"), resolve, selectors)
+                                taken, coexistence)
+    profiles = parse_profiles(p, tree.get("profiles"), resolve, selectors)
+    _check_pins_against_peers(p, profiles, peers)
+    return selectors, profiles
+
+
+def _check_pins_against_peers(p: Problems, profiles: Mapping[str, ProfileConfig],
+                              peers: Mapping[str, PeerConfig]) -> None:
+    """A pin named ``<peer>/<model>`` would hide that peer model while its profile is
+    active; like llama-swap, a name a peer already owns cannot be pinned."""
+    owned = {f"{peer.id}/{model}" for peer in peers.values() for model in peer.models}
+    for profile in profiles.values():
+        for requested in profile.pins:
+            if requested in owned:
+                p.error(f"profiles.{profile.name}.pins.{requested}",
+                        f'profile {profile.name} pin "{requested}" conflicts with the fully '
+                        "qualified peer model name")

@@ -938,8 +938,9 @@ def test_selectors_that_cannot_work_are_rejected(check_config, selectors, word) 
 
 
 def test_spillover_targets_must_be_able_to_run_together(check_config) -> None:
-    """follows internal/config TestConfig_Selectors_SpilloverCoexistence (groups, and a matrix
-    set holding all targets; see docs/compatibility.md for targets in separate matrix sets)"""
+    """follows internal/config TestConfig_Selectors_SpilloverCoexistence (groups, matrix sets,
+    remote and mixed targets; the "matrix symbolic large" case is a known difference, see
+    docs/compatibility.md)"""
     selector = "selectors:\n  public:\n    strategy: spillover\n    targets: [a, b]\n"
     assert check_config(SELECTOR_MODELS + "groups:\n  pool: {swap: false, members: [a, b]}\n"
                         + selector).ok
@@ -947,6 +948,16 @@ def test_spillover_targets_must_be_able_to_run_together(check_config) -> None:
                         '  sets:\n    pool: "A & B"\n' + selector).ok
     swapping = check_config(SELECTOR_MODELS + selector)  # a and b share the (default) swap group
     assert not swapping.ok and "public" in swapping.errors
+    apart = check_config(SELECTOR_MODELS + 'matrix:\n  vars: {A: a, B: b}\n'
+                         '  sets:\n    pool: "A | B"\n' + selector)
+    assert not apart.ok
+    assert "selectors.public.targets" in apart.errors and "matrix set" in apart.errors
+    remote = check_config('peers:\n  remote: {proxy: "http://127.0.0.1:9", models: [x, y]}\n'
+                          "selectors:\n  public:\n    strategy: spillover\n"
+                          "    targets: [remote/x, remote/y]\n")
+    assert remote.ok, remote.errors
+    assert check_config(SELECTOR_MODELS + "selectors:\n  public:\n    strategy: spillover\n"
+                        "    targets: [a, remote/remote-model]\n").ok
 
 
 def test_defaults_of_a_minimal_model(check_config) -> None:
