@@ -939,8 +939,8 @@ def test_selectors_that_cannot_work_are_rejected(check_config, selectors, word) 
 
 def test_spillover_targets_must_be_able_to_run_together(check_config) -> None:
     """follows internal/config TestConfig_Selectors_SpilloverCoexistence (groups, matrix sets,
-    remote and mixed targets; the "matrix symbolic large" case is a known difference, see
-    docs/compatibility.md)"""
+    remote and mixed targets; its "matrix symbolic large" case is a deliberate difference,
+    replayed in test_go_config_models.py)"""
     selector = "selectors:\n  public:\n    strategy: spillover\n    targets: [a, b]\n"
     assert check_config(SELECTOR_MODELS + "groups:\n  pool: {swap: false, members: [a, b]}\n"
                         + selector).ok
