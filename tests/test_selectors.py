@@ -140,6 +140,32 @@ def test_selector_problems() -> None:
     ]
 
 
+def test_spillover_targets_must_share_one_matrix_set_and_one_group() -> None:
+    matrix_models = """models:
+  a: {cmd: "x ${PORT}"}
+  b: {cmd: "y ${PORT}"}
+selectors:
+  s: {strategy: spillover, targets: [a, b]}
+"""
+    with pytest.raises(ConfigError) as e:
+        parse_config(matrix_models + 'matrix:\n  sets:\n    apart: "a | b"\n', "c.yaml")
+    assert e.value.problems == ["c.yaml: selectors.s.targets: selectors.s: spillover targets "
+                                "must all appear together in one expanded matrix set"]
+    together = parse_config(matrix_models + 'matrix:\n  sets:\n    one: a\n'
+                            '    both: "(a | b) & +one"\n', "c.yaml")
+    assert together.selectors["s"].targets == ("a", "b")
+    with pytest.raises(ConfigError) as e:
+        parse_config(matrix_models, "c.yaml")  # both in the swapping (default) group
+    assert e.value.problems == ["c.yaml: selectors.s.targets: selectors.s: spillover targets "
+                                "must share a group with swap: false"]
+
+
+def test_a_pin_named_like_a_peer_model_is_refused() -> None:
+    assert problems("profiles:\n  p: {pins: {cloud/gpt: a, gpt: b}}\n") == [
+        'c.yaml: profiles.p.pins.cloud/gpt: profile p pin "cloud/gpt" conflicts with the '
+        "fully qualified peer model name"]
+
+
 def test_profile_problems() -> None:
     assert problems("""profiles:
   old: [a, b]
