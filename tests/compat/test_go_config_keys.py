@@ -138,7 +138,8 @@ def test_capabilities_take_macros_with_their_types(load) -> None:
     assert capabilities(load, "      context: ${default_ctx}\n",
                         macros="macros:\n  default_ctx: 4096\n",
                         model_macros="    macros:\n      default_ctx: 65536\n").context == 65536
-    assert capabilities(load, "      in: [text, '${img_modality}']\n      out: [text]\n",
+    assert capabilities(load, "      in:\n        - text\n        - ${img_modality}\n"
+                              "      out: [text]\n",
                         macros="macros:\n  img_modality: image\n").inputs == ("text", "image")
     assert capabilities(load, "      tools: ${has_tools}\n",
                         macros="macros:\n  has_tools: true\n").tools is True
