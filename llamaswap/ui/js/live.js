@@ -49,14 +49,25 @@ function setConnection(state, error = "") {
 
 // -- phases -------------------------------------------------------------------------------
 
-/** A model's timeline phase from its status (pure: exported for the timeline and tests). */
+/** Stop causes (llamaswap's stopCause) that mean the model failed rather than was stopped. */
+export const FAILURE_CAUSES = ["crash", "start_failed"];
+
+/** A model's timeline phase from its status and its previous phase (pure: exported for the
+ *  timeline and tests). llamaswap says why a model stopped (stopCause): a crash or a failed
+ *  start is "failed" until the model starts again; a server that does not (llama-swap) shows
+ *  a failure only as a start that ended stopped with an error. */
 export function phaseOf(model, previous) {
   const busy = (model.inFlight || 0) > 0;
   if (model.state === "ready") return busy ? "serving" : "ready";
   if (model.state === "stopping") return busy ? "draining" : "stopping";
   if (model.state === "starting") return "starting";
-  if (model.state === "stopped" && previous === "starting" && model.lastError) return "failed";
-  if (model.state === "stopped" || model.state === "shutdown") return "stopped";
+  if (model.state === "stopped") {
+    // Only a failure seen happening: a model already down when the page opened is "stopped".
+    const failed = FAILURE_CAUSES.includes(model.stopCause)
+      || (!model.stopCause && previous === "starting" && Boolean(model.lastError));
+    return failed && previous && previous !== "stopped" ? "failed" : "stopped";
+  }
+  if (model.state === "shutdown") return "stopped";
   return model.state || "unknown";
 }
 
@@ -84,7 +95,8 @@ function recordModels(models) {
     const last = lane[lane.length - 1];
     const phase = phaseOf(model, last && last.phase);
     if (!last || last.phase !== phase) {
-      lane.push({ t: now, phase, detail: model.lastError || "" });
+      const detail = phase === "failed" ? model.stopReason || model.lastError || "" : model.lastError || "";
+      lane.push({ t: now, phase, detail });
       if (phase === "starting" && (!last || last.phase !== "starting")) starting.push(model.id);
       if (phase === "stopping" || phase === "draining") {
         if (!last || !["stopping", "draining"].includes(last.phase)) stopping.push(model.id);
