@@ -4,9 +4,19 @@
 export const PAGE_SIZES = [25, 50, 100];
 export const EXPORT_MAX_ROWS = 1000;
 
-/** Filter form values -> /api/metrics/activity query (start/end as RFC 3339). */
-export function activityQuery(filters, page, limit) {
-  const query = new URLSearchParams({ page: String(page), limit: String(limit) });
+/** The request table's sortable columns: header -> llama-swap's sort key for
+ *  /api/metrics/activity (`sort=`, with `order=asc|desc`). */
+export const SORT_COLUMNS = [
+  ["ID", "id"], ["Time", "time"], ["Model", "model"], ["Path", "req_path"], ["Status", "resp_status_code"],
+  ["Cached", "cached"], ["Prompt", "prompt"], ["Generated", "generated"], ["Prompt t/s", "prompt_speed"],
+  ["Gen t/s", "gen_speed"], ["Duration", "duration"],
+];
+export const DEFAULT_SORT = { key: "id", dir: "desc" };
+
+/** Filter form values (and the sort) -> /api/metrics/activity query (start/end as RFC 3339). */
+export function activityQuery(filters, page, limit, sort = DEFAULT_SORT) {
+  const query = new URLSearchParams({ page: String(page), limit: String(limit),
+                                      sort: sort.key, order: sort.dir });
   if (filters.model) query.set("model", filters.model);
   if (filters.from) query.set("start", new Date(filters.from).toISOString());
   if (filters.to) query.set("end", new Date(filters.to).toISOString());

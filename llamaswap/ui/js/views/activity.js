@@ -3,12 +3,13 @@
 
 import { cancelInflight, getCapture, getJSON } from "../api.js";
 import {
-  activityQuery, applyLocalFilters, decodeBody, EXPORT_MAX_ROWS, normalizeRow, normalizeStats, PAGE_SIZES,
-  pretty, toCSV,
+  activityQuery, applyLocalFilters, decodeBody, DEFAULT_SORT, EXPORT_MAX_ROWS, normalizeRow, normalizeStats,
+  PAGE_SIZES, pretty, SORT_COLUMNS, toCSV,
 } from "../activity-data.js";
 import { histogram } from "../charts.js";
 import { bytes, debounce, download, el, emptyRow, errorBox, header, ms, num, time } from "../dom.js";
 import { live, on } from "../live.js";
+import { loadSort, saveSort, sortableHeader } from "../sorting.js";
 
 export function mount(view) {
   const filters = { model: "", status: "", path: "", from: "", to: "" };
@@ -16,6 +17,7 @@ export function mount(view) {
   let limit = 25;
   let totalPages = 1;
   let loading = 0;
+  const sort = loadSort("activity", SORT_COLUMNS.map(([, key]) => key), DEFAULT_SORT);
 
   const modelSelect = el("select", { id: "activity-model", name: "model" });
   const statusSelect = el("select", { id: "activity-status", name: "status" },
@@ -36,6 +38,12 @@ export function mount(view) {
   const tableState = el("div", { id: "activity-state" });
   const exportStatus = el("span", { class: "muted", role: "status" });
   const dialog = el("dialog", { id: "capture", "aria-labelledby": "capture-title" });
+  const caption = el("caption", { class: "sr-only" });
+  const describeSort = () => {
+    const label = SORT_COLUMNS.find(([, key]) => key === sort.key)[0];
+    caption.textContent = `Finished requests, by ${label}, ${sort.dir === "asc" ? "ascending" : "descending"}`;
+  };
+  describeSort();
 
   const field = (label, control) => el("label", { class: "field" }, el("span", {}, label), control);
   view.append(
@@ -62,9 +70,8 @@ export function mount(view) {
         exportStatus),
       tableState,
       el("div", { class: "table-wrap" }, el("table", { id: "activity" },
-        el("caption", { class: "sr-only" }, "Finished requests, newest first"),
-        el("thead", {}, el("tr", {}, ["ID", "Time", "Model", "Path", "Status", "Cached", "Prompt", "Generated",
-          "Prompt t/s", "Gen t/s", "Duration", "Capture"].map((h) => el("th", { scope: "col" }, h)))),
+        caption, el("thead", {}, sortableHeader([...SORT_COLUMNS.map(([label, key]) => ({ label, key })),
+          { label: "Capture" }], sort, (chosen) => { saveSort("activity", chosen); describeSort(); page = 1; loadTable(); })),
         tableBody))),
     dialog);
 
@@ -161,7 +168,7 @@ export function mount(view) {
     tableState.replaceChildren();
     let result;
     try {
-      result = await getJSON("api/metrics/activity?" + activityQuery(filters, page, limit));
+      result = await getJSON("api/metrics/activity?" + activityQuery(filters, page, limit, sort));
     } catch (error) {
       if (mine !== loading) return;
       tableBody.replaceChildren();
@@ -203,7 +210,7 @@ export function mount(view) {
     const rows = [];
     try {
       for (let p = 1; rows.length < EXPORT_MAX_ROWS; p += 1) {
-        const result = await getJSON("api/metrics/activity?" + activityQuery(filters, p, 100));
+        const result = await getJSON("api/metrics/activity?" + activityQuery(filters, p, 100, sort));
         rows.push(...applyLocalFilters((result.data || []).map(normalizeRow), filters));
         if (p >= (result.total_pages || 1)) break;
       }
@@ -215,7 +222,7 @@ export function mount(view) {
     const stamp = new Date().toISOString().replace(/[:.]/g, "-");
     if (format === "csv") download(`llamaswap-activity-${stamp}.csv`, toCSV(kept), "text/csv");
     else download(`llamaswap-activity-${stamp}.json`, JSON.stringify(kept, null, 2), "application/json");
-    exportStatus.textContent = `exported ${kept.length} rows` + (rows.length > EXPORT_MAX_ROWS ? ` (the newest ${EXPORT_MAX_ROWS})` : "");
+    exportStatus.textContent = `exported ${kept.length} rows` + (rows.length > EXPORT_MAX_ROWS ? ` (the first ${EXPORT_MAX_ROWS} in the table's order)` : "");
   }
 
   // -- capture viewer -----------------------------------------------------------------------

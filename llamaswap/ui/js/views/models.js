@@ -4,6 +4,18 @@
 import { loadModel, modelPath, unloadAll, unloadModel } from "../api.js";
 import { el, emptyRow, seconds } from "../dom.js";
 import { live, on } from "../live.js";
+import { loadSort, saveSort, sortableHeader, sortRows } from "../sorting.js";
+
+/** The sortable columns: header label -> key; value() reads a model's cell for a key. */
+export const COLUMNS = [["Model", "id"], ["State", "state"], ["TTL", "ttl"], ["In flight", "inFlight"],
+  ["Circuit", "circuit"], ["Last error", "lastError"]];
+
+export function value(model, key) {
+  if (key === "inFlight") return model.inFlight ?? 0;
+  if (key === "ttl") return model.ttl || 0;
+  if (key === "circuit") return model.circuit || model.circuitState || "";
+  return model[key] ?? "";
+}
 
 /** Seconds until a model's TTL unloads it, or a word for why it does not count down. */
 export function ttlText(model, idleSince, now) {
@@ -46,6 +58,8 @@ export function actionButtons(m, report) {
 
 export function mount(view) {
   const body = el("tbody");
+  // No saved choice: the order the event stream gives (by name).
+  const sort = loadSort("models", COLUMNS.map(([, key]) => key), { key: null, dir: "asc" });
   const message = el("p", { class: "error", role: "alert", id: "models-error" });
   const report = (text) => { message.textContent = text; };
   const unloadAllButton = el("button", { type: "button", id: "unload-all" }, "Unload all");
@@ -58,8 +72,8 @@ export function mount(view) {
     message,
     el("div", { class: "table-wrap" }, el("table", { id: "models" },
       el("caption", { class: "sr-only" }, "Configured models and their state"),
-      el("thead", {}, el("tr", {}, ["Model", "State", "TTL", "In flight", "Circuit", "Last error", "Actions"]
-        .map((h) => el("th", { scope: "col" }, h)))),
+      el("thead", {}, sortableHeader([...COLUMNS.map(([label, key]) => ({ label, key })), { label: "Actions" }],
+        sort, (chosen) => { saveSort("models", chosen); render(); })),
       body)));
 
   function render() {
@@ -80,7 +94,7 @@ export function mount(view) {
       body.replaceChildren(emptyRow(7, live.connection === "live" ? "no models configured" : "waiting for llamaswap…"));
       return;
     }
-    body.replaceChildren(...live.models.map((m) => el("tr", { "data-model": m.id },
+    body.replaceChildren(...sortRows(live.models, sort, value).map((m) => el("tr", { "data-model": m.id },
       el("td", {}, el("a", { href: "#/models/" + modelPath(m.id) }, m.id),
         m.name && m.name !== m.id ? el("div", { class: "muted" }, m.name) : null,
         m.peerID ? el("div", { class: "muted" }, "peer " + m.peerID) : null),
