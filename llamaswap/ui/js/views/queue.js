@@ -10,7 +10,7 @@ import { HISTORY_SECONDS, live, on } from "../live.js";
 export function queueRows(body) {
   const rows = Array.isArray(body) ? body : body.requests || body.queue || body.waiting || [];
   return rows.map((r, i) => ({
-    position: r.position ?? i + 1, id: r.id ?? "", model: r.model ?? "",
+    position: r.position ?? i + 1, id: r.id ?? "—", model: r.model ?? "",
     waited: r.waited_ms ?? r.wait_ms ?? (r.waited_seconds ?? 0) * 1000,
     eta: r.eta_ms ?? (r.eta_seconds !== undefined ? r.eta_seconds * 1000 : null),
     path: r.req_path ?? r.path ?? "",
