@@ -29,6 +29,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 KEY = "ui-test-key"
+INFERENCE_KEY = "ui-inference-key"
+"""A key scoped to ``inference``: the management API answers it 403."""
 PREFIX = "/llm"
 
 if not os.path.exists(CHROMIUM):  # pragma: no cover - .ci/run installs it
@@ -72,15 +74,53 @@ class Server:
         return json.loads(text) if text[:1] in (b"{", b"[") else text
 
 
+COLOUR_LINE = ("\\033[38;5;208morange\\033[0m \\033[38;2;80;200;120mgreen\\033[0m "
+               "\\033[48;5;21mon blue\\033[0m \\033[38;2;300;0;0mnot a colour\\033[0m")
+"""What demo-crash prints before it starts (printf's escapes): 256-colour and true-colour
+ANSI, and a malformed true colour, for the log view."""
+
+
+def start_llamaswap(folder: Path, config: str) -> tuple[Server, subprocess.Popen[bytes]]:
+    """twistd running the host site of ``_TAC`` with ``config``; returns once it answers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (folder / "config.yaml").write_text(config)
+    tac = folder / "app.tac"
+    tac.write_text(_TAC.format(config=str(folder / "config.yaml"),
+                               listen=f"tcp:{port}:interface=127.0.0.1"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with (folder / "twistd.log").open("wb") as log:
+        process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "-y", str(tac)], cwd=folder,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    origin = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(origin + PREFIX + "/health", timeout=1).read()
+            return Server(origin), process
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise
+            time.sleep(0.1)
+
+
+def stop_llamaswap(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=60)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("ui")
-    port = free_port()
-    config = folder / "config.yaml"
+    colour = folder / "colour.sh"
+    colour.write_text(f"printf '{COLOUR_LINE}\\n'\nexec \"$@\"\n")
     # One swap group: loading one model evicts the other, so the timeline has swaps to show.
-    config.write_text(textwrap.dedent(f"""
+    # demo-slow never finishes loading within a test (requests for it, and for the others
+    # behind it, wait: the queue); demo-crash exits by itself a second after it is ready.
+    config = textwrap.dedent(f"""
         startPort: {free_port()}
-        apiKeys: [{KEY}]
+        apiKeys: [{KEY}, {{key: {INFERENCE_KEY}, scope: inference}}]
         captureBuffer: 5
         models:
           demo-chat:
@@ -91,31 +131,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
           demo-embed:
             name: Demo embeddings
             cmd: {upstream_cmd("demo-embed")}
+          demo-slow:
+            name: Demo slow start
+            cmd: {upstream_cmd("demo-slow", "--startup-delay", "600")}
+          demo-crash:
+            name: Demo crash
+            cmd: sh {colour} {upstream_cmd("demo-crash", "--exit-after", "1")}
         groups:
-          one-at-a-time: {{swap: true, exclusive: true, members: [demo-chat, demo-embed]}}
-        """))
-    tac = folder / "app.tac"
-    tac.write_text(_TAC.format(config=str(config),
-                               listen=f"tcp:{port}:interface=127.0.0.1"))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = (folder / "twistd.log").open("wb")
-    process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "-y", str(tac)], cwd=folder, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    origin = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(origin + PREFIX + "/health", timeout=1).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise
-            time.sleep(0.1)
-    yield Server(origin)
-    process.terminate()
-    process.wait(timeout=60)
-    log.close()
+          one-at-a-time: {{swap: true, exclusive: true,
+                           members: [demo-chat, demo-embed, demo-slow]}}
+        """)
+    running, process = start_llamaswap(folder, config)
+    yield running
+    stop_llamaswap(process)
+
+
+@pytest.fixture(scope="session")
+def server_without_sampling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second llamaswap with ``performance: {disabled: true}`` (and no models)."""
+    folder = tmp_path_factory.mktemp("ui-no-sampling")
+    config = f"apiKeys: [{KEY}]\nperformance: {{disabled: true}}\nmodels: {{}}\n"
+    running, process = start_llamaswap(folder, config)
+    yield running
+    stop_llamaswap(process)
 
 
 @pytest.fixture(scope="session")
@@ -137,14 +175,16 @@ def page_errors() -> PageErrors:
     return PageErrors()
 
 
-def open_page(browser: Any, errors: PageErrors, *, with_key: bool = True,
+def open_page(browser: Any, errors: PageErrors, *, with_key: bool = True, key: str = KEY,
               color_scheme: str = "light") -> Any:
-    """A fresh tab (empty storage); with_key puts the key in sessionStorage first, as the
+    """A fresh tab (empty storage); with_key puts ``key`` in sessionStorage first, as the
     Settings page does."""
     context = browser.new_context(viewport={"width": 1280, "height": 820},
                                   color_scheme=color_scheme, accept_downloads=True)
     if with_key:
-        context.add_init_script(f"sessionStorage.setItem('llamaswap.apiKey', {KEY!r})")
+        context.add_init_script(
+            f"if (!sessionStorage.getItem('llamaswap.apiKey')) "
+            f"sessionStorage.setItem('llamaswap.apiKey', {key!r})")
     page = context.new_page()
     page.on("pageerror", lambda error: errors.append(str(error)))
     return page
@@ -156,6 +196,14 @@ def page(browser: Any, page_errors: PageErrors) -> Iterator[Any]:
     yield tab
     tab.context.close()
     assert not page_errors, page_errors
+
+
+def use_key(page: Any, key: str) -> None:
+    """Switch the tab to ``key`` as the Settings page does (the event stream restarts)."""
+    page.evaluate("""(key) => {
+        sessionStorage.setItem('llamaswap.apiKey', key);
+        window.dispatchEvent(new Event('llamaswap:key-changed'));
+    }""", key)
 
 
 def check_accessibility(page: Any, what: str) -> None:

@@ -2,11 +2,11 @@
 llamaswap mounted under a path prefix of another Twisted site, with an API key, real
 upstream processes and the real event stream. Every page also passes axe-core's check.
 
-Cancelling a request in flight goes through llamaswap's own endpoint. ``/api/version``,
-``/api/hardware``, ``/api/performance`` and ``/api/queue`` are first failed through
-Playwright's request routing, to check each page's error state, then answered through it
-with fixed data (GPUs this machine lacks, a queue that needs no timing) in llama-swap's
-shapes, which ``tests/compat/test_contract_*.py`` hold llamaswap's answers to.
+Every page reads llamaswap's real endpoints. Error states come from real refusals too: a
+key scoped to ``inference`` gets 403 from the management API, and a second llamaswap runs
+with performance sampling off. Playwright's request routing answers only what this machine
+cannot produce: GPUs (no NVML here; ``test_hardware_page_draws_gpus_from_routed_data``), a
+failed cancel, a refused event stream, and a 6,000-line log.
 """
 
 from __future__ import annotations
@@ -17,11 +17,22 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.ui.conftest import KEY, PREFIX, PageErrors, Server, check_accessibility, open_page, shot
+from tests.ui.conftest import (
+    INFERENCE_KEY,
+    KEY,
+    PREFIX,
+    PageErrors,
+    Server,
+    check_accessibility,
+    open_page,
+    shot,
+    use_key,
+)
 
 
 def expect(locator: Any) -> Any:
@@ -54,10 +65,16 @@ def test_without_a_key_the_ui_asks_for_one_and_keeps_it_for_the_tab_only(
         expect(page.locator("#banner")).to_contain_text("needs an API key")
         page.click("#banner a")
         expect(page.locator("h1")).to_have_text("Settings")
+        # /api/version without a key: llamaswap's real 401, shown with a Retry button.
+        expect(page.locator("#version .error-box")).to_contain_text("401: ")
         page.fill("#api-key", KEY)
         page.click("#key-form button[type=submit]")
         expect(page.locator("#conn")).to_have_text("live")
         expect(page.locator("#api-key-status")).to_contain_text("accepted for this tab")
+        page.click("#version .error-box button")  # now with the key: the real version
+        version = server.call("/api/version")
+        expect(page.locator("#version dd").first).to_have_text(version["version"])
+        expect(page.locator("#version dd").nth(1)).to_have_text(version["commit"])
         assert page.evaluate("sessionStorage.getItem('llamaswap.apiKey')") == KEY
         assert page.evaluate("localStorage.getItem('llamaswap.apiKey')") is None
         page.reload()  # same tab: still known
@@ -73,15 +90,6 @@ def test_without_a_key_the_ui_asks_for_one_and_keeps_it_for_the_tab_only(
         page.select_option("#theme", "system")
         assert page.evaluate("document.documentElement.dataset.theme") is None
 
-        # /api/version (routed, see the module's docstring): its error state, then its data.
-        page.route("**/api/version", failing(503, "version unavailable"))
-        page.reload()
-        expect(page.locator("#version .error-box")).to_contain_text("503: version unavailable")
-        page.unroute("**/api/version")
-        page.route("**/api/version", lambda route: route.fulfill(json={
-            "version": "9.9.9", "commit": "abc1234", "build_date": "2026-12-01"}))
-        page.click("#version .error-box button")
-        expect(page.locator("#version")).to_contain_text("9.9.9")
         check_accessibility(page, "settings")
         shot(page, "settings", tmp_path)
 
@@ -137,7 +145,7 @@ def test_models_load_unload_and_the_model_page(server: Server, page: Any, tmp_pa
 def test_playground_chat_streams_stops_and_the_other_tools_work(
         server: Server, page: Any, tmp_path: Path) -> None:
     go(page, server, "playground")
-    expect(page.locator("#chat-model option")).to_have_count(2)
+    expect(page.locator("#chat-model option")).to_have_count(4)
     page.select_option("#chat-model", "demo-chat")
     page.fill("#chat-system", "Answer briefly.")
     page.fill("#chat-max-tokens", "100")
@@ -342,23 +350,113 @@ def test_timeline_shows_phases_and_swaps_live(server: Server, page: Any, tmp_pat
     shot(page, "timeline", tmp_path)
 
 
-def test_queue_page(server: Server, page: Any, tmp_path: Path) -> None:
-    page.route("**/api/queue", failing(404, "no such endpoint"))
-    go(page, server, "queue")
-    expect(page.locator("#queue-depth")).to_have_text("0 requests waiting")
-    expect(page.locator("#view .error-box")).to_contain_text("404: no such endpoint")
-    page.unroute("**/api/queue")
-    page.route("**/api/queue", lambda route: route.fulfill(json={"requests": [
-        {"position": 1, "id": "17", "model": "demo-chat", "req_path": "/v1/chat/completions",
-         "waited_ms": 1500, "eta_ms": 4000}]}))
-    page.click("#view .error-box button")
-    row = page.locator("#queue tbody tr")
-    expect(row).to_contain_text("demo-chat")
-    expect(row).to_contain_text("1.50 s")
-    expect(row).to_contain_text("4.00 s")
-    expect(page.locator("#view svg[aria-label='Queue depth over time']")).to_be_attached()
-    check_accessibility(page, "queue")
-    shot(page, "queue", tmp_path)
+def test_timeline_shows_a_crash_as_a_failed_segment_with_its_reason(
+        server: Server, page: Any) -> None:
+    go(page, server, "timeline")
+    server.call("/upstream/demo-crash/")  # loads it; it exits by itself a second after it is ready
+    chart = page.locator("#timeline")
+    failed = chart.locator('rect[data-model="demo-crash"][data-phase="failed"]')
+    expect(failed).to_have_count(1, timeout=30_000)
+    # The reason is llamaswap's stopReason for a crash, in the accessible name and the tooltip.
+    reason = re.compile(r"^demo-crash: failed from .+ — exited unexpectedly: .+")
+    expect(failed).to_have_attribute("aria-label", reason)
+    expect(failed.locator("title")).to_have_text(reason)
+    expect(failed).to_have_attribute("tabindex", "0")  # in the tab order
+    expect(failed).to_have_attribute("role", "img")
+    ready = chart.locator('rect[data-model="demo-crash"][data-phase="ready"]')
+    expect(ready).to_have_count(1)
+    details = page.locator("#timeline-details")
+    ready.focus()
+    expect(details).to_contain_text("demo-crash: ready from")
+    page.keyboard.press("Tab")  # the failed segment comes next in the tab order
+    expect(failed).to_be_focused()
+    expect(details).to_contain_text("exited unexpectedly")
+    # The mouse gets the same details. The chart is redrawn every second and the segments
+    # slide left, but a failed model stays failed "until now": its right end stays put.
+    ready.focus()
+    expect(details).to_contain_text("demo-crash: ready from")
+    box = failed.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] - 1, box["y"] + box["height"] / 2)
+    expect(details).to_contain_text("exited unexpectedly")
+    check_accessibility(page, "timeline with a crash")
+
+
+def test_queue_page_shows_real_waiting_requests(
+        server: Server, browser: Any, page_errors: PageErrors, tmp_path: Path) -> None:
+    page = open_page(browser, page_errors, key=INFERENCE_KEY)
+    answers: list[int] = []
+
+    def wait_for(model: str) -> threading.Thread:
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "queued"}]})
+        request = urllib.request.Request(server.base + "/v1/chat/completions", data=body.encode(),
+                                         headers={"Authorization": "Bearer " + KEY,
+                                                  "Content-Type": "application/json"})
+
+        def send() -> None:
+            try:
+                urllib.request.urlopen(request, timeout=120).read()
+                answers.append(200)
+            except urllib.error.HTTPError as error:
+                answers.append(error.code)
+
+        thread = threading.Thread(target=send, daemon=True)
+        thread.start()
+        return thread
+
+    threads: list[threading.Thread] = []
+    try:
+        # An inference-only key: llamaswap refuses the management endpoint (a real 403).
+        page.goto(server.ui + "#/queue")
+        expect(page.locator("#view .error-box")).to_contain_text("403: ")
+        use_key(page, KEY)
+        expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+        page.click("#view .error-box button")
+        rows = page.locator("#queue tbody tr")
+        expect(rows).to_have_text(["nothing waiting"])
+
+        # demo-slow never finishes loading here: its requests wait for the load (position 0)
+        # and those for demo-chat, in the same exclusive group, queue behind it.
+        threads.append(wait_for("demo-slow"))
+        deadline = time.monotonic() + 30
+        while not server.call("/api/queue")["requests"]:
+            assert time.monotonic() < deadline, "demo-slow's request never waited"
+            time.sleep(0.1)
+        threads += [wait_for("demo-chat"), wait_for("demo-chat")]
+        expect(page.locator("#queue-depth")).to_have_text("3 requests waiting", timeout=30_000)
+        expect(page.locator("#queue-count")).to_have_text("3")
+        expect(rows).to_have_count(3, timeout=30_000)
+        waiting = server.call("/api/queue")["requests"]
+        assert [r["position"] for r in waiting] == [0, 1, 2]
+        for row, request in zip(rows.all(), waiting, strict=True):
+            cells = row.locator("td")
+            expect(cells.nth(0)).to_have_text(str(request["position"]))
+            # the access log's number; none when llamaswap is embedded (the host site logs)
+            expect(cells.nth(1)).to_have_text("—" if request["id"] is None else str(request["id"]))
+            expect(cells.nth(2)).to_have_text(request["model"])
+            assert request["req_path"].endswith("/v1/chat/completions")
+            expect(cells.nth(3)).to_have_text(request["req_path"])
+            expect(cells.nth(5)).to_have_text(re.compile(r"^\d+(\.\d+)? m?s$"))  # an ETA
+        waited = rows.first.locator("td").nth(4)
+        before = waited.inner_text()
+        expect(waited).not_to_have_text(before, timeout=15_000)  # asked again while they wait
+        expect(page.locator("#view svg[aria-label='Queue depth over time'] path.series"))\
+            .to_have_count(1)
+        check_accessibility(page, "queue")
+        shot(page, "queue", tmp_path)
+
+        # Unloading abandons demo-slow's load: every waiting request is answered, none lost.
+        server.call("/api/models/unload", {})
+        expect(rows).to_have_text(["nothing waiting"], timeout=30_000)
+        expect(page.locator("#queue-depth")).to_have_text("0 requests waiting")
+    finally:
+        if any(thread.is_alive() for thread in threads):
+            server.call("/api/models/unload", {})  # a failed test leaves nothing waiting
+        for thread in threads:
+            thread.join(timeout=60)
+        page.context.close()
+    assert len(answers) == 3, answers  # every waiting client got its answer
+    assert not page_errors, page_errors
 
 
 def test_logs_follow_search_and_pause(server: Server, page: Any, tmp_path: Path) -> None:
@@ -401,56 +499,89 @@ def test_logs_follow_search_and_pause(server: Server, page: Any, tmp_path: Path)
     shot(page, "logs", tmp_path)
 
 
-def test_hardware_page(server: Server, page: Any, tmp_path: Path) -> None:
-    page.route("**/api/hardware", failing(503, "hardware detection unavailable"))
-    page.route("**/api/performance*", lambda route: route.fulfill(status=503,
-                                                                   json={"enabled": False}))
-    go(page, server, "performance")  # llama-swap's page name: the same page
-    expect(page.locator("h1")).to_have_text("Hardware")
-    expect(page.locator("#hardware .error-box")).to_contain_text(
-        "503: hardware detection unavailable")
+def test_hardware_page(server: Server, browser: Any, page_errors: PageErrors,
+                       tmp_path: Path) -> None:
+    page = open_page(browser, page_errors, key=INFERENCE_KEY)
+    try:
+        # An inference-only key: both endpoints refuse it (real 403s); each box offers Retry.
+        page.goto(server.ui + "#/performance")  # llama-swap's page name: the same page
+        expect(page.locator("h1")).to_have_text("Hardware")
+        expect(page.locator("#hardware .error-box")).to_contain_text("403: ")
+        performance_box = page.locator("#view section").nth(1).locator(".error-box")
+        expect(performance_box).to_contain_text("403: ")
+        use_key(page, KEY)
+        expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+        page.click("#hardware .error-box button")
+        performance_box.locator("button").click()
+
+        # What this machine is, as llamaswap detected it.
+        hardware = server.call("/api/hardware")
+        cpu = hardware["cpu"]
+        box = page.locator("#hardware")
+        expect(box).to_contain_text(f"{cpu['vendor']} {cpu['model']}")
+        expect(box).to_contain_text(
+            f"{cpu['physical_core_count']} / {cpu['logical_thread_count']}")
+        expect(box).to_contain_text(hardware["architecture"]["name"])
+        if hardware["accelerators"]:  # (none on the machine these tests were written on)
+            for accelerator in hardware["accelerators"]:
+                expect(box).to_contain_text(accelerator["model"])
+        else:
+            expect(box.locator(".card").nth(1)).to_contain_text("none detected")
+
+        # The real samples: CPU and memory charts; a GPU chart only for GPUs it samples.
+        samples = server.call("/api/performance")
+        total = samples["sys_stats"][-1]["mem_total_mb"]
+        gpus = {g["id"] for g in samples["gpu_stats"]}
+        charts = page.locator("#performance")
+        expect(charts).to_contain_text(re.compile(rf"[\d,]+ of {total:,} MB used"))
+        expect(charts).to_contain_text(re.compile(r"% over \d+ cores, load \d"))
+        expect(charts.locator("svg path.series")).to_have_count(2 + 2 * len(gpus))
+        expect(charts.locator(".card h3")).to_have_text(
+            ["CPU", "Memory", *(re.compile(f"^GPU {g}: ") for g in sorted(gpus))])
+        check_accessibility(page, "hardware")
+        shot(page, "hardware", tmp_path)
+    finally:
+        page.context.close()
+    assert not page_errors, page_errors
+
+
+def test_hardware_page_says_when_sampling_is_off(server_without_sampling: Server,
+                                                  page: Any) -> None:
+    go(page, server_without_sampling, "hardware")
     expect(page.locator("#view section").nth(1).locator(".error-box")).to_contain_text(
-        "503: performance sampling is off")
-    page.unroute("**/api/hardware")
-    page.unroute("**/api/performance*")
+        "503: performance sampling is off on this llamaswap")
+    expect(page.locator("#hardware")).to_contain_text("cores / threads")  # still detected
+    check_accessibility(page, "hardware without sampling")
+
+
+def test_hardware_page_draws_gpus_from_routed_data(server: Server, page: Any) -> None:
+    # Routed: this machine has no GPU and no NVML, so llamaswap cannot report one here.
     now = time.time()
 
     def stamp(seconds_ago: float) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - seconds_ago))
 
+    real = server.call("/api/hardware")
     page.route("**/api/hardware", lambda route: route.fulfill(json={
-        "schema_version": 1, "captured_at": stamp(60),
-        "capture": {"scope": "inference_host", "method": "detected", "detector": None},
-        "architecture": {"name": "x86_64"},
-        "operating_system": {"family": "linux", "name": "Debian", "version": "13",
-                             "kernel": "6.12"},
-        "environment": {"kind": "bare_metal", "name": None, "version": None},
-        "cpu": {"vendor": "AMD", "model": "EPYC", "socket_count": 1, "physical_core_count": 16,
-                "logical_thread_count": 32},
-        "memory": {"capacity_bytes": 64 * 2**30},
-        "accelerators": [{"index": 0, "kind": "gpu", "vendor": "NVIDIA", "model": "RTX 4090",
-                          "architecture": "ada", "memory": {"kind": "dedicated",
-                                                            "capacity_bytes": 24 * 2**30},
-                          "driver": {"name": "nvidia", "version": "550"},
-                          "power_limit_watts": 450}]}))
-    samples = [{"timestamp": stamp(30 - i * 5), "cpu_util_per_core": [10.0 * i, 20.0],
-                "mem_total_mb": 65536, "mem_used_mb": 8000 + 1000 * i, "mem_free_mb": 1,
-                "swap_total_mb": 0, "swap_used_mb": 0, "load_avg_1": 1.5, "load_avg_5": 1,
-                "load_avg_15": 1, "net_io": []} for i in range(6)]
+        **real, "accelerators": [{
+            "index": 0, "kind": "gpu", "vendor": "NVIDIA", "model": "RTX 4090",
+            "architecture": "ada", "memory": {"kind": "dedicated", "capacity_bytes": 24 * 2**30},
+            "driver": {"name": "nvidia", "version": "550"}, "power_limit_watts": 450}]}))
+    samples = server.call("/api/performance")
     gpus = [{"timestamp": stamp(30 - i * 5), "id": 0, "name": "RTX 4090", "uuid": "u",
              "temp_c": 60, "vram_temp_c": 0, "gpu_util_pct": 50 + i, "mem_util_pct": 10,
              "mem_used_mb": 12000, "mem_total_mb": 24000, "fan_speed_pct": 30,
              "power_draw_w": 300} for i in range(6)]
     page.route("**/api/performance*", lambda route: route.fulfill(json={
-        "enabled": True, "sys_stats": samples, "gpu_stats": gpus}))
-    page.click("#hardware .error-box button")
-    expect(page.locator("#hardware")).to_contain_text("AMD EPYC")
-    expect(page.locator("#hardware")).to_contain_text("RTX 4090, 24.0 GiB dedicated")
-    page.click("#view .error-box button")  # performance
-    expect(page.locator("#performance")).to_contain_text("13,000 of 65,536 MB used")
-    expect(page.locator("#performance svg path.series")).to_have_count(4)  # CPU, memory, GPU×2
-    check_accessibility(page, "hardware")
-    shot(page, "hardware", tmp_path)
+        **samples, "gpu_stats": gpus if "after=" not in route.request.url else []}))
+    go(page, server, "hardware")
+    expect(page.locator("#hardware")).to_contain_text(
+        "0: NVIDIA RTX 4090, 24.0 GiB dedicated, driver nvidia 550")
+    charts = page.locator("#performance")
+    expect(charts.locator(".card h3")).to_have_text(["CPU", "Memory", "GPU 0: RTX 4090"])
+    expect(charts).to_contain_text("55 % busy, 12,000 of 24,000 MB, 60 °C, 300 W")
+    expect(charts.locator("svg path.series")).to_have_count(4)  # CPU, memory, GPU and VRAM
+    check_accessibility(page, "hardware with a GPU")
 
 
 def test_the_ui_works_with_the_prefix_and_relative_urls_only(server: Server, page: Any) -> None:
@@ -503,3 +634,78 @@ def test_the_log_view_keeps_a_bounded_number_of_coloured_lines(
     assert lines.last.locator("span").count() == 0
     # The stream ended: the view says so and offers to reopen it.
     expect(page.locator("#view .error-box")).to_contain_text("the log stream ended")
+
+
+def test_the_log_view_draws_256_and_true_colours(server: Server, page: Any) -> None:
+    # demo-crash's command prints 256-colour and true-colour text before it starts
+    # (tests/ui/conftest.py COLOUR_LINE); the log view shows it in those colours.
+    server.call("/upstream/demo-crash/")
+    go(page, server, "logs")
+    page.select_option("#log-source", "model:demo-crash")
+    line = page.locator("#log-view .log-line", has_text="orange").last
+    expect(line).to_have_text("orange green on blue not a colour")
+    colour = "(span) => [getComputedStyle(span).color, getComputedStyle(span).backgroundColor]"
+    orange = line.locator("span", has_text="orange")
+    assert orange.evaluate(colour) == ["rgb(255, 135, 0)", "rgba(0, 0, 0, 0)"]
+    assert line.locator("span", has_text="green").evaluate(colour)[0] == "rgb(80, 200, 120)"
+    assert line.locator("span", has_text="on blue").evaluate(colour) == [
+        "rgb(218, 218, 222)", "rgb(0, 0, 255)"]  # the log's text colour on palette blue
+    expect(line.locator("span", has_text="not a colour")).to_have_count(0)  # 300 is no byte
+    check_accessibility(page, "logs with 256 and true colours")
+
+
+def test_tables_sort_by_their_headers_from_the_keyboard(server: Server, page: Any) -> None:
+    for text in ("sort me", "and me"):
+        server.call("/v1/embeddings", {"model": "demo-embed", "input": text})
+    server.call("/v1/chat/completions", {"model": "demo-chat", "messages": [
+        {"role": "user", "content": "sort"}]})
+    go(page, server, "activity")
+    table = page.locator("#activity")
+    sorted_headers = table.locator("thead th[aria-sort]")
+    expect(sorted_headers).to_have_count(1)  # only the sorted column says so
+    expect(sorted_headers).to_have_attribute("aria-sort", "descending")
+    expect(sorted_headers).to_have_text("ID ▼")
+
+    def expected(sort: str, order: str) -> list[str]:
+        rows = server.call(f"/api/metrics/activity?limit=25&sort={sort}&order={order}")["data"]
+        return [str(row["id"]) for row in rows]
+
+    ids = table.locator("tbody tr td:first-child")
+    expect(ids).to_have_text(expected("id", "desc"))
+    model = table.locator("button.sort[data-sort=model]")
+    expect(model).to_have_accessible_name("Model")
+    model.focus()
+    page.keyboard.press("Enter")
+    expect(model.locator("xpath=..")).to_have_attribute("aria-sort", "ascending")
+    expect(sorted_headers).to_have_count(1)
+    expect(ids).to_have_text(expected("model", "asc"))
+    expect(model).to_be_focused()
+    page.keyboard.press("Space")
+    expect(model.locator("xpath=..")).to_have_attribute("aria-sort", "descending")
+    expect(ids).to_have_text(expected("model", "desc"))
+    expect(table.locator("caption")).to_have_text("Finished requests, by Model, descending")
+    duration = table.locator("button.sort[data-sort=duration]")
+    duration.click()
+    expect(ids).to_have_text(expected("duration", "asc"))
+    check_accessibility(page, "activity sorted")
+    page.reload()  # kept for the tab
+    expect(table.locator("th[aria-sort=ascending] button")).to_have_attribute(
+        "data-sort", "duration")
+    expect(ids).to_have_text(expected("duration", "asc"))
+
+    # Models: sorted here, by the values the event stream gave; kept for the tab as well.
+    go(page, server, "models")
+    rows = page.locator("#models tbody tr")
+    names = sorted((m["id"] for m in server.call("/v1/models")["data"]), key=str.lower)
+    expect(page.locator("#models thead th[aria-sort]")).to_have_count(0)  # by name until asked
+    by_model = page.locator("#models button.sort[data-sort=id]")
+    by_model.click()
+    expect(rows.first).to_have_attribute("data-model", names[0])
+    by_model.press("Enter")
+    expect(by_model.locator("xpath=..")).to_have_attribute("aria-sort", "descending")
+    expect(rows.first).to_have_attribute("data-model", names[-1])
+    assert [rows.nth(i).get_attribute("data-model") for i in range(len(names))] == names[::-1]
+    page.reload()
+    expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+    expect(rows.first).to_have_attribute("data-model", names[-1])
+    check_accessibility(page, "models sorted")

@@ -47,15 +47,78 @@ def test_markdown_builds_elements_and_never_html(run: Any) -> None:
 
 
 def test_ansi_colours_become_classes(run: Any) -> None:
-    line = "plain \x1b[1;31mred bold\x1b[0m \x1b[38;5;200mx\x1b[2Kend"
+    line = "plain \x1b[1;31mred bold\x1b[0m \x1b[38;5;200mx\x1b[2Kend\x1b[0m \x1b[38;5;9;101mbright"
     runs = run("return m.ansi.ansiRuns(arg);", "ansi", arg=line)
     assert runs == [
-        {"text": "plain ", "classes": []},
-        {"text": "red bold", "classes": ["ansi-fg-red", "ansi-bold"]},
-        {"text": " ", "classes": []},
-        {"text": "x", "classes": []},
-        {"text": "end", "classes": []},
+        {"text": "plain ", "classes": [], "style": {}},
+        {"text": "red bold", "classes": ["ansi-fg-red", "ansi-bold"], "style": {}},
+        {"text": " ", "classes": [], "style": {}},
+        {"text": "x", "classes": [], "style": {"color": "rgb(255, 0, 215)"}},
+        {"text": "end", "classes": [], "style": {"color": "rgb(255, 0, 215)"}},  # 2K: dropped
+        {"text": " ", "classes": [], "style": {}},
+        # palette 0-15 are the basic colours' classes; 100-107 the (bright) backgrounds
+        {"text": "bright", "classes": ["ansi-fg-bright-red", "ansi-bg-red"], "style": {}},
     ]
+
+
+def test_ansi_256_and_true_colours_become_inline_colours_from_numbers_only(run: Any) -> None:
+    lines = {
+        "semicolons": "\x1b[38;2;80;200;120mtrue\x1b[48;2;255;255;255mon white\x1b[39;49mplain",
+        "colons": "\x1b[38:2::10:200:30ma\x1b[38:2:250:100:0mb\x1b[48:5:21mc",
+        "malformed": "\x1b[0m".join(["\x1b[38;2;300;0;0mbig", "\x1b[38;2;1;2mshort",
+                                     "\x1b[38;5mnone", "\x1b[38;7;1mbold",
+                                     "\x1b[38;5;x);background:url(//e)mtext"]),
+        "dark": "\x1b[38;2;20;20;20mdark on the log's black",
+    }
+    result = run("""
+        const runs = (line) => m.ansi.ansiRuns(line).map((r) => [r.text, r.style, r.classes]);
+        const p = m.ansi.paletteColour;
+        const out = Object.fromEntries(Object.entries(arg).map(([k, line]) => [k, runs(line)]));
+        return {...out,
+          palette: [p(16), p(196), p(231), p(232), p(255), p(4), p(12), p(256), p(-1), p(1.5)],
+          contrast: m.ansi.contrast(m.ansi.readable([20, 20, 20], m.ansi.LOG_BG), m.ansi.LOG_BG),
+          light: m.ansi.readable([250, 250, 200], [255, 255, 255])};
+    """, "ansi", arg=lines)
+    assert result["palette"] == [
+        {"rgb": [0, 0, 0]}, {"rgb": [255, 0, 0]}, {"rgb": [255, 255, 255]}, {"rgb": [8, 8, 8]},
+        {"rgb": [238, 238, 238]}, {"name": "blue"}, {"name": "bright-blue"}, None, None, None]
+    # a light background: the default text colour is darkened until it reads (WCAG AA)
+    (true, on_white, plain) = result["semicolons"]
+    assert true == ["true", {"color": "rgb(80, 200, 120)"}, []]
+    assert on_white[0] == "on white" and on_white[1]["backgroundColor"] == "rgb(255, 255, 255)"
+    assert on_white[1]["color"] != "rgb(218, 218, 222)"
+    assert plain == ["plain", {}, []]
+    assert result["colons"] == [
+        ["a", {"color": "rgb(10, 200, 30)"}, []], ["b", {"color": "rgb(250, 100, 0)"}, []],
+        # orange on blue reads below 4.5:1: it is mixed towards white until it does
+        ["c", {"color": "rgb(253, 178, 128)", "backgroundColor": "rgb(0, 0, 255)"}, []]]
+    # Out-of-range, short or unknown forms set no colour; a 38;7 is not a colour form, so the
+    # 7 and 1 after it are read as codes; "ESC[38;5;x" is some other escape (dropped) and what
+    # follows it is text, never a style.
+    malformed = result["malformed"]
+    assert malformed[:3] == [["big", {}, []], ["short", {}, []], ["none", {}, []]]
+    assert malformed[3] == ["bold", {}, ["ansi-bold"]]
+    assert malformed[4] == [");background:url(//e)mtext", {}, []]
+    ((_, style, _),) = result["dark"]
+    assert style["color"] != "rgb(20, 20, 20)"
+    assert result["contrast"] >= 4.5
+    assert result["light"] != [250, 250, 200] and max(result["light"]) < 200
+
+
+def test_ansi_lines_are_text_with_cssom_colours(run: Any) -> None:
+    result = run("""
+        const line = m.ansi.ansiLine(arg);
+        document.body.append(line);
+        const spans = [...line.querySelectorAll('span')];
+        return {html: line.innerHTML, tags: [...line.querySelectorAll('*')].map((n) => n.tagName),
+                colours: spans.map((s) => [s.textContent, getComputedStyle(s).color,
+                                           s.getAttribute('style')])};
+    """, "ansi", arg="\x1b[38;5;208m<b>orange</b>\x1b[0m \x1b[38;2;0;255;0m\"><img src=x>")
+    assert result["tags"] == ["SPAN", "SPAN"]
+    assert "&lt;b&gt;orange&lt;/b&gt;" in result["html"]
+    assert result["colours"] == [
+        ["<b>orange</b>", "rgb(255, 135, 0)", "color: rgb(255, 135, 0);"],
+        ['"><img src=x>', "rgb(0, 255, 0)", "color: rgb(0, 255, 0);"]]
 
 
 def test_secrets_are_masked_in_the_config_view(run: Any) -> None:
@@ -116,7 +179,7 @@ def test_activity_rows_filters_and_captures(run: Any) -> None:
     assert counts == [1, 0, 1, 1, 0]
     assert (result["before"], result["after"]) == (0, 1)
     assert result["b64"] == '{"a":1}' and result["text"] == '{"a":1}'
-    assert result["query"].startswith("page=2&limit=50&model=m&start=2026-01-01T")
+    assert result["query"].startswith("page=2&limit=50&sort=id&order=desc&model=m&start=2026-")
     assert result["query"].endswith("&path=v1")
 
 
@@ -125,12 +188,20 @@ def test_timeline_phases_and_segments(run: Any) -> None:
         const p = m.live.phaseOf;
         const phases = [p({state: 'ready', inFlight: 0}), p({state: 'ready', inFlight: 2}),
           p({state: 'stopping', inFlight: 1}), p({state: 'stopping'}), p({state: 'starting'}),
-          p({state: 'stopped', lastError: 'exit 1'}, 'starting'), p({state: 'stopped'}, 'ready')];
+          p({state: 'stopped', lastError: 'exit 1'}, 'starting'), p({state: 'stopped'}, 'ready'),
+          // llamaswap's stopCause: a crash or a failed start seen happening is a failure
+          p({state: 'stopped', stopCause: 'crash'}, 'ready'),
+          p({state: 'stopped', stopCause: 'crash'}, 'failed'),
+          p({state: 'stopped', stopCause: 'start_failed'}, 'starting'),
+          p({state: 'stopped', stopCause: 'crash'}),
+          p({state: 'stopped', stopCause: 'crash'}, 'stopped'),
+          p({state: 'stopped', stopCause: 'swap', lastError: 'x'}, 'starting')];
         const lane = [{t: 0, phase: 'starting'}, {t: 10, phase: 'ready'}, {t: 20, phase: 'serving'},
                       {t: 30, phase: 'stopped'}, {t: 40, phase: 'failed'}];
         return {phases, segments: m.views_timeline.segments(lane, 5, 45)};
     """, "live", "views/timeline")
     assert result["phases"] == ["ready", "serving", "draining", "stopping", "starting", "failed",
+                                "stopped", "failed", "failed", "failed", "stopped", "stopped",
                                 "stopped"]
     assert result["segments"] == [
         {"from": 5, "to": 10, "phase": "starting", "detail": ""},
@@ -156,3 +227,54 @@ def test_routes_and_ttl_countdown(run: Any) -> None:
         {"page": "activity", "params": {"rest": []}},
         {"page": "playground", "params": {"rest": ["rerank"]}}]
     assert result["ttl"] == ["no TTL", "60 s", "60 s (busy)", "50 s left", "unloading"]
+
+
+def test_a_crash_is_recorded_with_its_reason(run: Any) -> None:
+    lane = run("""
+        const model = (state, extra = {}) => ({id: 'x', name: 'x', state, inFlight: 0, ...extra});
+        const crashed = {stopCause: 'crash', lastError: 'exit status 3',
+                         stopReason: 'exited unexpectedly: exit status 3'};
+        m.live.handle('modelStatus', [model('starting')]);
+        m.live.handle('modelStatus', [model('ready')]);
+        m.live.handle('modelStatus', [model('stopped', crashed)]);
+        m.live.handle('modelStatus', [model('stopped', crashed)]);
+        return m.live.live.lanes.get('x').map((c) => [c.phase, c.detail]);
+    """, "live")
+    assert lane == [["starting", ""], ["ready", ""],
+                    ["failed", "exited unexpectedly: exit status 3"]]
+
+
+def test_sorting_helpers(run: Any) -> None:
+    result = run("""
+        const s = m.sorting;
+        const rows = [{id: 'b', n: 2}, {id: 'a10', n: null}, {id: 'a9', n: 10}, {id: 'C', n: 2}];
+        const ids = (sort) => s.sortRows(rows, sort, (r, k) => r[k]).map((r) => r.id);
+        const store = (text) => ({getItem: () => text,
+                                  setItem: (k, v) => { store.saved = [k, v]; }});
+        const fallback = {key: 'id', dir: 'desc'};
+        s.saveSort('models', {key: 'n', dir: 'asc', extra: 1}, store(null));
+        return {
+          next: [s.nextSort({key: 'id', dir: 'desc'}, 'id'),
+                 s.nextSort({key: 'id', dir: 'asc'}, 'id'),
+                 s.nextSort({key: 'id', dir: 'desc'}, 'n'),
+                 s.nextSort({key: null, dir: 'asc'}, 'n')],
+          byId: ids({key: 'id', dir: 'asc'}), byIdDown: ids({key: 'id', dir: 'desc'}),
+          byN: ids({key: 'n', dir: 'asc'}), byNDown: ids({key: 'n', dir: 'desc'}),
+          none: ids({key: null, dir: 'asc'}),
+          loaded: [s.loadSort('t', ['id', 'n'], fallback, store('{"key":"n","dir":"asc"}')),
+                   s.loadSort('t', ['id', 'n'], fallback, store('{"key":"evil","dir":"asc"}')),
+                   s.loadSort('t', ['id', 'n'], fallback, store('{"key":"n","dir":"sideways"}')),
+                   s.loadSort('t', ['id', 'n'], fallback, store('not json'))],
+          saved: store.saved,
+        };
+    """, "sorting")
+    assert result["next"] == [{"key": "id", "dir": "asc"}, {"key": "id", "dir": "desc"},
+                              {"key": "n", "dir": "asc"}, {"key": "n", "dir": "asc"}]
+    assert result["byId"] == ["a9", "a10", "b", "C"]  # numerals as numbers, case ignored
+    assert result["byIdDown"] == ["C", "b", "a10", "a9"]
+    assert result["byN"] == ["b", "C", "a9", "a10"]  # ties keep their order, null last
+    assert result["byNDown"] == ["a9", "b", "C", "a10"]  # null still last
+    assert result["none"] == ["b", "a10", "a9", "C"]
+    assert result["loaded"] == [{"key": "n", "dir": "asc"}, {"key": "id", "dir": "desc"},
+                                {"key": "id", "dir": "desc"}, {"key": "id", "dir": "desc"}]
+    assert result["saved"] == ["llamaswap.sort.models", '{"key":"n","dir":"asc"}']
