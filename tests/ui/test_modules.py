@@ -278,3 +278,8 @@ def test_sorting_helpers(run: Any) -> None:
     assert result["loaded"] == [{"key": "n", "dir": "asc"}, {"key": "id", "dir": "desc"},
                                 {"key": "id", "dir": "desc"}, {"key": "id", "dir": "desc"}]
     assert result["saved"] == ["llamaswap.sort.models", '{"key":"n","dir":"asc"}']
+
+
+def test_seconds_are_rounded_before_they_are_split(run: Any) -> None:
+    texts = run("return arg.map(m.dom.seconds);", "dom", arg=[0.4, 59.4, 59.6, 61.2, 299.6, -3])
+    assert texts == ["0 s", "59 s", "1 min 0 s", "1 min 1 s", "5 min 0 s", "0 s"]

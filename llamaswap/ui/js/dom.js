@@ -84,9 +84,9 @@ export function bytes(value) {
 
 export function seconds(value) {
   if (missing(value)) return "—";
-  if (value < 60) return Math.max(0, Math.round(value)) + " s";
-  const minutes = Math.floor(value / 60);
-  return minutes + " min " + Math.round(value % 60) + " s";
+  const whole = Math.max(0, Math.round(value)); // rounded first: 299.6 s is "5 min 0 s"
+  if (whole < 60) return whole + " s";
+  return Math.floor(whole / 60) + " min " + (whole % 60) + " s";
 }
 
 export function time(value) {
