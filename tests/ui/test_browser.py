@@ -330,7 +330,7 @@ def test_in_flight_requests_show_live_and_can_be_cancelled(
             stalled["response"].close()
 
 
-def test_timeline_shows_phases_and_swaps_live(server: Server, page: Any, tmp_path: Path) -> None:
+def test_timeline_shows_phases_and_swaps_live(server: Server, page: Any) -> None:
     go(page, server, "timeline")
     server.call("/v1/embeddings", {"model": "demo-embed", "input": "first"})
     server.call("/v1/chat/completions", {"model": "demo-chat", "messages": [
@@ -347,12 +347,15 @@ def test_timeline_shows_phases_and_swaps_live(server: Server, page: Any, tmp_pat
     page.select_option("#timeline-window", "60")
     expect(chart).to_have_attribute("aria-label", re.compile("last 1 minutes"))
     check_accessibility(page, "timeline")
-    shot(page, "timeline", tmp_path)
 
 
 def test_timeline_shows_a_crash_as_a_failed_segment_with_its_reason(
-        server: Server, page: Any) -> None:
+        server: Server, page: Any, tmp_path: Path) -> None:
     go(page, server, "timeline")
+    page.select_option("#timeline-window", "60")
+    server.call("/v1/embeddings", {"model": "demo-embed", "input": "before the crash"})
+    server.call("/v1/chat/completions", {"model": "demo-chat", "messages": [
+        {"role": "user", "content": "swap"}]})
     server.call("/upstream/demo-crash/")  # loads it; it exits by itself a second after it is ready
     chart = page.locator("#timeline")
     failed = chart.locator('rect[data-model="demo-crash"][data-phase="failed"]')
@@ -380,6 +383,7 @@ def test_timeline_shows_a_crash_as_a_failed_segment_with_its_reason(
     page.mouse.move(box["x"] + box["width"] - 1, box["y"] + box["height"] / 2)
     expect(details).to_contain_text("exited unexpectedly")
     check_accessibility(page, "timeline with a crash")
+    shot(page, "timeline", tmp_path)
 
 
 def test_queue_page_shows_real_waiting_requests(
