@@ -24,7 +24,9 @@ export function loadSort(table, keys, fallback, storage = sessionStorage) {
 }
 
 export function saveSort(table, sort, storage = sessionStorage) {
-  storage.setItem(STORE + table, JSON.stringify({ key: sort.key, dir: sort.dir }));
+  try {
+    storage.setItem(STORE + table, JSON.stringify({ key: sort.key, dir: sort.dir }));
+  } catch { /* storage refused (full or disabled): the sort holds until the page is left */ }
 }
 
 const missing = (v) => v === undefined || v === null || v === "";
