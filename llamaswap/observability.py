@@ -224,10 +224,17 @@ class Observability:
 
     # -- requests ---------------------------------------------------------------------------
 
+    def request_id(self, request: Request) -> int:
+        """``request``'s number: the access log's on llamaswap's own site; when llamaswap is
+        mounted in another site, one of ours, given once and kept in its context."""
+        context = context_of(request)
+        if context.request_id is None:
+            context.request_id = next(self._ids)
+        return context.request_id
+
     def watch(self, request: Request, url: str) -> Exchange:
         """The forwarder's hook: a request is about to be sent to its model."""
-        exchange_id = context_of(request).request_id or next(self._ids)
-        return Exchange(self, request, exchange_id)
+        return Exchange(self, request, self.request_id(request))
 
     def request_finished(self, request: Request, status: int, seconds: float) -> None:
         """The access log's hook: every request, once it is over."""

@@ -102,7 +102,8 @@ class StateReasons:
             self._evicted_by.pop(model, None)
             error = process.last_error or "no error recorded"
             if old is ModelState.READY:
-                self._stop[model] = ("crash", f"exited unexpectedly: {error}")
+                self._stop[model] = ("crash", error if error.startswith("exited unexpectedly")
+                                     else f"exited unexpectedly: {error}")
             elif old is ModelState.STARTING:
                 self._stop[model] = ("start_failed", f"failed to start: {error}")
 

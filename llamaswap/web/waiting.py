@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web.server import Request
 
 from llamaswap.context import context_of
+from llamaswap.observability import relative_path
 from llamaswap.policy import ModelState
 from llamaswap.process import StartError
 from llamaswap.router import Lease, Rejected, Ticket, WaitFailed
@@ -41,8 +42,9 @@ async def wait_for_model(app: App, request: Request, model_id: str,
     ``streaming``: the client asked for an event stream, so heartbeats may start it early.
     ``loading_state``: send llama-swap style loading progress (chat completions only).
     """
-    ticket = app.router.enqueue(model_id, path=request.path.decode("latin-1"),
-                                access_id=context_of(request).request_id)
+    ticket = app.router.enqueue(model_id,
+                                path=relative_path(request, context_of(request).depth),
+                                access_id=app.observability.request_id(request))
     if ticket.deferred.called:  # refused or granted at once: nothing to report meanwhile
         return await _outcome(request, ticket, None)
     keeper: _KeepAlive | None = None

@@ -27,6 +27,7 @@ from conftest import free_port, pid_alive, sleep, upstream_cmd, wait_for
 from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.ssl import Certificate
@@ -492,3 +493,42 @@ async def test_mounted_in_an_existing_site_and_multiservice(tmp_path: Path) -> N
         await app.stopService()  # stopping the application stops the models
     assert not pid_alive(model_pid)
     await sleep(0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_mounted_the_queue_shows_paths_below_the_mount_and_request_ids(
+        tmp_path: Path) -> None:
+    """Mounted under /llm, a waiting request is listed as the activity history will list it:
+    its path below the mount point, and a request id, though the Site is not llamaswap's."""
+    config = write_config(tmp_path, "--startup-delay", "3")
+    root = Resource()
+    swapper = LlamaSwapService(load_config(str(config)))
+    root.putChild(b"llm", swapper.resource)
+    swapper.startService()
+    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}/llm"
+    client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+    try:
+        answer = ensureDeferred(chat(client, url))
+        rows: list[Any] = []
+        for _ in range(400):
+            rows = json.loads(await treq.content(await client.get(url + "/api/queue")))[
+                "requests"]
+            if rows or answer.called:
+                break
+            await sleep(0.01)
+        assert [(r["model"], r["req_path"]) for r in rows] == [("m", "/v1/chat/completions")]
+        assert isinstance(rows[0]["id"], int)
+        assert (await answer)["object"] == "chat.completion"
+        activity = json.loads(await treq.content(await client.get(url + "/api/metrics/activity")))
+        for _ in range(200):
+            if activity["data"]:
+                break
+            await sleep(0.05)
+            activity = json.loads(await treq.content(
+                await client.get(url + "/api/metrics/activity")))
+        assert [(r["id"], r["req_path"]) for r in activity["data"]] == [
+            (rows[0]["id"], "/v1/chat/completions")]
+    finally:
+        await port.stopListening()
+        await swapper.stopService()
