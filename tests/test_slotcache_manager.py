@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fakes import FakeProcessReactor, ScriptedProbe, SignalLog, make_config, model
 from prometheus_client import CollectorRegistry
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 
 from llamaswap.config import ModelConfig
 from llamaswap.policy import ModelState
@@ -28,6 +28,8 @@ from llamaswap.slotcache.manager import SlotCacheManager
 from llamaswap.slotcache.metrics import SlotCacheMetrics
 
 BYTES_PER_TOKEN = 100
+SERVER_MS = 7.5
+"""What the fake llama-server says a save or restore took (``timings``)."""
 
 
 class FakeLlamaServer:
@@ -43,6 +45,7 @@ class FakeLlamaServer:
         self.hold = False
         self.held: list[tuple[Deferred[Any], Any]] = []
         self.fail_restore: SlotApiError | None = None
+        self.fail_save: dict[int, SlotApiError] = {}
 
     def _answer(self, call: str, value: Any) -> Deferred[Any]:
         self.calls.append(call)
@@ -66,11 +69,16 @@ class FakeLlamaServer:
             for i, n in self.tokens.items()])
 
     def save(self, slot: int, filename: str) -> Deferred[dict[str, Any]]:
+        if slot in self.fail_save:
+            self.calls.append(f"save {slot}")
+            return fail(self.fail_save[slot])
+
         def write() -> dict[str, Any]:
             size = self.tokens[slot] * BYTES_PER_TOKEN
             with open(os.path.join(self.directory, filename), "wb") as f:
                 f.write(b"k" * size)
-            return {"id_slot": slot, "n_saved": self.tokens[slot], "n_written": size}
+            return {"id_slot": slot, "n_saved": self.tokens[slot], "n_written": size,
+                    "timings": {"save_ms": SERVER_MS}}
         return self._answer(f"save {slot}", write)
 
     def restore(self, slot: int, filename: str) -> Deferred[dict[str, Any]]:
@@ -79,7 +87,8 @@ class FakeLlamaServer:
                 raise self.fail_restore
             size = os.path.getsize(os.path.join(self.directory, filename))
             self.tokens[slot] = size // BYTES_PER_TOKEN
-            return {"id_slot": slot, "n_restored": self.tokens[slot], "n_read": size}
+            return {"id_slot": slot, "n_restored": self.tokens[slot], "n_read": size,
+                    "timings": {"restore_ms": SERVER_MS}}
         self.calls.append(f"restore {slot}")
         if self.hold:
             d: Deferred[dict[str, Any]] = Deferred()
@@ -88,7 +97,6 @@ class FakeLlamaServer:
         try:
             return succeed(read())
         except SlotApiError as e:
-            from twisted.internet.defer import fail
             return fail(e)
 
 
@@ -234,6 +242,50 @@ def test_a_restore_that_hangs_is_abandoned_after_the_limit_and_the_model_serves_
     assert ready == [None] and h.processes["a"].state is ModelState.READY
     assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="restore",
                    kind="timeout") == 1
+
+
+def test_the_slots_are_saved_and_restored_without_waiting_for_each_other(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path, slots=3)
+    h.start()
+    use(h, "a", 0, 30, task=1)
+    use(h, "a", 2, 20, task=5)
+    server = h.servers["a"]
+    server.hold = True
+    server.calls.clear()
+    stopped = h.stop()
+    server.release()  # /slots
+    assert server.calls == ["slots", "save 2", "save 0"]  # both asked before either answers
+    assert len(server.held) == 2 and not h.signalled()
+    server.release()
+    h.exit()
+    assert stopped == [None]
+    save = h.events[-1]
+    assert save["action"] == "save" and save["tokens"] == 50
+    assert save["server_ms"] == 2 * SERVER_MS  # llama-server's own time, summed
+
+    server.tokens.update({0: 0, 2: 0})
+    server.calls.clear()
+    ready = h.start()
+    server.release()  # /props
+    assert sorted(server.calls) == ["props", "restore 0", "restore 2"] and ready == []
+    server.release()
+    assert ready == [None] and server.tokens == {0: 30, 1: 0, 2: 20}
+    assert h.events[-1]["action"] == "restore" and h.events[-1]["server_ms"] == 2 * SERVER_MS
+
+
+def test_a_slot_llama_server_refuses_to_save_does_not_cost_the_others(tmp_path: Path) -> None:
+    h = Harness(tmp_path, slots=2)
+    h.start()
+    use(h, "a", 0, 30)
+    use(h, "a", 1, 40)
+    h.servers["a"].fail_save[0] = SlotApiError("HTTP 500: Unable to save slot", 500)
+    saved_and_stopped(h)
+    manifest = store.read_manifest(h.manager.cache_dir("a"))
+    assert manifest is not None and [s.slot for s in manifest.slots] == [1]
+    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="save",
+                   kind="error") == 1
+    assert h.value("llamaswap_slot_cache_operations_total", model="a", operation="save") == 1
 
 
 def test_a_save_that_hangs_delays_the_stop_only_until_the_limit(tmp_path: Path) -> None:

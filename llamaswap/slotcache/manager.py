@@ -25,7 +25,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    FirstError,
+    TimeoutError,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -207,26 +214,29 @@ class SlotCacheManager:
                 self.metrics.mismatches[model.id].inc()
             self._event(model.id, "mismatch", changed=differences)
             return
+        present = [s for s in manifest.slots
+                   if os.path.exists(os.path.join(directory, s.file))]
+        results = await _each([api.restore(s.slot, s.file) for s in present])
         tokens = size = 0
-        for saved in manifest.slots:
-            if not os.path.exists(os.path.join(directory, saved.file)):
-                continue
-            try:
-                result = await api.restore(saved.slot, saved.file)
-            except SlotApiError as e:  # e.g. a slot count that changed: a cold slot
-                self._failed(model.id, "restore", f"slot {saved.slot}: {e}")
+        server_ms = 0.0
+        for saved, result in zip(present, results, strict=True):
+            if isinstance(result, SlotApiError):  # e.g. a slot count that changed: cold
+                self._failed(model.id, "restore", f"slot {saved.slot}: {result}")
                 continue
             tokens += _int(result.get("n_restored"))
             size += _int(result.get("n_read"))
+            server_ms += _ms(result, "restore_ms")
         seconds = self._clock.seconds() - began
         if tokens <= 0:
             return
         launch.unverified = tokens
         self.log.info("{model}: slot cache restored: {tokens} tokens, {size} bytes in "
-                      "{ms:.0f} ms", model=model.id, tokens=tokens, size=size, ms=seconds * 1000)
+                      "{ms:.0f} ms (llama-server reading {server_ms:.0f} ms)", model=model.id,
+                      tokens=tokens, size=size, ms=seconds * 1000, server_ms=server_ms)
         if self.metrics:
             self.metrics.done(model.id, "restore", tokens, size, seconds)
-        self._event(model.id, "restore", tokens=tokens, bytes=size, ms=round(seconds * 1000, 1))
+        self._event(model.id, "restore", tokens=tokens, bytes=size, ms=round(seconds * 1000, 1),
+                    server_ms=round(server_ms, 1))
 
     def _restore_failed(self, failure: Failure, model_id: str) -> None | Failure:
         if failure.check(CancelledError):
@@ -245,17 +255,20 @@ class SlotCacheManager:
         if launch.fingerprint is None:
             launch.fingerprint = fingerprint(launch.cmd, launch.files, await api.props())
         wanted = slots_to_save(await api.slots())
+        listed = self._clock.seconds()
+        server_ms = 0.0
         directory = self.cache_dir(model.id)
         store.remove_file(directory, store.MANIFEST)  # the old cache is being replaced
+        names = [store.slot_file_name(slot.slot) for slot in wanted]
+        results = await _each([api.save(slot.slot, name) for slot, name in zip(
+            wanted, names, strict=True)])
         saved: list[store.SavedSlot] = []
-        for slot in wanted:
-            name = store.slot_file_name(slot.slot)
-            try:
-                result = await api.save(slot.slot, name)
-            except SlotApiError as e:
-                self._failed(model.id, "save", f"slot {slot.slot}: {e}")
+        for slot, name, result in zip(wanted, names, results, strict=True):
+            if isinstance(result, SlotApiError):
+                self._failed(model.id, "save", f"slot {slot.slot}: {result}")
                 continue
             tokens, size = _int(result.get("n_saved")), _int(result.get("n_written"))
+            server_ms += _ms(result, "save_ms")
             if tokens > 0:
                 saved.append(store.SavedSlot(slot.slot, name, tokens, size, slot.task))
         keep = {s.file for s in saved}
@@ -270,12 +283,15 @@ class SlotCacheManager:
         store.write_manifest(directory, manifest)
         self._set_status(model.id, manifest)
         self.log.info("{model}: slot cache saved: {n} slot(s), {tokens} tokens, {size} bytes "
-                      "in {ms:.0f} ms", model=model.id, n=len(saved), tokens=manifest.tokens,
-                      size=manifest.size, ms=seconds * 1000)
+                      "in {ms:.0f} ms (GET /slots {list_ms:.0f} ms, llama-server writing "
+                      "{server_ms:.0f} ms)", model=model.id, n=len(saved),
+                      tokens=manifest.tokens, size=manifest.size, ms=seconds * 1000,
+                      list_ms=(listed - began) * 1000, server_ms=server_ms)
         if self.metrics:
             self.metrics.done(model.id, "save", manifest.tokens, manifest.size, seconds)
         self._event(model.id, "save", slots=len(saved), tokens=manifest.tokens,
-                    bytes=manifest.size, ms=round(seconds * 1000, 1))
+                    bytes=manifest.size, ms=round(seconds * 1000, 1),
+                    server_ms=round(server_ms, 1))
         self.evict()
 
     def _save_failed(self, failure: Failure, model_id: str) -> None:
@@ -370,6 +386,31 @@ def _stamps(cmd: tuple[str, ...]) -> list[FileStamp]:
         except OSError:
             stamps.append(FileStamp(os.path.abspath(path), -1, -1))
     return stamps
+
+
+async def _each(calls: list[Deferred[dict[str, Any]]]) -> list[dict[str, Any] | SlotApiError]:
+    """The answers of slot calls sent all at once, in order; a call llama-server refused is
+    its ``SlotApiError``. llama-server runs them one after the other anyway, but nothing
+    waits for a round trip between two of them. Any other failure (the server is gone, a
+    cancel by the time limit) fails the whole: cancelling it cancels every call."""
+    def refused(failure: Failure) -> SlotApiError:
+        failure.trap(SlotApiError)
+        return failure.value  # type: ignore[return-value]
+
+    outcomes: list[Deferred[dict[str, Any] | SlotApiError]] = [
+        d.addErrback(refused) for d in calls]
+    try:
+        return await gatherResults(outcomes, consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
+        raise  # not reached: raiseException always raises
+
+
+def _ms(result: dict[str, Any], key: str) -> float:
+    """llama-server's own time for a save or restore (``timings.save_ms``), 0 if absent."""
+    timings = result.get("timings")
+    value = timings.get(key) if isinstance(timings, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _int(value: object) -> int:
