@@ -10,17 +10,28 @@ a swap group. One run measures both modes side by side:
 - with ``slotCache``: the same, but A's slot is saved before it stops and restored before it
   is ready again.
 
-Per mode it prints the first answer's time to first token (cold), the time to first token on
-returning to A, what A's load took and, with the cache, what the save added to the swap and
-the restore to the start. Goals (issue 16): the return at most 0.1x the uncached one, the
-save at most 10% of the load. Run: ``python bench/slotcache.py`` (``--layers`` and
-``--embd`` change the model's size). Results: Markdown on stdout, JSON in bench/results/.
+Per mode it prints the first answer's time to first token, the time to first token on
+returning to A, what A's first load took (spawn to ready; llama-server runs its warm-up,
+which touches every weight, as it does by default) and, with the cache, what the save added
+to the swap (and how much of it was llama-server writing the file) and the restore to the
+start. Goals (issue 16): the return at most 0.1x the uncached one, the save at most 10% of
+the load.
+
+``--cold`` adds both modes again with the kernel's page cache emptied (``sync; echo 3 >
+/proc/sys/vm/drop_caches``) before each load of A, as a swap on a machine whose memory went
+to other models sees it: the model file (and, on return, the slot file) come from disk.
+It needs root, and it briefly slows everything else on the machine.
+
+Run: ``python bench/slotcache.py [--cold]`` (``--layers`` and ``--embd`` change the model's
+size). Results: Markdown on stdout, JSON in bench/results/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import tempfile
 import time
@@ -68,33 +79,67 @@ def first_token(client: OpenAI, model: str, prompt: str) -> tuple[float, int, in
     return (ttft if ttft is not None else time.monotonic() - began), prompt_tokens, cached
 
 
-def run_mode(work: Path, big: Path, small: Path, cached: bool) -> dict[str, Any]:
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+SAVE_LINE = re.compile(r"A: slot cache saved: .* in (\d+) ms \(GET /slots (\d+) ms, "
+                       r"llama-server writing (\d+) ms\)")
+
+
+def drop_page_cache() -> None:
+    """Empty the kernel's page cache (root only), so the next load reads the model from
+    disk as the first load after a swap on a busy machine does."""
+    os.sync()
+    DROP_CACHES.write_text("3\n")
+
+
+def can_drop_page_cache() -> str | None:
+    """Why ``--cold`` cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "--cold needs root (it writes 3 to /proc/sys/vm/drop_caches)"
+    if not os.access(DROP_CACHES, os.W_OK):
+        return f"--cold: {DROP_CACHES} is not writable here (a container without it?)"
+    return None
+
+
+def load_seconds(base_url: str) -> float:
+    """The sum of A's load times so far (spawn to ready, a restore included)."""
+    return metric(base_url, "llamaswap_model_load_seconds_sum", model="A")
+
+
+def run_mode(work: Path, big: Path, small: Path, cached: bool, cold: bool) -> dict[str, Any]:
     binary = llama_server_binary()
     cache = " --slot-save-path ${SLOT_CACHE_DIR}" if cached else ""
     models: dict[str, Any] = {
-        "A": {"cmd": llama_server_cmd(binary, big, "A", "${PORT}", ctx=N_CTX,
+        "A": {"cmd": llama_server_cmd(binary, big, "A", "${PORT}", ctx=N_CTX, warmup=True,
                                       extra="-t 2 -b 2048 -ub 512" + cache)},
         "B": {"cmd": llama_server_cmd(binary, small, "B", "${PORT}", ctx=256)},
     }
     if cached:
         models["A"]["slotCache"] = True
-    name = "with" if cached else "without"
+    name = ("with" if cached else "without") + ("-cold" if cold else "-warm")
     with running_llamaswap(work, models, name=name) as swap:
         client = swap.client()
-        cold, prompt_tokens, _ = first_token(client, "A", PROMPT)
+        base = swap.base_url
+        if cold:
+            drop_page_cache()
+        first, prompt_tokens, _ = first_token(client, "A", PROMPT)
+        first_load = load_seconds(base)
         began = time.monotonic()
         first_token(client, "B", "hello world")
         swap_seconds = time.monotonic() - began
+        if cold:
+            drop_page_cache()
         back, _, cached_tokens = first_token(client, "A", PROMPT)
-        base = swap.base_url
-        loads = metric(base, "llamaswap_model_load_seconds_count", model="A")
+        saves = SAVE_LINE.findall(swap.log.read_text())
         return {
-            "mode": f"{name} slotCache", "prompt_tokens": prompt_tokens,
-            "ttft_cold_s": cold, "swap_to_b_s": swap_seconds, "ttft_return_s": back,
+            "mode": f"{'with' if cached else 'without'} slotCache",
+            "page_cache": "cold" if cold else "warm", "prompt_tokens": prompt_tokens,
+            "ttft_first_s": first, "swap_to_b_s": swap_seconds, "ttft_return_s": back,
             "cached_tokens_on_return": cached_tokens,
-            "load_a_s": metric(base, "llamaswap_model_load_seconds_sum", model="A") / loads,
+            "load_a_s": first_load, "load_a_return_s": load_seconds(base) - first_load,
             "save_s": metric(base, "llamaswap_slot_cache_seconds_sum", model="A",
                              operation="save"),
+            "save_get_slots_ms": float(saves[0][1]) if saves else 0.0,
+            "save_llama_server_ms": float(saves[0][2]) if saves else 0.0,
             "restore_s": metric(base, "llamaswap_slot_cache_seconds_sum", model="A",
                                 operation="restore"),
             "saved_bytes": metric(base, "llamaswap_slot_cache_bytes_total", model="A",
@@ -106,7 +151,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--embd", type=int, default=1024)
+    parser.add_argument("--cold", action="store_true",
+                        help="also run both modes with the page cache emptied before each load "
+                             "of A (needs root: writes /proc/sys/vm/drop_caches; it slows "
+                             "everything else on the machine for a moment)")
     args = parser.parse_args()
+    if args.cold and (why := can_drop_page_cache()):
+        parser.error(why)
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="slotcache-bench-") as tmp:
         work = Path(tmp)
         big, small = work / "big.gguf", work / "small.gguf"
@@ -115,30 +167,40 @@ def main() -> None:
         write_tiny_llama(small, seed=8)
         size_mb = big.stat().st_size / 1e6
         results = []
-        for cached in (False, True):
-            directory = work / ("with" if cached else "without")
-            directory.mkdir()
-            results.append(run_mode(directory, big, small, cached))
-    without, with_cache = results
-    ratio = with_cache["ttft_return_s"] / without["ttft_return_s"]
-    save_share = with_cache["save_s"] / with_cache["load_a_s"] if with_cache["load_a_s"] else 0
-    print(f"## Slot cache: model A {size_mb:.0f} MB, {without['prompt_tokens']}-token prompt\n")
-    print("| | cold TTFT | swap to B | TTFT back on A | cached on return | A load "
-          "| save | restore |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for cold in (False, True) if args.cold else (False,):
+            for cached in (False, True):
+                directory = work / f"{'with' if cached else 'without'}-{cold}"
+                directory.mkdir()
+                results.append(run_mode(directory, big, small, cached, cold))
+    print(f"## Slot cache: model A {size_mb:.0f} MB, {results[0]['prompt_tokens']}-token "
+          f"prompt (load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})\n")
+    print("| | page cache | first TTFT | swap to B | TTFT back on A | cached on return "
+          "| A's load | save (llama-server's write) | save / load | restore |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    summary = []
     for r in results:
-        print(f"| {r['mode']} | {r['ttft_cold_s']:.2f} s | {r['swap_to_b_s']:.2f} s "
-              f"| {r['ttft_return_s']:.2f} s | {r['cached_tokens_on_return']} "
-              f"| {r['load_a_s']:.2f} s | {r['save_s'] * 1000:.0f} ms "
-              f"| {r['restore_s'] * 1000:.0f} ms |")
-    print(f"\nTTFT on return with/without: {ratio:.3f}x (goal <= 0.1x); save / load of A: "
-          f"{save_share:.1%} (goal <= 10%); saved {with_cache['saved_bytes'] / 1e6:.1f} MB")
+        share = r["save_s"] / r["load_a_s"] if r["load_a_s"] else 0.0
+        r["save_share_of_load"] = share
+        save = (f"{r['save_s'] * 1000:.0f} ms ({r['save_llama_server_ms']:.0f} ms)"
+                if r["save_s"] else "-")
+        restore = f"{r['restore_s'] * 1000:.0f} ms" if r["restore_s"] else "-"
+        print(f"| {r['mode']} | {r['page_cache']} | {r['ttft_first_s']:.2f} s "
+              f"| {r['swap_to_b_s']:.2f} s | {r['ttft_return_s']:.2f} s "
+              f"| {r['cached_tokens_on_return']} | {r['load_a_s']:.2f} s | {save} "
+              f"| {f'{share:.0%}' if r['save_s'] else '-'} | {restore} |")
+    for without, with_cache in zip(results[::2], results[1::2], strict=True):
+        ratio = with_cache["ttft_return_s"] / without["ttft_return_s"]
+        summary.append({"page_cache": without["page_cache"], "return_ratio": ratio,
+                        "save_share_of_load": with_cache["save_share_of_load"]})
+        print(f"\n{without['page_cache']}: TTFT on return with/without: {ratio:.3f}x "
+              f"(goal <= 0.1x); save / A's load: {with_cache['save_share_of_load']:.1%} "
+              f"(goal <= 10%); saved {with_cache['saved_bytes'] / 1e6:.1f} MB")
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     (out / f"slotcache-{stamp}.json").write_text(json.dumps(
-        {"model_mb": size_mb, "results": results, "return_ratio": ratio,
-         "save_share_of_load": save_share}, indent=2))
+        {"model_mb": size_mb, "load_average": load, "results": results, "summary": summary},
+        indent=2))
 
 
 if __name__ == "__main__":

@@ -43,8 +43,12 @@ def llama_server_binary() -> Path:
 
 
 def llama_server_cmd(binary: Path, model: Path, alias: str, port: str, *, ctx: int = 256,
-                     slots: int = 1, extra: str = "") -> str:
-    """A small, quick llama-server command line; ``port`` may be llamaswap's ``${PORT}``."""
+                     slots: int = 1, extra: str = "", warmup: bool = False) -> str:
+    """A small, quick llama-server command line; ``port`` may be llamaswap's ``${PORT}``.
+
+    Tests skip llama-server's warm-up run; ``warmup=True`` keeps it (as users run it: it
+    touches every weight, so a load reads the whole model file).
+    """
     return (f"{shlex.quote(str(binary))} -m {shlex.quote(str(model))} --alias {alias} "
             f"--host 127.0.0.1 --port {port} -c {ctx} -np {slots} -t 1 -b 512 -ub 512 "
-            f"--no-warmup --no-webui {extra}").strip()
+            f"{'' if warmup else '--no-warmup '}--no-webui {extra}").strip()
