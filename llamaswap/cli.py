@@ -19,6 +19,7 @@ import yaml
 
 from llamaswap import __version__
 from llamaswap.config import Config, ConfigError, ModelConfig, load_config
+from llamaswap.slotcache.config import model_cache_dir
 
 __all__ = ["main", "resolved"]
 
@@ -27,7 +28,15 @@ def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def _model(model: ModelConfig) -> dict[str, Any]:
+def _slot_cache(model: ModelConfig, config: Config) -> dict[str, Any] | None:
+    """A model's ``slotCache`` when enabled, with the directory ``${SLOT_CACHE_DIR}`` names."""
+    if not model.slot_cache.enabled:
+        return None
+    return {"enabled": True, "maxBytes": model.slot_cache.max_bytes,
+            "dir": model_cache_dir(config.slot_cache.dir, model.id)}
+
+
+def _model(model: ModelConfig, config: Config) -> dict[str, Any]:
     """One model; ``cmd`` as the argv llamaswap executes, shell-quoted to read unambiguously."""
     fields = {
         "cmd": shlex.join(model.cmd),
@@ -45,6 +54,7 @@ def _model(model: ModelConfig) -> dict[str, Any]:
         "name": model.name or None,
         "description": model.description or None,
         "metadata": dict(model.metadata) or None,
+        "slotCache": _slot_cache(model, config),
     }
     return {key: value for key, value in fields.items() if value is not None}
 
@@ -59,7 +69,10 @@ def resolved(config: Config) -> dict[str, Any]:
         "unloadTimeout": _number(config.unload_timeout),
         "includeAliasesInList": config.include_aliases_in_list,
         "preload": list(config.preload),
-        "models": {model_id: _model(model) for model_id, model in config.models.items()},
+        "slotCache": {"dir": config.slot_cache.dir, "maxBytes": config.slot_cache.max_bytes,
+                      "saveTimeout": _number(config.slot_cache.save_timeout),
+                      "restoreTimeout": _number(config.slot_cache.restore_timeout)},
+        "models": {model_id: _model(model, config) for model_id, model in config.models.items()},
         "groups": {
             group.id: {"swap": group.swap, "exclusive": group.exclusive,
                        "persistent": group.persistent, "members": list(group.members)}

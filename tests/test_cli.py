@@ -13,6 +13,7 @@ import yaml
 
 import llamaswap
 from llamaswap.cli import main
+from llamaswap.slotcache.config import model_dir_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,6 +87,34 @@ groups:
     assert err[0] == f"warning: {config}: models.remote.tll: unknown key, ignored " \
                      "(did you mean 'ttl'?)"
     assert err[-1] == f"{config}: OK (3 models, 2 groups, 1 warnings)"
+
+
+def test_check_config_prints_the_slot_cache_settings(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "cache"
+    config = write(tmp_path, f"""
+slotCache: {{dir: {cache}, maxBytes: 2GiB, saveTimeout: 12}}
+models:
+  planner:
+    cmd: llama-server --port ${{PORT}} --slot-save-path ${{SLOT_CACHE_DIR}}
+    slotCache: true
+  coder:
+    cmd: llama-server --port ${{PORT}} --slot-save-path ${{SLOT_CACHE_DIR}}
+    slotCache: {{enabled: true, maxBytes: 500MB}}
+  plain:
+    cmd: llama-server --port ${{PORT}}
+""")
+    assert main(["check-config", config]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["slotCache"] == {"dir": str(cache), "maxBytes": 2 << 30, "saveTimeout": 12,
+                                     "restoreTimeout": 30}
+    models = resolved["models"]
+    assert models["coder"]["slotCache"] == {
+        "enabled": True, "maxBytes": 500_000_000,
+        "dir": str(cache / model_dir_name("coder"))}
+    assert models["planner"]["slotCache"]["maxBytes"] == 0
+    assert models["planner"]["slotCache"]["dir"] in models["planner"]["cmd"]
+    assert "slotCache" not in models["plain"]
 
 
 def test_check_config_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
