@@ -52,8 +52,9 @@ class LaunchHooks(Protocol):
     """Work done around a model's life (the slot cache, ``llamaswap.slotcache``).
 
     ``after_healthy`` runs while the model is still starting (nothing is sent to it before
-    it fires); ``before_stop`` while it is stopping, before any signal. Neither may fail,
-    and each bounds its own time.
+    it fires): once healthy, or for ``checkEndpoint: none`` once the server's pid is known
+    (then the hook itself waits for what it needs); ``before_stop`` while it is stopping,
+    before any signal. Neither may fail, and each bounds its own time.
     """
 
     def before_start(self, process: ModelProcess) -> None: ...
@@ -189,6 +190,11 @@ class ModelProcess:
         """``checkEndpoint: none``: ready once the keeper has reported the server's pid."""
 
     # -- what callers use -------------------------------------------------------------------
+
+    @property
+    def health_timeout(self) -> float:
+        """Seconds a start may take to become healthy (``healthCheckTimeout``)."""
+        return self._health_timeout
 
     def reconfigure(self, model: ModelConfig, health_timeout: float) -> None:
         """New live settings (a config reload that left the launch settings alone)."""
@@ -457,10 +463,17 @@ class ModelProcess:
         self._pid_known()
 
     def _pid_known(self) -> None:
-        """The keeper reported the pid, or closed its pipe without one (it could not)."""
+        """The keeper reported the pid, or closed its pipe without one (it could not).
+
+        Without a health check there is nothing to wait for, except the launch hooks:
+        they run here, while the model is still starting, as they would once healthy."""
         if self._ready_on_pid and self.state is ModelState.STARTING:
             self._ready_on_pid = False
-            self._became_ready()
+            if self.hooks is None:
+                self._became_ready()
+                return
+            self._health = self.hooks.after_healthy(self)
+            self._health.addCallbacks(lambda _: self._became_ready(), self._health_failed)
 
     def _line(self, stream: str, line: str) -> None:
         self._last_output = self._clock.seconds()

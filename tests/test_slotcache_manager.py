@@ -106,6 +106,9 @@ class Harness:
         self.reactor = FakeProcessReactor()
         self.probe = ScriptedProbe()
         self.probe.healthy = True
+        self.serving = ScriptedProbe()
+        """llama-server's ``/health`` as the manager sees it (models without a health check)."""
+        self.serving.healthy = True
         self.signals = SignalLog()
         self.models = {m.id: m for m in models or [cached_model("a")]}
         self.root = SlotCacheRoot(str(tmp_path / "cache"), root_budget, save_timeout=10,
@@ -117,7 +120,7 @@ class Harness:
         self.manager = SlotCacheManager(
             self.root, self.reactor, lambda m: self.servers[m.id], models=self.models,
             publish=lambda kind, payload: self.events.append(payload), metrics=self.metrics,
-            wall_clock=self.reactor.seconds)
+            wall_clock=self.reactor.seconds, serving_probe=lambda m: self.serving)
         for model_id in self.models:
             self.servers[model_id] = FakeLlamaServer(self.manager.cache_dir(model_id), slots)
         self.processes = {
@@ -132,6 +135,10 @@ class Harness:
         process = self.processes[model_id]
         done = result_of(process.stop(timeout))
         return done
+
+    def report_pid(self) -> None:
+        """The keeper says it forked the server (all a model without health check waits for)."""
+        self.reactor.processes[-1].protocol.childDataReceived(3, b"4321\n")
 
     def exit(self, model_id: str = "a") -> None:
         self.reactor.processes[-1].exit(0)
@@ -478,3 +485,67 @@ def test_every_orderly_stop_saves_first(tmp_path: Path, how: str) -> None:
     h.servers["a"].release()
     h.servers["a"].release()
     assert h.servers["a"].calls == ["slots", "save 0"] and h.signalled()
+
+
+def test_without_a_health_check_the_restore_waits_for_llama_server_then_precedes_ready(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path, [cached_model("a", check_endpoint=None)])
+    h.start()
+    h.report_pid()
+    assert h.processes["a"].state is ModelState.READY  # nothing saved yet: nothing to wait on
+    use(h, "a", 0, 1500)
+    saved_and_stopped(h)
+    server = h.servers["a"]
+    server.tokens[0] = 0
+    server.calls.clear()
+    h.serving.healthy = False  # llama-server loading: /health answers 503
+    ready = h.start()
+    h.report_pid()
+    h.reactor.advance(10)
+    assert ready == [] and h.processes["a"].state is ModelState.STARTING
+    assert server.calls == [] and h.serving.calls > 1  # no slot call before it answers
+    h.serving.healthy = True
+    h.reactor.advance(0.25)
+    assert server.calls == ["props", "restore 0"]
+    assert ready == [None] and server.tokens[0] == 1500
+    assert h.events[-1]["action"] == "restore"
+
+
+def test_without_a_health_check_a_server_that_never_answers_is_served_cold_after_the_limit(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path, [cached_model("a", check_endpoint=None)])
+    h.start()
+    h.report_pid()
+    use(h, "a", 0, 10)
+    saved_and_stopped(h)
+    h.servers["a"].calls.clear()
+    h.serving.healthy = False
+    ready = h.start()
+    h.report_pid()
+    h.reactor.advance(29.5)  # the Harness's health timeout is 30 s
+    assert ready == []
+    h.reactor.advance(1)
+    assert ready == [None] and h.processes["a"].state is ModelState.READY
+    assert h.servers["a"].calls == []
+    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="restore",
+                   kind="timeout") == 1
+    assert "did not answer 200 within 30s" in h.events[-1]["error"]
+
+
+def test_without_a_health_check_a_stop_while_waiting_aborts_the_start(tmp_path: Path) -> None:
+    h = Harness(tmp_path, [cached_model("a", check_endpoint=None)])
+    h.start()
+    h.report_pid()
+    use(h, "a", 0, 10)
+    saved_and_stopped(h)
+    h.serving.healthy = False
+    ready = h.start()
+    h.report_pid()
+    h.reactor.advance(1)
+    stopped = h.stop()
+    assert len(ready) == 1 and ready[0].check(StartAborted) and h.signalled()
+    h.exit()
+    assert stopped == [None]
+    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="restore",
+                   kind="timeout") == 0
+    assert h.reactor.getDelayedCalls() == []  # the abandoned wait left no probe timer

@@ -36,6 +36,7 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from llamaswap.health import HealthTimeout, Probe, ReadinessPoller, http_probe
 from llamaswap.logs import get_logger, literal
 from llamaswap.slotcache import store
 from llamaswap.slotcache.client import HttpSlotApi, SlotApi, SlotApiError
@@ -61,6 +62,13 @@ ApiFactory = Callable[[Any], SlotApi]
 """Builds the slot API for a ``ModelConfig`` (its proxy URL and upstream headers)."""
 
 access_log = get_logger("llamaswap.access")
+
+_HEALTH = "/health"
+"""llama-server's readiness endpoint: 503 while loading, 200 once its slots exist."""
+
+
+class _NotServing(Exception):
+    """A model without a health check did not start answering in time: no restore."""
 
 
 @dataclass
@@ -91,8 +99,11 @@ class SlotCacheManager:
     def __init__(self, root: SlotCacheRoot, clock: IReactorTime, api_factory: ApiFactory,
                  *, models: Mapping[str, Any] | None = None, publish: Publish | None = None,
                  metrics: SlotCacheMetrics | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
-        """``wall_clock`` dates saves: they order caches for eviction across restarts."""
+                 wall_clock: Callable[[], float] = time.time,
+                 serving_probe: Callable[[Any], Probe] | None = None) -> None:
+        """``wall_clock`` dates saves: they order caches for eviction across restarts.
+        ``serving_probe`` builds the probe of a model's ``/health`` (for models without a
+        health check); by default an HTTP GET on ``clock``, which must then be a reactor."""
         self._root = root
         self._wall_clock = wall_clock
         self._clock = clock
@@ -100,6 +111,8 @@ class SlotCacheManager:
         self._models: Mapping[str, Any] = models or {}
         self._publish = publish
         self.metrics = metrics
+        self._serving_probe = serving_probe or (
+            lambda model: http_probe(clock, model.proxy.rstrip("/") + _HEALTH))
         self._launches: dict[str, _Launch] = {}
         self._status: dict[str, ModelCacheStatus] = {}
         self._load_status()
@@ -175,10 +188,35 @@ class SlotCacheManager:
         launch = self._launches.get(model.id)
         if launch is None or not self.enabled(model):
             return succeed(None)
-        d = Deferred.fromCoroutine(self._restore(model, launch))
-        d.addTimeout(self._root.restore_timeout, self._clock)
+        if model.check_endpoint is None:
+            d = Deferred.fromCoroutine(self._serving_then_restore(
+                model, launch, process.health_timeout))
+        else:
+            d = self._bounded_restore(model, launch)
         d.addErrback(self._restore_failed, model.id)
         return d
+
+    def _bounded_restore(self, model: Any, launch: _Launch) -> Deferred[None]:
+        d = Deferred.fromCoroutine(self._restore(model, launch))
+        d.addTimeout(self._root.restore_timeout, self._clock)
+        return d
+
+    async def _serving_then_restore(self, model: Any, launch: _Launch,
+                                    limit: float) -> None:
+        """``checkEndpoint: none``: the process only knows the server was spawned, so wait
+        (at most ``limit``, the health check timeout) until llama-server's ``/health``
+        answers 200 (it answers 503 while loading the model), then restore. A slot call
+        before that would be refused, or answered before the slots exist."""
+        began = self._clock.seconds()
+        try:
+            await ReadinessPoller(self._clock, self._serving_probe(model), limit).start()
+        except HealthTimeout:
+            raise _NotServing(f"llama-server's {_HEALTH} did not answer 200 within {limit:g}s "
+                              "(checkEndpoint is none)") from None
+        self.log.info("{model}: no health check: llama-server answered {path} after {ms:.0f} "
+                      "ms; restoring its slot cache", model=model.id, path=_HEALTH,
+                      ms=(self._clock.seconds() - began) * 1000)
+        await self._bounded_restore(model, launch)
 
     def before_stop(self, process: Any) -> Deferred[None]:
         model = process.model
@@ -241,10 +279,10 @@ class SlotCacheManager:
     def _restore_failed(self, failure: Failure, model_id: str) -> None | Failure:
         if failure.check(CancelledError):
             return failure  # the start itself was called off (a stop): not a cache failure
+        timeout = bool(failure.check(TimeoutError, _NotServing))
         why = (f"took longer than {self._root.restore_timeout:g}s"
                if failure.check(TimeoutError) else str(failure.value) or repr(failure.value))
-        self._failed(model_id, "restore", why + "; serving without the cache",
-                     timeout=bool(failure.check(TimeoutError)))
+        self._failed(model_id, "restore", why + "; serving without the cache", timeout=timeout)
         return None
 
     # -- save -------------------------------------------------------------------------------
