@@ -286,3 +286,61 @@ def test_a_small_budget_keeps_the_cache_directory_within_it(tmp_path: Path,
         assert swap.metric("llamaswap_slot_cache_evictions_total", model="A") == 1
         _, _, cached = ask(swap, "A", "hello world, say something " * 20)
         assert cached > 0  # the slot kept is the one used last
+
+
+def test_a_model_without_health_check_is_restored_before_it_is_ready(
+        tmp_path: Path, models: Models) -> None:
+    config = {"A": {**model_entry(models.a, "A", True), "checkEndpoint": "none"},
+              "B": model_entry(models.b, "B")}
+    with running_llamaswap(tmp_path, config) as swap:
+        before, prompt_tokens, _ = ask(swap, "A")
+        ask(swap, "B", "hello world")
+        after, _, cached = ask(swap, "A")
+        assert cached >= 0.9 * prompt_tokens, (cached, prompt_tokens)
+        assert after == before
+        assert swap.metric("llamaswap_slot_cache_restore_checks_total", model="A",
+                           helped="true") == 1
+        assert "no health check: llama-server answered /health after" in swap.log.read_text()
+
+
+# -- sliding-window attention (Gemma 2) -----------------------------------------------------
+
+SLIDING_WINDOW = 64
+"""Tokens a sliding-window layer of the test's Gemma 2 sees: far fewer than the prompt."""
+
+
+@pytest.mark.parametrize("swa_full", [False, True], ids=["default", "swa-full"])
+def test_what_a_restore_does_for_a_sliding_window_model(tmp_path: Path, swa_full: bool) -> None:
+    """llama.cpp keeps a sliding-window layer's cache only for the last window of tokens
+    (and saves only that). Without ``--swa-full`` llama-server accepts the restore and then
+    processes the whole prompt again; llamaswap's verification counts that as a restore
+    that did not help. With ``--swa-full`` the restored cache is reused
+    (docs/slot-cache.md has what else was seen)."""
+    gemma, small = tmp_path / "gemma2.gguf", tmp_path / "small.gguf"
+    write_tiny_llama(gemma, seed=3, n_ctx_train=N_CTX, sliding_window=SLIDING_WINDOW)
+    write_tiny_llama(small, seed=4, n_ctx_train=N_CTX)
+    extra = "--swa-full" if swa_full else ""
+    config = {"G": model_entry(gemma, "G", True, extra=extra), "B": model_entry(small, "B")}
+    try:
+        with running_llamaswap(tmp_path, config) as swap:
+            _, prompt_tokens, _ = ask(swap, "G")
+            ask(swap, "B", "hello world")
+            _, _, cached = ask(swap, "G")
+            restored = swap.metric("llamaswap_slot_cache_tokens_total", model="G",
+                                   operation="restore")
+            assert restored >= prompt_tokens  # llama-server accepted the restore either way
+            last = swap.running()["G"]["slotCache"]["last"]
+            assert last["action"] == "verify" and last["cached_tokens"] == cached
+            helped = swap.metric("llamaswap_slot_cache_restore_checks_total", model="G",
+                                 helped="true")
+            not_helped = swap.metric("llamaswap_slot_cache_restore_checks_total", model="G",
+                                     helped="false")
+            if swa_full:
+                assert cached >= 0.9 * prompt_tokens, (cached, prompt_tokens)
+                assert (helped, not_helped, last["helped"]) == (1, 0, True)
+            else:
+                assert cached == 0
+                assert (helped, not_helped, last["helped"]) == (0, 1, False)
+                assert "the restore did not help" in swap.log.read_text()
+    finally:
+        kill_processes_mentioning([str(gemma), str(small)])

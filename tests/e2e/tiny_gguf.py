@@ -80,14 +80,21 @@ def build_vocab() -> tuple[list[str], list[float], list[int]]:
 
 
 def write_tiny_llama(path: Path, seed: int = 0, *, n_ctx_train: int = N_CTX_TRAIN,
-                     n_layers: int = N_LAYERS, n_embd: int = N_EMBD, n_ff: int = N_FF) -> None:
+                     n_layers: int = N_LAYERS, n_embd: int = N_EMBD, n_ff: int = N_FF,
+                     sliding_window: int = 0) -> None:
     """Write a 2-layer, 64-wide llama model with random f32 weights to ``path``.
 
     Different seeds give different weights (and so different files) with identical
     architecture and vocabulary. llama.cpp caps a context at the trained one, so a test
     with long prompts asks for a larger ``n_ctx_train``; the size arguments make bigger
     (slower) models for benchmarks.
+
+    With ``sliding_window`` (in tokens) the model is a Gemma 2 instead: the same shapes
+    plus Gemma's extra norms, its output tied to the embedding, and every other layer
+    (0, 2, ...) attending only to the last ``sliding_window`` tokens: the kind of model
+    whose KV cache llama.cpp keeps in two parts (a sliding-window one and a full one).
     """
+    gemma = sliding_window > 0
     rng = np.random.default_rng(seed)
     N_LAYERS, N_EMBD, N_FF = n_layers, n_embd, n_ff  # noqa: N806 (the shapes below use them)
     HEAD_DIM = N_EMBD // N_HEAD  # noqa: N806
@@ -101,8 +108,8 @@ def write_tiny_llama(path: Path, seed: int = 0, *, n_ctx_train: int = N_CTX_TRAI
     def norm() -> np.ndarray:
         return np.ones(N_EMBD, dtype=np.float32)
 
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(f"tiny-llama-random-{seed}")
+    writer = gguf.GGUFWriter(str(path), "gemma2" if gemma else "llama")
+    writer.add_name(f"tiny-{'gemma2' if gemma else 'llama'}-random-{seed}")
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_vocab_size(n_vocab)
     writer.add_context_length(n_ctx_train)
@@ -114,6 +121,8 @@ def write_tiny_llama(path: Path, seed: int = 0, *, n_ctx_train: int = N_CTX_TRAI
     writer.add_rope_dimension_count(HEAD_DIM)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
+    if gemma:
+        writer.add_sliding_window(sliding_window)
 
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
@@ -134,12 +143,16 @@ def write_tiny_llama(path: Path, seed: int = 0, *, n_ctx_train: int = N_CTX_TRAI
         writer.add_tensor(f"{prefix}.attn_k.weight", weight(N_HEAD_KV * HEAD_DIM, N_EMBD))
         writer.add_tensor(f"{prefix}.attn_v.weight", weight(N_HEAD_KV * HEAD_DIM, N_EMBD))
         writer.add_tensor(f"{prefix}.attn_output.weight", weight(N_EMBD, N_HEAD * HEAD_DIM))
+        if gemma:
+            writer.add_tensor(f"{prefix}.post_attention_norm.weight", norm())
+            writer.add_tensor(f"{prefix}.post_ffw_norm.weight", norm())
         writer.add_tensor(f"{prefix}.ffn_norm.weight", norm())
         writer.add_tensor(f"{prefix}.ffn_gate.weight", weight(N_FF, N_EMBD))
         writer.add_tensor(f"{prefix}.ffn_up.weight", weight(N_FF, N_EMBD))
         writer.add_tensor(f"{prefix}.ffn_down.weight", weight(N_EMBD, N_FF))
     writer.add_tensor("output_norm.weight", norm())
-    writer.add_tensor("output.weight", weight(n_vocab, N_EMBD))
+    if not gemma:  # Gemma's output is its token embedding
+        writer.add_tensor("output.weight", weight(n_vocab, N_EMBD))
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
