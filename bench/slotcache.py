@@ -165,6 +165,7 @@ def main() -> None:
         write_tiny_llama(big, seed=7, n_ctx_train=N_CTX, n_layers=args.layers,
                          n_embd=args.embd, n_ff=args.embd * 11 // 4)
         write_tiny_llama(small, seed=8)
+        os.sync()  # no writeback of the fresh model file may overlap a measured load
         size_mb = big.stat().st_size / 1e6
         results = []
         for cold in (False, True) if args.cold else (False,):
