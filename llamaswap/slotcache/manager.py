@@ -8,9 +8,12 @@ launch hooks (``llamaswap.process.LaunchHooks``):
 - ``after_healthy``: runs while the model is still *starting*, so no request can reach it:
   reads ``/props``, compares fingerprints and restores the saved slots (or removes a stale
   cache), bounded by ``restoreTimeout``. It never fails a start; a failure means a cold start.
+  A model without a health check gets here as soon as it is spawned: the restore first
+  waits for llama-server's ``/health`` (bounded by ``healthCheckTimeout``).
 - ``before_stop``: runs while the model is *stopping* (no new request is granted) and before
-  any signal: saves every slot that holds tokens, bounded by ``saveTimeout``, then evicts
-  the oldest caches beyond the budgets. It never fails or blocks a stop beyond its limit.
+  any signal: saves every slot that holds tokens (all requests at once), bounded by
+  ``saveTimeout``, then evicts the oldest caches beyond the budgets. It never fails or
+  blocks a stop beyond its limit.
 
 The first response after a restore tells whether it helped (``response_seen``). Everything
 is counted (``SlotCacheMetrics``), published as ``slotCache`` events and logged. Reactor
