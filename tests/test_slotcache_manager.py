@@ -490,9 +490,14 @@ def test_every_orderly_stop_saves_first(tmp_path: Path, how: str) -> None:
 def test_without_a_health_check_the_restore_waits_for_llama_server_then_precedes_ready(
         tmp_path: Path) -> None:
     h = Harness(tmp_path, [cached_model("a", check_endpoint=None)])
+    h.serving.healthy = False
     h.start()
     h.report_pid()
-    assert h.processes["a"].state is ModelState.READY  # nothing saved yet: nothing to wait on
+    h.reactor.advance(1)
+    assert h.processes["a"].state is ModelState.STARTING  # also with nothing to restore yet
+    h.serving.healthy = True
+    h.reactor.advance(0.25)
+    assert h.processes["a"].state is ModelState.READY
     use(h, "a", 0, 1500)
     saved_and_stopped(h)
     server = h.servers["a"]
