@@ -283,3 +283,29 @@ def test_sorting_helpers(run: Any) -> None:
 def test_seconds_are_rounded_before_they_are_split(run: Any) -> None:
     texts = run("return arg.map(m.dom.seconds);", "dom", arg=[0.4, 59.4, 59.6, 61.2, 299.6, -3])
     assert texts == ["0 s", "59 s", "1 min 0 s", "1 min 1 s", "5 min 0 s", "0 s"]
+
+
+def test_slot_cache_events_update_the_models_cache_note(run: Any) -> None:
+    notes = run("""
+        const note = () => m.views_models.cacheNote(m.live.live.models[0].slotCache);
+        m.live.handle('modelStatus', [{id: 'a', name: '', state: 'ready',
+                                       slotCache: {bytes: 1048576, tokens: 10, last: null}}]);
+        const notes = [note()];
+        m.live.handle('slotCache', {model: 'a', action: 'verify', helped: false,
+                                    cached_tokens: 0, prompt_tokens: 1500, restored_tokens: 1510});
+        notes.push(note());
+        m.live.handle('slotCache', {model: 'a', action: 'save', slots: 1, tokens: 20,
+                                    bytes: 3 * 1048576, ms: 4});
+        notes.push(note());
+        m.live.handle('slotCache', {model: 'a', action: 'verify', helped: true,
+                                    cached_tokens: 1499, prompt_tokens: 1500});
+        notes.push(note());
+        m.live.handle('slotCache', {model: 'a', action: 'error', operation: 'restore',
+                                    error: 'took longer than 30s'});
+        notes.push(note());
+        m.live.handle('slotCache', {model: 'other', action: 'save', bytes: 1});  // not listed
+        return notes;
+    """, "live", "views/models")
+    assert notes == ["cache 1.0 MiB", "cache 1.0 MiB, restore not reused", "cache 3.0 MiB",
+                     "cache 3.0 MiB, restore reused (1499 of 1500 tokens)",
+                     "cache 3.0 MiB, restore failed"]

@@ -137,12 +137,24 @@ function applyInflight(data) {
   }
 }
 
+/** A slotCache event (save, restore, verify, ...) becomes the model's last cache event; a
+ * save also sets the cache's size. */
+function applySlotCache(data) {
+  const model = live.models.find((m) => m.id === data.model);
+  if (!model || !model.slotCache) return;
+  const saved = data.action === "save" ? { bytes: data.bytes, tokens: data.tokens } : {};
+  model.slotCache = { ...model.slotCache, ...saved, last: data };
+  emit("models", live.models);
+}
+
 export function handle(type, data) {
   if (type === "modelStatus") {
     live.models = [...data].sort((a, b) => (a.name + a.id).localeCompare(b.name + b.id, undefined, { numeric: true }));
     recordModels(live.models);
     emit("models", live.models);
     emit("timeline");
+  } else if (type === "slotCache") {
+    applySlotCache(data);
   } else if (type === "queue") {
     live.queued = data.queued || 0;
     const last = live.queue[live.queue.length - 1];

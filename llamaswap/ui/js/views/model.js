@@ -8,7 +8,7 @@ import { live, on } from "../live.js";
 import { logPanel } from "../logpanel.js";
 import { normalizeRow } from "../activity-data.js";
 import { maskSecrets, parsePrometheus } from "../model-data.js";
-import { actionButtons, ttlText } from "./models.js";
+import { actionButtons, cacheNote, ttlText } from "./models.js";
 
 export function mount(view, { id }) {
   const summary = el("dl", { class: "facts", id: "model-summary" });
@@ -46,7 +46,7 @@ export function mount(view, { id }) {
       ["TTL", ttlText(m, live.idleSince.get(m.id), Date.now())], ["in flight", String(m.inFlight ?? 0)],
       ["aliases", (m.aliases || []).join(", ") || "—"], ["pid", m.pid ?? "—"],
       ["circuit", m.circuit || m.circuitState || "—"], ["last error", m.lastError || "—"]];
-    if (m.slotCacheBytes !== undefined) facts.push(["slot cache", num(m.slotCacheBytes) + " B"]);
+    if (m.slotCache) facts.push(["slot cache", cacheNote(m.slotCache)]);
     summary.replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     if (!actions.contains(document.activeElement)) actions.replaceChildren(...actionButtons(m, (t) => { message.textContent = t; }));
   }

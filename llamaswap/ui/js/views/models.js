@@ -26,6 +26,19 @@ export function ttlText(model, idleSince, now) {
   return left > 0 ? seconds(left) + " left" : "unloading";
 }
 
+/** What the models table says of a model's saved prompt cache (slotCache): its size, and
+ * whether the last restore was reused by the first request after it (docs/slot-cache.md). */
+export function cacheNote(cache) {
+  const size = `cache ${(cache.bytes / 1048576).toFixed(1)} MiB`;
+  const last = cache.last || {};
+  if (last.action === "verify") {
+    return last.helped ? `${size}, restore reused (${last.cached_tokens} of ${last.prompt_tokens} tokens)`
+      : `${size}, restore not reused`;
+  }
+  if (last.action === "error") return `${size}, ${last.operation} failed`;
+  return size;
+}
+
 /** The model's own server answered (any status): it is loaded. */
 export async function load(id) {
   try {
@@ -99,8 +112,8 @@ export function mount(view) {
         m.name && m.name !== m.id ? el("div", { class: "muted" }, m.name) : null,
         m.peerID ? el("div", { class: "muted" }, "peer " + m.peerID) : null),
       el("td", {}, el("span", { class: "state state-" + m.state }, m.state),
-        m.slotCache ? el("div", { class: "muted", title: "saved prompt cache (slotCache)" },
-          `cache ${(m.slotCache.bytes / 1048576).toFixed(1)} MiB`) : null),
+        m.slotCache ? el("div", { class: "muted", title: m.slotCache.last?.error || "saved prompt cache (slotCache)" },
+          cacheNote(m.slotCache)) : null),
       el("td", { class: "ttl" }, ttlText(m, live.idleSince.get(m.id), now)),
       el("td", { class: "num" }, m.inFlight ?? 0),
       el("td", {}, m.circuit || m.circuitState || "—"),
