@@ -255,6 +255,8 @@ class Upstream(Endpoint):
             return
         rest = b"/" + b"/".join(segments[cut:]) + (b"?" + query if query else b"")
         body = spooled_body(request)
+        context_of(request).upstream_path = unquote(
+            "/" + b"/".join(segments[cut:]).decode("latin-1"))
         if remote is not None:
             if key_refuses(request, context_of(request), "/".join(remote)):
                 return
