@@ -32,6 +32,7 @@ from llamaswap.activity import (
     StoreClosed,
     frozen_headers,
 )
+from llamaswap.capabilities import listing_fields
 from llamaswap.compat.accesslog import client_ip
 from llamaswap.compat.activity import captured_bodies, kept_in_activity, model_dispatched
 from llamaswap.compat.gotypes import go_time
@@ -175,6 +176,10 @@ class Observability:
                 "state": process.state.value, "unlisted": model.unlisted, "peerID": ""}
             if model.aliases:
                 entry["aliases"] = list(model.aliases)
+            shown = listing_fields(model.capabilities)
+            for key in ("capabilities", "context_length"):  # as llama-swap's apiModel
+                if key in shown:
+                    entry[key] = shown[key]
             entry.update({"ttl": model.ttl, "pid": process.model_pid,
                           "inFlight": self._router.in_flight(model_id),
                           "lastError": process.last_error,
