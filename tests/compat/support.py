@@ -12,14 +12,15 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tests.integration import conftest as harness
 
-__all__ = ["EchoPeer", "EchoResource", "Follow", "RawClient", "harness", "open_upgrade",
-           "own_port_model", "wsecho_cmd"]
+__all__ = ["EchoPeer", "EchoResource", "Follow", "HoldingPeer", "RawClient", "harness",
+           "open_upgrade", "own_port_model", "wsecho_cmd"]
 
 WSECHO = Path(__file__).resolve().parents[1] / "wsecho.py"
 
@@ -136,3 +137,31 @@ async def open_upgrade(port: int, path: str, headers: str = "") -> RawClient:
     await harness.wait_for(lambda: b"\r\n\r\n" in client.received or client.closed.called,
                            timeout=30)
     return client
+
+
+class HoldingPeer(Resource):
+    """A stand-in peer that answers only when the test says so (``answer_all``); it
+    remembers the model each waiting request asked for."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[tuple[str, Request]] = []
+
+    def render(self, request: Request) -> Any:
+        body = request.content.read() if request.content is not None else b""
+        self.waiting.append((json.loads(body or b"{}").get("model", ""), request))
+        return NOT_DONE_YET
+
+    def answer_all(self) -> None:
+        for _, request in self.waiting:
+            if not request.finished and not request._disconnected:  # noqa: SLF001
+                request.setHeader(b"content-type", b"application/json")
+                request.write(b'{"ok": true}')
+                request.finish()
+        self.waiting = []
+
+    def listen(self) -> IListeningPort:
+        """Serve on a free loopback port (``.getHost().port``); stop it when done."""
+        return reactor.listenTCP(0, Site(self), interface="127.0.0.1")

@@ -15,13 +15,17 @@ from typing import Any
 
 import pytest_twisted
 import treq
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from llamaswap.policy import ModelState
-from tests.compat.support import Follow, harness, open_upgrade, own_port_model, wsecho_cmd
+from tests.compat.support import (
+    Follow,
+    HoldingPeer,
+    harness,
+    open_upgrade,
+    own_port_model,
+    wsecho_cmd,
+)
 
 body_json = harness.body_json
 wait_for = harness.wait_for
@@ -503,33 +507,11 @@ selectors:
     assert swapper.starts == {}
 
 
-class HoldingPeer(Resource):
-    """A peer that answers only when the test says so; remembers each model asked for."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[tuple[str, Request]] = []
-
-    def render(self, request: Request) -> Any:
-        assert request.content is not None
-        self.waiting.append((json.loads(request.content.read())["model"], request))
-        return NOT_DONE_YET
-
-    def answer_all(self) -> None:
-        for _, request in self.waiting:
-            request.setHeader(b"content-type", b"application/json")
-            request.write(b'{"ok": true}')
-            request.finish()
-        self.waiting = []
-
-
 @pytest_twisted.ensureDeferred
 async def test_spillover_across_peer_models(llamaswap) -> None:
     """follows internal/server TestServer_SelectorStrategySpillover_RemoteModels"""
     peer = HoldingPeer()
-    listening = reactor.listenTCP(0, Site(peer), interface="127.0.0.1")
+    listening = peer.listen()
     try:
         swapper = await llamaswap(f"""
 peers:
