@@ -132,7 +132,7 @@ peers:
         await listening.stopListening()
 
 
-async def peer_swapper(llamaswap: Any, peer: HoldingPeer, port: int) -> Any:
+async def peer_swapper(llamaswap: Any, port: int) -> Any:
     return await llamaswap(f"""
 peers:
   peer1: {{proxy: "http://127.0.0.1:{port}", models: [test-model]}}
@@ -145,7 +145,7 @@ async def test_after_shutdown_a_peer_request_is_refused(llamaswap) -> None:
     peer = HoldingPeer()
     listening = peer.listen()
     try:
-        swapper = await peer_swapper(llamaswap, peer, listening.getHost().port)
+        swapper = await peer_swapper(llamaswap, listening.getHost().port)
         await swapper.service.stopService()
         response = await swapper.chat("test-model")
         assert response.code >= 500
@@ -161,7 +161,7 @@ async def test_shutdown_waits_for_a_peer_request_in_flight(llamaswap) -> None:
     peer = HoldingPeer()
     listening = peer.listen()
     try:
-        swapper = await peer_swapper(llamaswap, peer, listening.getHost().port)
+        swapper = await peer_swapper(llamaswap, listening.getHost().port)
         swapper.service.drain_timeout = 60.0
         pending = swapper.chat("test-model")
         await wait_for(lambda: len(peer.waiting) == 1, timeout=20)
@@ -183,7 +183,7 @@ async def test_shutdown_cuts_a_peer_request_past_the_drain_timeout(llamaswap) ->
     peer = HoldingPeer()
     listening = peer.listen()
     try:
-        swapper = await peer_swapper(llamaswap, peer, listening.getHost().port)
+        swapper = await peer_swapper(llamaswap, listening.getHost().port)
         swapper.service.drain_timeout = 0.5
         pending = swapper.chat("test-model")
         await wait_for(lambda: len(peer.waiting) == 1, timeout=20)

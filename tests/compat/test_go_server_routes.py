@@ -256,9 +256,9 @@ async def test_comfyui_redirects_starts_from_its_root_and_keeps_escaped_paths(ll
     assert early.code == 409
     assert "only /comfyui/ can start it" in (await body_json(early))["error"]["message"]
     assert swapper.starts == {}
-    root = await swapper.get("/comfyui/echo?token=value")
-    assert root.code == 409  # not the root either
-    await treq.content(root)
+    below = await swapper.get("/comfyui/echo?token=value")
+    assert below.code == 409  # below the root: it cannot start ComfyUI either
+    await treq.content(below)
     started = await swapper.get("/comfyui/?token=value")
     assert started.code == 200
     await treq.content(started)
@@ -379,11 +379,13 @@ async def test_management_by_model_name_ignores_the_profile(llamaswap, echo_peer
         assert (await swapper.chat(model)).code == 200
     assert await activate(swapper, "coding") == 200  # pins real -> hidden
     log = await swapper.get("/logs/stream/real", unbuffered=True)
-    assert log.code == 200
-    log.deliverBody(Follow())
+    assert log.code == 200  # real's own log, not hidden's
+    lines = Follow()
+    log.deliverBody(lines)
     assert (await swapper.post("/api/models/unload/real", b"")).code == 200
     await wait_for(lambda: swapper.pid("real") is None, timeout=30)
     assert swapper.state("hidden") is ModelState.READY
+    lines.stop()
 
 
 @pytest_twisted.ensureDeferred
