@@ -311,6 +311,10 @@ class ActivityStore(Service):
         return self._run(self._stats, models)
 
 
+SHOWN_TIME_SLACK = 1e-6
+"""The resolution of a shown row time, in seconds (float rounding included)."""
+
+
 def _where(models: Sequence[str], bounds: Query | None = None) -> tuple[str, list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
@@ -318,7 +322,11 @@ def _where(models: Sequence[str], bounds: Query | None = None) -> tuple[str, lis
         conditions.append(f"model IN ({', '.join('?' for _ in models)})")
         params += models
     if bounds is not None:
-        for value, condition in ((bounds.start, "ts >= ?"), (bounds.end, "ts <= ?"),
+        # A row's time is shown rounded to the microsecond (``compat.gotypes.go_time``):
+        # bounds copied from a shown time must still take that row in.
+        start = None if bounds.start is None else bounds.start - SHOWN_TIME_SLACK
+        end = None if bounds.end is None else bounds.end + SHOWN_TIME_SLACK
+        for value, condition in ((start, "ts >= ?"), (end, "ts <= ?"),
                                  (bounds.min_id, "id >= ?"), (bounds.max_id, "id <= ?")):
             if value is not None:
                 conditions.append(condition)

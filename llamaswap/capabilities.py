@@ -50,7 +50,7 @@ def listing_fields(caps: Capabilities) -> dict[str, Any]:
         fields["supported_parameters"] = ["tools", "tool_choice"]
     if caps.reranker:
         can["reranker"] = True
-    if ins or outs or caps.tools or caps.reranker:
+    if can:  # an empty map is left out, as Go's ``omitempty`` does
         fields["capabilities"] = can
     if caps.context > 0:
         fields["context_length"] = caps.context

@@ -49,6 +49,9 @@ class RequestContext:
     watch: Any = None
     """What follows the relayed answer (``Forwarder.watch``'s result, an
     ``observability.Exchange``): one per client request, also when it is sent again."""
+    upstream_path: str | None = None
+    """Below ``/upstream/<model>``: the path the model's server is sent (what activity and
+    in-flight entries show, as llama-swap)."""
     request_id: int | None = None
     """The access log's number for the request (``id=`` in its line)."""
     started: float | None = None

@@ -32,8 +32,9 @@ from llamaswap.activity import (
     StoreClosed,
     frozen_headers,
 )
+from llamaswap.capabilities import listing_fields
 from llamaswap.compat.accesslog import client_ip
-from llamaswap.compat.activity import kept_in_activity
+from llamaswap.compat.activity import captured_bodies, kept_in_activity, model_dispatched
 from llamaswap.compat.gotypes import go_time
 from llamaswap.compat.headers import header_map
 from llamaswap.compat.info import session_headers_of, ui_config
@@ -175,6 +176,10 @@ class Observability:
                 "state": process.state.value, "unlisted": model.unlisted, "peerID": ""}
             if model.aliases:
                 entry["aliases"] = list(model.aliases)
+            shown = listing_fields(model.capabilities)
+            for key in ("capabilities", "context_length"):  # as llama-swap's apiModel
+                if key in shown:
+                    entry[key] = shown[key]
             entry.update({"ttl": model.ttl, "pid": process.model_pid,
                           "inFlight": self._router.in_flight(model_id),
                           "lastError": process.last_error,
@@ -392,8 +397,14 @@ class Exchange:
         self.id = exchange_id
         context = context_of(request)
         self.model = context.model or ""
-        self.path = relative_path(request, context.depth)
         self.method = request.method.decode("ascii", "replace")
+        upstream_path = context.upstream_path
+        self.path = (relative_path(request, context.depth) if upstream_path is None
+                     else upstream_path)
+        self.tracked = upstream_path is None or model_dispatched(self.method, upstream_path)
+        """Listed in flight and kept in activity: through ``/upstream/<model>/`` only a
+        request for a model endpoint is (as llama-swap); a page or file of the model server's
+        own is just relayed."""
         self.client = client_of(request)
         self.started_wall = time.time()
         self.dispatched = self._clock.seconds()
@@ -409,6 +420,8 @@ class Exchange:
         self.first_byte: float | None = None
         self.bytes = 0
         self._last_update = self.dispatched
+        self._pending_update: Any = None
+        """The delayed ``inflight`` update of bytes that came too soon after the last one."""
         self._meter: TokenMeter | None = None
         self._error_body = b""
         self._failed = False
@@ -416,11 +429,13 @@ class Exchange:
         self._broken = False
         self._capture_budget = owner.captures.budget
         self._capture_size = 0
+        self._keep_req_body, self._keep_resp_body = captured_bodies(self.path)
         self._capture = self._start_capture(request, self._capture_budget)
         self._resp_body: list[bytes] = []
         context.relayed = True
-        owner.in_flight[exchange_id] = self
-        if owner.bus.subscribers:
+        if self.tracked:
+            owner.in_flight[exchange_id] = self
+        if self.tracked and owner.bus.subscribers:
             owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
                                                  "request": self.entry()})
         request.notifyFinish().addBoth(self._finished)
@@ -431,7 +446,7 @@ class Exchange:
             return None
         body = b""
         content = request.content
-        if content is not None:
+        if content is not None and self._keep_req_body:
             # The body may be a spooled file the forwarder streams from: leave it as found.
             # Read now: twisted.web closes it when the request ends.
             position = content.tell()
@@ -477,7 +492,7 @@ class Exchange:
         if self._capture is not None:
             self._capture.resp_headers = frozen_headers(headers.getAllRawHeaders())
         self._upstream_headers = headers
-        if self._owner.bus.subscribers:
+        if self.tracked and self._owner.bus.subscribers:
             self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
                                                        "request": self.entry()})
 
@@ -502,7 +517,7 @@ class Exchange:
             self._meter.feed(data)
         if self._failed and len(self._error_body) < ERROR_BODY_BYTES:
             self._error_body += data[:ERROR_BODY_BYTES - len(self._error_body)]
-        if self._capture is not None:
+        if self._capture is not None and self._keep_resp_body:
             if self._capture_size + size <= self._capture_budget:
                 self._resp_body.append(data)
                 self._capture_size += size
@@ -510,16 +525,31 @@ class Exchange:
                 self._capture = None  # too big to keep: no capture rather than a partial one
         if now - self._last_update >= INFLIGHT_UPDATE_INTERVAL:
             self._last_update = now
-            if self._owner.bus.subscribers:
+            if self.tracked and self._owner.bus.subscribers:
                 self._owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert",
                                                            "request": self.entry()})
+        elif self._pending_update is None and self.tracked and self._owner.bus.subscribers:
+            # Too soon for another update: send one when the interval is up, so the last
+            # bytes of a stream that goes quiet are shown too.
+            self._pending_update = self._clock.callLater(
+                INFLIGHT_UPDATE_INTERVAL - (now - self._last_update), self._send_pending)
+
+    def _send_pending(self) -> None:
+        self._pending_update = None
+        self._last_update = self._clock.seconds()
+        owner = self._owner
+        if self.id in owner.in_flight and owner.bus.subscribers:
+            owner.bus.publish(events.IN_FLIGHT, {"operation": "upsert", "request": self.entry()})
 
     # -- the end ----------------------------------------------------------------------------
 
     def _finished(self, result: object) -> None:
         owner = self._owner
+        if self._pending_update is not None:
+            self._pending_update.cancel()
+            self._pending_update = None
         owner.in_flight.pop(self.id, None)
-        if owner.bus.subscribers:
+        if self.tracked and owner.bus.subscribers:
             owner.bus.publish(events.IN_FLIGHT, {"operation": "remove", "id": str(self.id)})
         try:
             self._record(499 if isinstance(result, Failure) else self._request.code)
@@ -573,7 +603,8 @@ class Exchange:
         if self._capture is not None:
             self._capture.resp_body = b"".join(self._resp_body)
             capture = (self._capture, self._capture.footprint())
-        self._owner.record(row, capture)
+        if self.tracked:
+            self._owner.record(row, capture)
 
 
 def _first(headers: Any, name: bytes) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
@@ -63,6 +63,10 @@ class Peers(Service):
     def __init__(self, peers: dict[str, PeerConfig] | Any, reactor: Any) -> None:
         self._reactor = reactor
         self._peers = dict(peers)
+        self._in_flight: dict[Deferred[None], Deferred[Any]] = {}
+        """Each request being forwarded: its end (fired once it is over) -> its forwarding."""
+        self._closing = False
+        self._cutting = False
         self._clients = {
             peer_id: Forwarder(reactor, tls_policy=tls_policy(peer), timeouts=peer.timeouts)
             for peer_id, peer in self._peers.items()
@@ -85,7 +89,11 @@ class Peers(Service):
 
     async def forward(self, request: Request, peer_id: str, upstream_uri: bytes,
                       body: bytes | IBodyProducer | None, headers: Headers) -> None:
-        """Relay ``request`` to the peer; errors become 502/504 answers."""
+        """Relay ``request`` to the peer; errors become 502/504 answers (503 once
+        llamaswap is shutting down)."""
+        if self._closing:
+            send_error(request, 503, "llamaswap is shutting down", code="service_unavailable")
+            return
         peer = self._peers[peer_id]
         url = peer.proxy.rstrip("/") + upstream_uri.decode("latin-1")
         forwarding = Deferred.fromCoroutine(self._clients[peer_id].forward(
@@ -100,9 +108,15 @@ class Peers(Service):
 
         timer = (self._reactor.callLater(peer.response_header_timeout, give_up)
                  if peer.response_header_timeout > 0 else None)
+        over: Deferred[None] = Deferred()
+        self._in_flight[over] = forwarding
         try:
             await forwarding
         except CancelledError:
+            if self._cutting and not request.startedWriting:
+                send_error(request, 503, "llamaswap is shutting down: the peer request was "
+                           "cut after the drain timeout", code="service_unavailable")
+                return
             if not timed_out:
                 raise
             send_error(request, 504, f"peer {peer_id} sent no response headers within "
@@ -114,6 +128,32 @@ class Peers(Service):
         finally:
             if timer is not None and timer.active():
                 timer.cancel()
+            del self._in_flight[over]
+            over.callback(None)
+
+    async def drain(self, timeout: float) -> None:
+        """Take no new request; wait up to ``timeout`` seconds for those being forwarded,
+        then cut the rest (as llama-swap's peer shutdown does)."""
+        self._closing = True
+        if not self._in_flight:
+            return
+        settled: Deferred[None] = Deferred()
+
+        def settle(_: object = None) -> None:
+            if not settled.called:
+                settled.callback(None)
+
+        timer = self._reactor.callLater(timeout, settle)
+        DeferredList(list(self._in_flight)).addCallback(settle)
+        await settled
+        if timer.active():
+            timer.cancel()
+        if self._in_flight:
+            log.warn("shutdown: {n} peer requests still in flight after {t:g}s; cutting them",
+                     n=len(self._in_flight), t=timeout)
+            self._cutting = True
+            for forwarding in list(self._in_flight.values()):
+                forwarding.cancel()
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()

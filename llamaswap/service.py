@@ -242,7 +242,9 @@ class LlamaSwapService(MultiService):
         try:
             await DeferredList([d for d in (s.stopService() for s in self._listeners) if d],
                                consumeErrors=True)
+            peers_drained = Deferred.fromCoroutine(self.peers.drain(self.drain_timeout))
             await self.router.shutdown(self.drain_timeout)
+            await peers_drained
             others = [s for s in self if s not in self._listeners]
             await DeferredList([Deferred.fromCoroutine(_as_coroutine(s.stopService()))
                                 for s in others], consumeErrors=True)

@@ -192,8 +192,9 @@ def test_listeners_see_every_inflight_change_as_before() -> None:
     assert [kind for kind, _ in events] == ["inflight"] * 4 + ["activity"]
     upserts = [(d["operation"], d["request"]["status"], d["request"]["resp_bytes"])
                for _, d in events[:3]]
-    # start, headers, then once INFLIGHT_UPDATE_INTERVAL (0.25 s) passed since the last one
-    assert upserts == [("upsert", None, 0), ("upsert", 200, 0), ("upsert", 200, 27)]
+    # start, headers, then the bytes so far once INFLIGHT_UPDATE_INTERVAL (0.25 s) is up
+    # (chunks at 0.11 s and 0.21 s: sent at 0.25 s; the next is cancelled by the end)
+    assert upserts == [("upsert", None, 0), ("upsert", 200, 0), ("upsert", 200, 18)]
     assert events[0][1]["request"]["remote_ip"] == "10.0.0.7"
     assert events[3][1] == {"operation": "remove", "id": str(exchange.id)}
     assert events[4][1] == {"id": 1}

@@ -36,6 +36,25 @@ def kept_in_activity(method: str, path: str) -> bool:
     return any(rest.endswith(model_path) for model_path in MODEL_PATHS)
 
 
+def model_dispatched(method: str, path: str) -> bool:
+    """Whether ``method path`` (below ``/upstream/<model>``) is one of the model endpoints
+    llamaswap serves itself (``web.routes``): what llama-swap tracks through ``/upstream``."""
+    return any(route.path == path and method in route.methods for route in MODEL_ROUTES)
+
+
+_NO_REQUEST_BODY = frozenset({"/v1/audio/voices", "/v1/audio/transcriptions",
+                              "/v1/images/edits", "/sdapi/v1/img2img"})
+_NO_RESPONSE_BODY = frozenset({"/v1/audio/speech", "/v1/images/generations",
+                               "/v1/images/edits", "/sdapi/v1/txt2img", "/sdapi/v1/img2img"})
+
+
+def captured_bodies(path: str) -> tuple[bool, bool]:
+    """Whether a capture of a request for ``path`` keeps its request body and its response
+    body: as in llama-swap, not the audio and image uploads or downloads (large binary
+    data nobody reads in a capture); headers are always kept."""
+    return path not in _NO_REQUEST_BODY, path not in _NO_RESPONSE_BODY
+
+
 def _optional_ms(value: float | None) -> int | None:
     return None if value is None else go_int(value)
 

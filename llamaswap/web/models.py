@@ -128,10 +128,33 @@ class ModelEndpoint(Branch):
         except NoTarget as e:
             send_error(request, 503, str(e), headers={"retry-after": "1"})
             return
+        websocket = is_websocket_upgrade(request.requestHeaders)
+        if websocket and self._ignores_websockets(wanted.requested):
+            release()  # a long-lived ignored websocket must not weigh on a selector's choices
         try:
+            if websocket and self._app.config.resolve(wanted.requested) is not None:
+                await self._websocket(request, wanted.requested, uri)
+                return
             await self._dispatch(request, context, wanted, as_sent, uri, streaming)
         finally:
             release()
+
+    def _ignores_websockets(self, name: str) -> bool:
+        model_id = self._app.config.resolve(name)
+        return model_id is not None and self._app.config.models[model_id].ignore_websockets
+
+    async def _websocket(self, request: Request, name: str, uri: bytes) -> None:
+        """A websocket upgrade on a model route (``GET /props?model=m``): relayed as one, as
+        through ``/upstream/<model>/``; with ``compat.ignoreWebsockets`` only to a ready
+        model (409 otherwise)."""
+        model_id = self._app.config.resolve(name)
+        assert model_id is not None
+        ready = self._app.processes[model_id].state is ModelState.READY
+        if self._ignores_websockets(name) and not ready:
+            send_error(request, 409, f"model {model_id} is not loaded; ignored websocket "
+                       "requests cannot start it", code="model_not_loaded")
+            return
+        await _websocket(self._app, request, model_id, uri)
 
     async def _dispatch(self, request: Request, context: RequestContext, wanted: ModelRequest,
                         as_sent: str, uri: bytes, streaming: bool) -> None:
@@ -255,6 +278,8 @@ class Upstream(Endpoint):
             return
         rest = b"/" + b"/".join(segments[cut:]) + (b"?" + query if query else b"")
         body = spooled_body(request)
+        context_of(request).upstream_path = unquote(
+            "/" + b"/".join(segments[cut:]).decode("latin-1"))
         if remote is not None:
             if key_refuses(request, context_of(request), "/".join(remote)):
                 return

@@ -4,15 +4,30 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Protocol
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tests.integration import conftest as harness
 
-__all__ = ["EchoPeer", "EchoResource", "harness", "own_port_model"]
+__all__ = ["EchoPeer", "EchoResource", "Follow", "HoldingPeer", "RawClient", "harness",
+           "open_upgrade", "own_port_model", "wsecho_cmd"]
+
+WSECHO = Path(__file__).resolve().parents[1] / "wsecho.py"
+
+
+def wsecho_cmd() -> str:
+    """A ``cmd:`` running the test websocket server (``tests/wsecho.py``) on ``${PORT}``."""
+    return f"{sys.executable} {WSECHO} --port ${{PORT}}"
 
 
 def own_port_model(name: str, *extra: str, indent: int = 4) -> str:
@@ -60,3 +75,93 @@ class EchoPeer:
     @property
     def seen(self) -> list[dict[str, Any]]:
         return self.resource.seen
+
+
+class Follow(Protocol):
+    """Collects a streamed response body as it arrives; ``events()`` decodes it as
+    llamaswap's ``/api/events`` frames."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.done: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
+    def events(self) -> list[tuple[str, Any]]:
+        out = []
+        for line in self.data.decode("utf-8", "replace").split("\n"):
+            if line.startswith("data:{"):
+                try:
+                    envelope = json.loads(line[5:])
+                except ValueError:  # the frame's end has not arrived yet
+                    continue
+                out.append((envelope["type"], json.loads(envelope["data"])))
+        return out
+
+    def stop(self) -> None:
+        self.transport.stopProducing()  # type: ignore[attr-defined]
+
+
+class RawClient(Protocol):
+    """Raw bytes to and from llamaswap: an upgrade request, then whatever a test sends."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(None)
+
+    @property
+    def status(self) -> int:
+        return int(self.received.split(b" ", 2)[1])
+
+
+async def open_upgrade(port: int, path: str, headers: str = "") -> RawClient:
+    """Send a websocket upgrade for ``path`` to llamaswap on ``port``; return once the
+    answer's head is in (or the connection closed)."""
+    client = RawClient()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    client.transport.write(  # type: ignore[attr-defined]
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"{headers}\r\n".encode())
+    await harness.wait_for(lambda: b"\r\n\r\n" in client.received or client.closed.called,
+                           timeout=30)
+    return client
+
+
+class HoldingPeer(Resource):
+    """A stand-in peer that answers only when the test says so (``answer_all``); it
+    remembers the model each waiting request asked for."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[tuple[str, Request]] = []
+
+    def render(self, request: Request) -> Any:
+        body = request.content.read() if request.content is not None else b""
+        self.waiting.append((json.loads(body or b"{}").get("model", ""), request))
+        return NOT_DONE_YET
+
+    def answer_all(self) -> None:
+        for _, request in self.waiting:
+            if not request.finished and not request._disconnected:  # noqa: SLF001
+                request.setHeader(b"content-type", b"application/json")
+                request.write(b'{"ok": true}')
+                request.finish()
+        self.waiting = []
+
+    def listen(self) -> IListeningPort:
+        """Serve on a free loopback port (``.getHost().port``); stop it when done."""
+        return reactor.listenTCP(0, Site(self), interface="127.0.0.1")

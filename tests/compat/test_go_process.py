@@ -18,7 +18,7 @@ import treq
 from twisted.internet.protocol import Protocol
 
 from llamaswap.policy import ModelState
-from tests.compat.support import harness, own_port_model
+from tests.compat.support import harness, open_upgrade, own_port_model, wsecho_cmd
 
 body_json = harness.body_json
 wait_for = harness.wait_for
@@ -289,3 +289,23 @@ async def test_racing_requests_and_unloads_settle(llamaswap) -> None:
         await treq.content(response)
     assert (await swapper.chat("m")).code == 200
     assert swapper.state("m") is ModelState.READY and pid_alive(swapper.pid("m"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_ignored_websocket_does_not_keep_a_model_past_its_ttl(llamaswap) -> None:
+    """follows internal/process TestProcessCommand_TTL_IgnoresWebsocket"""
+    swapper = await llamaswap(f"""
+models:
+  m:
+    cmd: {wsecho_cmd()}
+    ttl: 1
+    compat: {{ignoreWebsockets: true}}
+""")
+    assert (await swapper.get("/upstream/m/health")).code == 200
+    pid = swapper.pid("m")
+    socket = await open_upgrade(swapper.port, "/upstream/m/socket")
+    assert socket.status == 101
+    # The socket stays open, but it is no request in flight: the TTL runs out regardless.
+    await wait_for(lambda: swapper.state("m") is ModelState.STOPPED, timeout=30)
+    assert pid is not None and not pid_alive(pid)
+    await socket.closed  # the model server went away with its socket
