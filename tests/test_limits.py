@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from llamaswap.web.limits import LimitedRequest
+from llamaswap.web.site import HardenedSite
 
 
 class Recorder(Resource):
@@ -47,7 +49,14 @@ def test_declared_length_over_the_limit_is_refused_before_the_body_is_sent() -> 
 
 
 def test_anthropic_path_gets_anthropic_shape() -> None:
-    _, transport, channel = connect()
+    # Only llamaswap's channel knows a request's target before twisted.web has read it
+    # all (``target_of``, web/strict.py); a plain channel's 413 takes the OpenAI shape.
+    site = HardenedSite(Recorder(), reactor=Clock())
+    site.requestFactory = LimitedRequest
+    site.max_request_size = 1000  # type: ignore[attr-defined]
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
     channel.dataReceived(b"POST /v1/messages HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")
     body = json.loads(transport.value().partition(b"\r\n\r\n")[2])
     assert body["type"] == "error" and body["error"]["type"] == "request_too_large"

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.web.limits import LimitedRequest
 from llamaswap.web.site import HardenedSite
@@ -364,3 +364,35 @@ def test_an_early_413_to_an_expect_100_continue_sends_no_continue() -> None:
                               b"Content-Length: 5000\r\n\r\n")
     assert transport.value().startswith(b"HTTP/1.1 413")
     assert b"100 Continue" not in transport.value() and transport.write_closed
+
+
+class _Holder(Resource):
+    """Holds every request open until the test finishes it."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Request] = []
+
+    def render(self, request: Request) -> Any:
+        self.held.append(request)
+        return NOT_DONE_YET
+
+
+def test_a_refusal_behind_a_request_being_answered_waits_for_its_answer() -> None:
+    holder = _Holder()
+    site = HardenedSite(holder, reactor=Clock())
+    channel: Any = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /v1/messages HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /v1/messages HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert len(holder.held) == 1 and transport.value() == b""  # no answer out of order
+    holder.held[0].write(b"first")
+    holder.held[0].finish()
+    first, _, second = transport.value().partition(b"first\r\n0\r\n\r\n")  # (chunked)
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 400")
+    _, _, body = answer(second)
+    assert body["type"] == "error"  # the refused request's own API shape (Anthropic)
+    assert len(holder.held) == 1 and transport.disconnecting

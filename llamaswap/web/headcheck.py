@@ -15,7 +15,7 @@ MAX_CHUNK_SIZE = 2**63 - 1
 """The largest chunk size taken (a signed 64-bit length, as most HTTP stacks use)."""
 
 # host = IP-literal / IPv4address / reg-name, then an optional port (RFC 3986 §3.2.2).
-_AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 _SCHEME = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://")
 _SERVED_SCHEMES = (b"http", b"https")
 
@@ -49,7 +49,7 @@ def review_head(method: bytes, target: bytes, hosts: list[bytes]) -> Target | Re
     """
     if len(hosts) > 1:
         return Refusal(400, "more than one Host header")
-    if hosts and not _AUTHORITY.fullmatch(hosts[0]):
+    if hosts and not AUTHORITY.fullmatch(hosts[0]):
         return Refusal(400, "the Host header is not a valid host")
     if target[:1] == b"/":
         return None
@@ -71,7 +71,7 @@ def review_head(method: bytes, target: bytes, hosts: list[bytes]) -> Target | Re
     authority, path = rest[:end], rest[end:]
     if b"@" in authority:
         return Refusal(400, "the request target must not carry user information")
-    if not authority or not _AUTHORITY.fullmatch(authority):
+    if not authority or not AUTHORITY.fullmatch(authority):
         return Refusal(400, "the request target's host is not a valid host")
     if path[:1] != b"/":
         path = b"/" + path

@@ -6,7 +6,9 @@ headers are in, and counts chunked bodies as they stream (and, on a ``StrictChan
 channel, each chunk size as soon as it is read), so an oversized upload is answered 413 at
 once (before a ``100 Continue``) and its bytes are discarded instead of stored. On such a
 channel the connection is then closed at once (``close_after_answer``, ``web/strict.py``).
-Resources check the size again (``too_large``) for Sites built without the mixin.
+Resources check the size again (``too_large``) for Sites built without the mixin. On a
+plain ``HTTPChannel`` the 413 takes the OpenAI shape: only a ``StrictChannelMixin`` channel
+knows a request's target (``target_of``) before twisted.web has read the whole request.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ class BodyLimitMixin:
         if self.content is not None:
             self.content.close()
         self.content = None
-        path = getattr(self.channel, "_path", b"/").partition(b"?")[0].decode("latin-1")
+        target_of = getattr(self.channel, "target_of", None)  # web/strict.py
+        target = target_of(self) if target_of is not None else b"/"
+        path = target.partition(b"?")[0].decode("latin-1")
         log.warn("rejected a request body over {limit} bytes on {path} (413)", limit=limit,
                  path=path)
         self.channel.transport.write(error_response(

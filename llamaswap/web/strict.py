@@ -21,12 +21,12 @@ its 413 came is read to its end, if it ends soon, so that a client that reads on
 sending still gets its answer). An early 413 (``web/limits.py``) closes the same way,
 through ``close_after_answer``.
 
-Checks sit where every head passes (``allHeadersReceived``, the line parser's callbacks,
-``dataReceived``). This overrides ``HTTPChannel._respondToBadRequestAndDisconnect``
-(private: the one place twisted.web's refusals go) and reads ``_path``, ``_command``,
-``_transferDecoder`` and ``LineReceiver._buffer``: private names outside ``web/fast``, kept
-because the public ``HTTPChannel`` offers no hook for these answers; the tests in
-``tests/test_strict.py`` fail first if a Twisted release moves them.
+The checks run on the raw bytes before twisted.web's parser sees them
+(``web/framing.py``): ``dataReceived`` holds each head until it is complete and checked,
+then hands it on, and follows the bodies' framing so that pipelined requests are read too.
+A request refused behind others still being answered is answered after them, in order.
+Only public ``HTTPChannel`` API is used: twisted.web never sees a head or chunk that its
+own refusal path would answer with a bare ``400``.
 """
 
 from __future__ import annotations
@@ -39,15 +39,8 @@ from twisted.python.failure import Failure
 
 from llamaswap.logs import get_logger
 from llamaswap.web.errors import error_response
-from llamaswap.web.headcheck import (
-    MALFORMED,
-    Refusal,
-    bare_line_ending,
-    chunk_size_refusal,
-    oversized_head,
-    review_head,
-    too_many_headers,
-)
+from llamaswap.web.framing import RequestFramer, Stop
+from llamaswap.web.headcheck import Refusal
 from llamaswap.web.routes import api_of_path
 
 LINGER_IDLE = 2.0
@@ -70,90 +63,99 @@ class StrictChannelMixin:
     _refused = False
     _linger_call: IDelayedCall | None = None
     _linger_end = 0.0
+    _framer: RequestFramer | None = None
+    _stop: Stop | None = None  # a refusal waiting for the requests before it
+    _done_count = 0  # requests of this connection answered
+    _replaying = False
 
-    # HTTPChannel's, as seen from here
+    # HTTPChannel's public state, as seen from here
     transport: Any
     requests: list[Any]
     persistent: Any
-    line_mode: int
     totalHeadersSize: int
     maxHeaders: int
-    _receivedHeaderSize: int
-    _receivedHeaderCount: int
+    MAX_LENGTH: int
+    resetTimeout: Any  # TimeoutMixin's
+
+    def connectionMade(self) -> None:
+        self._framer = RequestFramer(max_line=self.MAX_LENGTH, max_head=self.totalHeadersSize,
+                                     max_headers=self.maxHeaders)
+        super().connectionMade()  # type: ignore[misc]
 
     # -- what arrives ----------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self._replaying:  # twisted.web's own replay of bytes checked when they came
+            super().dataReceived(data)  # type: ignore[misc]
+            return
         if self._refused:
             self._linger_on()  # read and dropped (see the module docstring)
             return
-        super().dataReceived(data)  # type: ignore[misc]
-        channel: Any = self
-        if (channel._buffer and self.line_mode and not self._refused
-                and not channel._busyReceiving and not channel.paused
-                and bare_line_ending(channel._buffer)):
-            self.refuse(Refusal(400, "request lines must end with CRLF"))
-
-    def lineReceived(self, line: bytes) -> None:
-        if self._refused:
+        framer = self._framer
+        if framer is None or self._stop is not None:
+            return  # (after a refusal still waiting its turn, nothing more is read)
+        passed, stop = framer.feed(data)
+        self._stop = stop
+        if passed:
+            super().dataReceived(passed)  # type: ignore[misc]
+        else:
+            self.resetTimeout()
+        if stop is not None:
+            self._refuse_in_turn()
             return
-        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self.refuse(oversized_head(not self.requests, self.totalHeadersSize))
-            return
-        super().lineReceived(line)  # type: ignore[misc]
+        remaining = framer.announced
+        if remaining is not None and self._done_count + len(self.requests) == framer.started:
+            expect_more = getattr(self.requests[-1], "expect_more", None)
+            if expect_more is not None:
+                expect_more(remaining)  # the body limit (web/limits.py)
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self.refuse(oversized_head(not self.requests, self.totalHeadersSize))
+    def requestDone(self, request: Any) -> None:
+        self._done_count += 1
+        if self._framer is not None and self._framer.targets:
+            self._framer.targets.popleft()
+        replaying, self._replaying = self._replaying, True
+        try:
+            super().requestDone(request)  # type: ignore[misc]
+        finally:
+            self._replaying = replaying
+        self._refuse_in_turn()
+        framer = self._framer
+        if (framer is not None and framer.started == self._done_count and self.persistent
+                and not self._refused and self._stop is None):
+            # The next request's head has begun but is held here, not in twisted.web's
+            # buffer: it arrives now, as twisted.web's replay would have it.
+            held = framer.release_head()
+            if held:
+                self.dataReceived(held)
 
-    def rawDataReceived(self, data: bytes) -> None:
-        if self._refused:
-            return
-        super().rawDataReceived(data)  # type: ignore[misc]
-        decoder: Any = getattr(self, "_transferDecoder", None)
-        if decoder is not None and not self._refused and getattr(decoder, "state", "") == "BODY":
-            self._chunk_announced(decoder.length)
+    def _refuse_in_turn(self) -> None:
+        """Answer a waiting refusal once every request before it has its answer."""
+        stop = self._stop
+        if stop is not None and stop.index == self._done_count and not self._refused:
+            self.refuse(stop.refusal, stop.target)
 
-    def _chunk_announced(self, remaining: int) -> None:
-        refusal = chunk_size_refusal(remaining)
-        if refusal is not None:
-            self.refuse(refusal)
-            return
-        expect_more = getattr(self.requests[-1], "expect_more", None) if self.requests else None
-        if expect_more is not None:
-            expect_more(remaining)  # the body limit (web/limits.py)
-
-    def allHeadersReceived(self) -> None:
-        channel: Any = self
-        request = self.requests[-1]
-        verdict = review_head(channel._command, channel._path,
-                              request.requestHeaders.getRawHeaders(b"host", []))
-        if isinstance(verdict, Refusal):
-            self.refuse(verdict)
-            return
-        if verdict is not None:  # absolute-form: its path, its host
-            channel._path = verdict.path
-            request.requestHeaders.setRawHeaders(b"host", [verdict.host])
-        super().allHeadersReceived()  # type: ignore[misc]
+    def target_of(self, request: Any) -> bytes:
+        """The request target ``request`` was received with (before twisted.web sets
+        ``request.uri``, e.g. for an early 413)."""
+        framer = self._framer
+        try:
+            return framer.targets[self.requests.index(request)] if framer else b"/"
+        except (ValueError, IndexError):
+            return b"/"
 
     def allContentReceived(self) -> None:
         if self._refused:
             return  # e.g. the rest of a body after an early 413
         super().allContentReceived()  # type: ignore[misc]
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        """Where twisted.web sends every head it refuses (and a broken form body)."""
-        if self._receivedHeaderCount > self.maxHeaders:
-            self.refuse(too_many_headers(self.maxHeaders))
-        else:
-            self.refuse(MALFORMED)
-
     # -- refusing --------------------------------------------------------------------------
 
-    def refuse(self, refusal: Refusal) -> None:
-        """Answer the request being received with ``refusal``, then close."""
+    def refuse(self, refusal: Refusal, target: bytes = b"/") -> None:
+        """Answer the request being received (sent to ``target``) with ``refusal``, then
+        close."""
         if self._refused or self.transport is None or self.transport.disconnecting:
             return
-        path = getattr(self, "_path", b"").partition(b"?")[0].decode("latin-1")
+        path = target.partition(b"?")[0].decode("latin-1")
         peer = getattr(self.transport.getPeer(), "host", "-")
         log.info("refused a request from {client}: {status} {message}", client=peer,
                  status=refusal.status, message=refusal.message)
@@ -169,7 +171,6 @@ class StrictChannelMixin:
         self._refused = True
         self.persistent = False
         channel: Any = self
-        channel._buffer = b""  # LineReceiver stops parsing what it holds
         self._linger_end = self.clock.seconds() + self.linger_max
         self._linger_call = self.clock.callLater(self.linger_idle, self._linger_over)
         half_close = getattr(self.transport, "loseWriteConnection", None)
