@@ -3,6 +3,9 @@
 All of its state is touched only on the reactor thread, so there are no locks: every event
 (a request arrives or leaves, a swap ends, a request finishes, a model changes state, a hold
 or TTL runs out) updates the state and re-runs ``policy.plan`` over the queue.
+
+The tickets, leases and errors it hands out are in ``tickets.py``; its TTL, failure, hang
+and liveness timers in ``watch.py``. The names they define are importable from here too.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -32,125 +34,28 @@ from llamaswap.policy import (
 )
 from llamaswap.process import ModelProcess, StartAborted, StartError
 from llamaswap.reload import ConfigDiff
-from llamaswap.supervision import backoff_delay, recent
+from llamaswap.tickets import (
+    COST_SMOOTHING,
+    CircuitOpen,
+    ConcurrencyLimitExceeded,
+    Lease,
+    ModelUnloaded,
+    QueueTimeout,
+    Rejected,
+    ShuttingDown,
+    Swap,
+    SwapCosts,
+    Ticket,
+    WaitFailed,
+)
+from llamaswap.watch import LIVENESS_MISSES, ModelWatch
 
-COST_SMOOTHING = 0.3
-"""Weight of the newest measurement in the moving averages of load and unload times."""
-LIVENESS_MISSES = 2
-"""Consecutive failed liveness probes after which an idle model counts as hung."""
-
-
-class Rejected(Exception):
-    """Refused at admission (a limit); ``code`` is the API error code, ``retry_after`` seconds."""
-
-    def __init__(self, message: str, code: str = "concurrency_limit",
-                 retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry_after = retry_after
-
-
-ConcurrencyLimitExceeded = Rejected  # the name earlier code and tests use
-
-
-class WaitFailed(Exception):
-    """Admitted, but the wait ended without the model: unloaded, shutting down, timed out,
-    or unplaceable. ``retry_after`` is a hint in seconds for the client."""
-
-    def __init__(self, message: str, code: str = "service_unavailable",
-                 retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry_after = retry_after
+__all__ = ["COST_SMOOTHING", "LIVENESS_MISSES", "CircuitOpen", "ConcurrencyLimitExceeded",
+           "Lease", "ModelUnloaded", "QueueTimeout", "Rejected", "Router", "ShuttingDown",
+           "SwapCosts", "Ticket", "WaitFailed"]
 
 
-class ModelUnloaded(WaitFailed):
-    """The model was unloaded while this request waited for it."""
-
-
-class ShuttingDown(WaitFailed):
-    """llamaswap is stopping and takes no new work."""
-
-
-class QueueTimeout(WaitFailed):
-    """The request waited ``routing.scheduler.queueTimeout`` without getting its model."""
-
-
-class CircuitOpen(WaitFailed):
-    """The model failed ``maxFailures`` times within ``failureWindow``: refused until then."""
-
-
-class Lease:
-    """Permission to send one request to a ready model; ``release()`` when it is done."""
-
-    def __init__(self, router: Router, model: str, process: ModelProcess) -> None:
-        self.model = model
-        self.process = process
-        self._router: Router | None = router
-        self._watch = router
-
-    def touch(self) -> None:
-        """The model sent something for this request: it is not hung."""
-        if self._router is not None:
-            self._router._activity(self.model)
-
-    @property
-    def hung(self) -> bool:
-        """Whether the model was declared hung (and killed) while this request was on it."""
-        return self.model in self._watch.hung_models
-
-    def release(self) -> None:
-        router, self._router = self._router, None
-        if router is not None:
-            router._released(self.model)
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One admitted request's place in the system, until it is granted or fails."""
-
-    request_id: int
-    model: str
-    arrived: float
-    deferred: Deferred[Lease] = field(default_factory=Deferred)
-    router: Router | None = None
-    timeout: IDelayedCall | None = None
-    path: str = ""
-    """The HTTP path the request came on, for ``/api/queue`` (the router never reads it)."""
-    access_id: int | None = None
-    """The access log's number for the request, for ``/api/queue``."""
-
-    def position(self) -> int:
-        """1-based place among requests still queued (0 once loading or granted)."""
-        return self.router.position(self) if self.router else 0
-
-    def eta(self) -> float:
-        """Estimated seconds until this request is served (learnt load times)."""
-        return self.router.eta(self) if self.router else 0.0
-
-
-@dataclass(eq=False)
-class _Swap:
-    evict: frozenset[str]
-    started: float
-    waiters: list[Ticket] = field(default_factory=list)
-    loading_since: float | None = None
-
-
-@dataclass
-class SwapCosts:
-    """Moving averages of how long a model takes to load and to unload, in seconds."""
-
-    load: float | None = None
-    unload: float | None = None
-
-    def record(self, kind: str, seconds: float) -> None:
-        old = getattr(self, kind)
-        new = seconds if old is None else (1 - COST_SMOOTHING) * old + COST_SMOOTHING * seconds
-        setattr(self, kind, new)
-
-
-class Router:
+class Router(ModelWatch):
     """Owns the queue, active swaps, in-flight counts, timers and learnt swap costs."""
 
     log = get_logger()
@@ -162,7 +67,7 @@ class Router:
         self._clock = clock
         self._ids = itertools.count(1)
         self._queue: list[Ticket] = []
-        self._swaps: dict[str, _Swap] = {}
+        self._swaps: dict[str, Swap] = {}
         self._in_flight: Counter[str] = Counter()
         self._reserved: Counter[str] = Counter()
         self._ready_since: dict[str, float] = {}
@@ -307,7 +212,7 @@ class Router:
         load = self.costs[model].load or self._config.health_check_timeout / 10
         return pending + unload + load
 
-    def _swap_remaining(self, model: str, swap: _Swap) -> float:
+    def _swap_remaining(self, model: str, swap: Swap) -> float:
         now = self._clock.seconds()
         load = self.costs[model].load or self._config.health_check_timeout / 10
         started = swap.loading_since if swap.loading_since is not None else now
@@ -411,7 +316,7 @@ class Router:
         started: list[str] = []
         for decision in decided.decisions:
             if isinstance(decision, StartSwap):
-                self._swaps[decision.model] = _Swap(decision.evict, self._clock.seconds())
+                self._swaps[decision.model] = Swap(decision.evict, self._clock.seconds())
                 started.append(decision.model)
                 continue
             ticket = by_id[decision.request_id]
@@ -519,32 +424,6 @@ class Router:
         if new in (ModelState.STOPPED, ModelState.READY):
             self._drain()
 
-    # -- TTL --------------------------------------------------------------------------------
-
-    def _arm_ttl(self, model: str) -> None:
-        ttl = self._model_config(model).ttl
-        if ttl <= 0 or self._in_flight[model] or self._closing:
-            return
-        if self._processes[model].state is not ModelState.READY:
-            return
-        self._cancel_ttl(model)
-        self._ttl_timers[model] = self._clock.callLater(ttl, self._ttl_expired, model)
-
-    def _cancel_ttl(self, model: str) -> None:
-        timer = self._ttl_timers.pop(model, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    def _ttl_expired(self, model: str) -> None:
-        self._ttl_timers.pop(model, None)
-        if self._in_flight[model] or model in self._swaps:
-            return
-        if self._processes[model].state is not ModelState.READY:
-            return
-        self.log.info("{model}: unloading after TTL of {ttl:g}s", model=model,
-                      ttl=self._model_config(model).ttl)
-        self._stop(model, reason="ttl").addErrback(self._bug, "ttl stop")
-
     # -- reload -----------------------------------------------------------------------------
 
     def _model_config(self, model: str) -> ModelConfig:
@@ -608,102 +487,6 @@ class Router:
             for times in (self._ready_since, self._last_done, self._last_used):
                 times.pop(model, None)
         self._drain()
-
-    # -- supervision: failures, backoff, circuit, hangs, liveness ---------------------------
-
-    def _record_failure(self, model: str, why: str) -> None:
-        settings = self._model_config(model).supervision
-        now = self._clock.seconds()
-        self._failures[model] = [*recent(self._failures[model], now, settings), now]
-        count = len(self._failures[model])
-        if count >= settings.max_failures:
-            self.log.error("{model}: failed {count} times in {window:g}s; refusing requests "
-                           "until the window passes or it is unloaded (last error: {why})",
-                           model=model, count=count, window=settings.failure_window, why=why)
-            circuit = self._circuit(model)
-            if circuit is not None:
-                self._fail_waiters_for(model, circuit)
-        else:
-            self.log.warn("{model}: failure {count} of {max}; next start in {delay:g}s at the "
-                          "earliest", model=model, count=count, max=settings.max_failures,
-                          delay=backoff_delay(settings, count))
-
-    def _circuit(self, model: str) -> CircuitOpen | None:
-        settings = self._model_config(model).supervision
-        now = self._clock.seconds()
-        failures = recent(self._failures[model], now, settings)
-        if len(failures) < settings.max_failures:
-            return None
-        retry = failures[0] + settings.failure_window - now
-        last = self._processes[model].last_error or "unknown error"
-        return CircuitOpen(f"model {model} failed {len(failures)} times in the last "
-                           f"{settings.failure_window:g}s and is not started again for "
-                           f"{retry:.0f}s; last error: {last}", "model_failing",
-                           retry_after=max(1.0, retry))
-
-    def _not_before(self) -> dict[str, float]:
-        now = self._clock.seconds()
-        result = {}
-        for model, failures in self._failures.items():
-            settings = self._model_config(model).supervision
-            failures = recent(failures, now, settings)
-            if failures:
-                result[model] = failures[-1] + backoff_delay(settings, len(failures))
-        return result
-
-    def _activity(self, model: str) -> None:
-        timer = self._hang_timers.get(model)
-        if timer is not None and timer.active():
-            timer.reset(self._model_config(model).supervision.hang_timeout)
-
-    def _hung(self, model: str) -> None:
-        self._hang_timers.pop(model, None)
-        timeout = self._model_config(model).supervision.hang_timeout
-        self.log.error("{model}: no output for {timeout:g}s with {n} request(s) in flight: "
-                       "hung; killing it", model=model, timeout=timeout,
-                       n=self._in_flight[model])
-        self.hangs[model] += 1
-        self.hung_models.add(model)
-        self._processes[model].last_error = f"hung: no output for {timeout:g}s"
-        self._record_failure(model, f"hung: no output for {timeout:g}s")
-        self._stop(model, timeout=0, reason="hung").addErrback(self._bug, "hang kill")
-
-    def _arm_liveness(self, model: str) -> None:
-        interval = self._model_config(model).supervision.liveness_interval
-        if interval <= 0 or self._in_flight[model] or self._closing:
-            return
-        if self._processes[model].state is ModelState.READY and \
-                model not in self._liveness_timers:
-            self._liveness_timers[model] = self._clock.callLater(interval, self._live_check,
-                                                                 model)
-
-    def _live_check(self, model: str) -> None:
-        self._liveness_timers.pop(model, None)
-        process = self._processes[model]
-        if process.state is not ModelState.READY or self._in_flight[model]:
-            return
-
-        def checked(healthy: bool) -> None:
-            if healthy or process.state is not ModelState.READY:
-                self._liveness_misses[model] = 0
-            else:
-                self._liveness_misses[model] += 1
-                self.log.warn("{model}: liveness probe failed ({n} in a row)", model=model,
-                              n=self._liveness_misses[model])
-                if self._liveness_misses[model] >= LIVENESS_MISSES:
-                    self._liveness_misses[model] = 0
-                    self._hung(model)
-                    return
-            self._arm_liveness(model)
-
-        timeout = min(self._model_config(model).supervision.liveness_interval, 10.0)
-        process.probe_once(timeout).addCallback(checked).addErrback(self._bug, "liveness")
-
-    @staticmethod
-    def _cancel_timer(timers: dict[str, IDelayedCall], model: str) -> None:
-        timer = timers.pop(model, None)
-        if timer is not None and timer.active():
-            timer.cancel()
 
     # -- unload and shutdown ----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from llamaswap.router import Ticket
+from llamaswap.tickets import Ticket
 from llamaswap.web.app import App
 from llamaswap.web.base import Endpoint, send_json
 

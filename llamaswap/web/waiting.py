@@ -28,7 +28,7 @@ from llamaswap.context import context_of
 from llamaswap.observability import relative_path
 from llamaswap.policy import ModelState
 from llamaswap.process import StartError
-from llamaswap.router import Lease, Rejected, Ticket, WaitFailed
+from llamaswap.tickets import Lease, Rejected, Ticket, WaitFailed
 from llamaswap.web.app import App
 from llamaswap.web.errors import error_body, send_error
 
