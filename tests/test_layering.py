@@ -107,3 +107,130 @@ def test_the_web_layer_never_imports_the_service_or_the_entry_points() -> None:
     for module, targets in graph.items():
         if module.startswith("llamaswap.web."):
             assert not targets & above, module
+
+
+# -- private Twisted names stay inside the fenced package (issue 15) ----------------------------
+
+FENCED = "llamaswap/web/fast/"
+BEING_REMOVED = {
+    # Replaced by the new llamaswap/upstream/ package on another branch; the integrator drops
+    # this exclusion once that lands.
+    "llamaswap/web/h1client.py", "llamaswap/web/pool.py", "llamaswap/web/writethrough.py",
+}
+TWISTED_PRIVATE_ATTRIBUTES = {
+    # HTTPChannel / LineReceiver / Request / transports / the HTTP client
+    "_respondToBadRequestAndDisconnect", "_transferDecoder", "_command", "_path", "_version",
+    "_buffer", "_busyReceiving", "_receivedHeaderSize", "_receivedHeaderCount",
+    "_dataBuffer", "_handlingRequest", "_waitingForTransport", "_networkProducer",
+    "_requestProducer", "_savedTimeOut", "_abortingCall", "_finishRequestBody",
+    "_maybeChooseTransferDecoder", "_channel", "_tempDataBuffer", "_tempDataLen",
+    "_HTTP11ClientFactory", "_producer",
+}
+
+
+def private_twisted_uses(path: Path) -> Iterator[str]:
+    """Where ``path`` names something private of Twisted: a private module or name imported
+    from ``twisted``, a private method of Twisted's overridden, or a known private attribute
+    of Twisted's objects (on anything but
+    ``self``; on ``self`` too in a class with a Twisted base or a mixin meant for one, unless
+    the class sets that attribute up in its own ``__init__``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    from_twisted: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "twisted":
+            from_twisted.update(alias.asname or alias.name for alias in node.names)
+            if any(part.startswith("_") for part in (node.module or "").split(".")):
+                yield f"{path}:{node.lineno}: from {node.module} import"
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    yield f"{path}:{node.lineno}: from {node.module} import {alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "twisted" and any(part.startswith("_") for part in parts):
+                    yield f"{path}:{node.lineno}: import {alias.name}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and isinstance(
+                node.value, ast.Name) and node.value.id == "twisted":
+            yield f"{path}:{node.lineno}: twisted.{node.attr}"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in ("getattr", "setattr", "hasattr", "delattr") and \
+                len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and \
+                node.args[1].value in TWISTED_PRIVATE_ATTRIBUTES:
+            yield f"{path}:{node.lineno}: {node.func.id}(..., {node.args[1].value!r})"
+    yield from _private_attributes(path, tree, from_twisted)
+
+
+def _private_attributes(path: Path, tree: ast.Module, from_twisted: set[str]) -> Iterator[str]:
+    def base_names(cls: ast.ClassDef) -> set[str]:
+        return {b.id if isinstance(b, ast.Name) else b.attr for b in cls.bases
+                if isinstance(b, ast.Name | ast.Attribute)}
+
+    def own_state(cls: ast.ClassDef) -> set[str]:
+        names = set()
+        for item in cls.body:
+            if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                for node in ast.walk(item):
+                    if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                        names.add(node.attr)
+        return names
+
+    def visit(node: ast.AST, cls: ast.ClassDef | None) -> Iterator[str]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                yield from visit(child, child)
+                continue
+            if isinstance(child, ast.FunctionDef) and cls is not None and \
+                    child.name in TWISTED_PRIVATE_ATTRIBUTES:
+                yield f"{path}:{child.lineno}: def {child.name}"  # overrides a private method
+            if isinstance(child, ast.Attribute) and child.attr in TWISTED_PRIVATE_ATTRIBUTES \
+                    and not (isinstance(child.value, ast.Name) and child.value.id == "twisted"):
+                on_self = isinstance(child.value, ast.Name) and child.value.id == "self"
+                twisted_class = cls is not None and (
+                    bool(base_names(cls) & from_twisted) or cls.name.endswith("Mixin")
+                    or any(name.endswith("Mixin") for name in base_names(cls)))
+                if not on_self or (twisted_class and child.attr not in own_state(cls)):
+                    yield f"{path}:{child.lineno}: .{child.attr}"
+            yield from visit(child, cls)
+
+    yield from visit(tree, None)
+
+
+def test_no_private_twisted_name_outside_the_fenced_package() -> None:
+    root = PACKAGE.parent
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith(FENCED) or relative in BEING_REMOVED:
+            continue
+        found.extend(private_twisted_uses(path))
+    assert found == []
+
+
+def test_the_private_name_scan_sees_each_kind_of_use(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import twisted.web._abnf\n"
+        "from twisted.web._newclient import HTTP11ClientProtocol\n"
+        "from twisted.web.client import _HTTP11ClientFactory\n"
+        "from twisted.web.http import HTTPChannel\n"
+        "import twisted\n"
+        "x = twisted._version\n"
+        "def f(channel, request):\n"
+        "    channel._respondToBadRequestAndDisconnect()\n"
+        "    return request._channel, getattr(channel, '_path', None)\n"
+        "class Channel(HTTPChannel):\n"
+        "    def g(self):\n"
+        "        return self._transferDecoder\n"
+        "    def _respondToBadRequestAndDisconnect(self):\n"
+        "        pass\n"
+        "class StrictMixin:\n"
+        "    def h(self):\n"
+        "        return self._buffer\n"
+        "class Own:\n"  # not Twisted's: its own state under the same name is fine
+        "    def __init__(self):\n"
+        "        self._buffer = b''\n"
+        "    def i(self):\n"
+        "        return self._buffer\n")
+    lines = sorted(int(use.split(":")[1]) for use in private_twisted_uses(probe))
+    assert lines == [1, 2, 3, 6, 8, 9, 9, 12, 13, 17]
