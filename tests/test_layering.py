@@ -131,9 +131,8 @@ TWISTED_PRIVATE_ATTRIBUTES = {
 def private_twisted_uses(path: Path) -> Iterator[str]:
     """Where ``path`` names something private of Twisted: a private module or name imported
     from ``twisted``, a private method of Twisted's overridden, or a known private attribute
-    of Twisted's objects (on anything but
-    ``self``; on ``self`` too in a class with a Twisted base or a mixin meant for one, unless
-    the class sets that attribute up in its own ``__init__``)."""
+    of Twisted's objects (on anything but ``self``; on ``self`` too in a class with a Twisted
+    base or a mixin meant for one, unless the class sets it up in its own ``__init__``)."""
     tree = ast.parse(path.read_text(), str(path))
     from_twisted: set[str] = set()
     for node in ast.walk(tree):
