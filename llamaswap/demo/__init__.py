@@ -12,7 +12,8 @@ Every streamed event is written to the socket as soon as it is produced (TCP_NOD
 asyncio default), which is what lets tests check the proxy does not buffer streams.
 
 Modules: ``protocol`` (the HTTP/1.1 server side), ``fakes`` (deterministic text and
-vectors), ``server`` (``DemoServer``, the routes), ``cli`` (options, ``main``).
+vectors), ``completions`` (the chat and text completion shapes), ``server`` (``DemoServer``,
+the routes), ``cli`` (options, ``main``).
 
 ``tests/upstream.py`` subclasses :class:`DemoServer` to add fault injection; the hooks it uses
 are :meth:`DemoServer.extra_route`, :meth:`DemoServer.before_inference`,

@@ -174,3 +174,75 @@ class Responder:
 
 
 Handler = Callable[[Request, Responder], Awaitable[None]]
+
+
+async def read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+) -> Request | None:
+    """The next request on a connection, body included (``None``: the client closed it);
+    ``BadRequest`` for one that cannot be read."""
+    try:
+        line = await reader.readline()
+        while line in (b"\r\n", b"\n"):  # tolerate stray CRLFs between requests
+            line = await reader.readline()
+    except ValueError as exc:  # line longer than the StreamReader limit
+        raise BadRequest(431, "request line too long") from exc
+    if not line:
+        return None
+    parts = line.decode("latin-1").split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise BadRequest(400, "malformed request line")
+    method, target, version = parts
+    headers: list[tuple[str, str]] = []
+    while True:
+        try:
+            hline = await reader.readline()
+        except ValueError as exc:
+            raise BadRequest(431, "header line too long") from exc
+        if not hline:
+            raise asyncio.IncompleteReadError(b"", None)
+        if hline in (b"\r\n", b"\n"):
+            break
+        if len(headers) >= MAX_HEADER_COUNT:
+            raise BadRequest(431, "too many headers")
+        name, sep, value = hline.decode("latin-1").partition(":")
+        if not sep or not name.strip():
+            raise BadRequest(400, "malformed header line")
+        headers.append((name.strip(), value.strip()))
+    request = Request(method.upper(), target, version, headers, peer=peer)
+    if (request.header("expect") or "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.body = await read_body(reader, request)
+    return request
+
+async def read_body(reader: asyncio.StreamReader, request: Request) -> bytes:
+    """A request's body: ``Content-Length`` or chunked, at most ``MAX_BODY_BYTES``."""
+    te = (request.header("transfer-encoding") or "").lower()
+    if "chunked" in te:
+        body = bytearray()
+        while True:
+            size_line = await reader.readline()
+            try:
+                size = int(size_line.split(b";")[0].strip(), 16)
+            except ValueError as exc:
+                raise BadRequest(400, "bad chunk size") from exc
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass  # discard trailers
+                return bytes(body)
+            if len(body) + size > MAX_BODY_BYTES:
+                raise BadRequest(413, "request body too large")
+            body += await reader.readexactly(size)
+            await reader.readline()
+    length_header = request.header("content-length")
+    if length_header is None:
+        return b""
+    try:
+        length = int(length_header)
+    except ValueError as exc:
+        raise BadRequest(400, "bad Content-Length") from exc
+    if length < 0:
+        raise BadRequest(400, "bad Content-Length")
+    if length > MAX_BODY_BYTES:
+        raise BadRequest(413, "request body too large")
+    return await reader.readexactly(length) if length else b""

@@ -12,19 +12,12 @@ import signal
 import struct
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llamaswap.demo.completions import CHAT, TEXT, Kind, timings, usage
 from llamaswap.demo.fakes import content_text, count_tokens, hash_vector, relevance, tokenize
-from llamaswap.demo.protocol import (
-    MAX_BODY_BYTES,
-    MAX_HEADER_COUNT,
-    BadRequest,
-    Handler,
-    Request,
-    Responder,
-)
+from llamaswap.demo.protocol import BadRequest, Handler, Request, Responder, read_request
 
 DEFAULT_EMBEDDING_DIMENSIONS = 16
 
@@ -122,7 +115,7 @@ class DemoServer:
         try:
             while True:
                 try:
-                    request = await self._read_request(reader, writer, peer)
+                    request = await read_request(reader, writer, peer)
                 except BadRequest as exc:
                     req = Request("GET", "/", "HTTP/1.1", [("Connection", "close")], peer=peer)
                     await Responder(writer, req).send_error(exc.status, exc.message)
@@ -139,74 +132,6 @@ class DemoServer:
             pass  # shutting down with this connection idle or mid-request: nothing to report
         finally:
             writer.close()
-
-    async def _read_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-    ) -> Request | None:
-        try:
-            line = await reader.readline()
-            while line in (b"\r\n", b"\n"):  # tolerate stray CRLFs between requests
-                line = await reader.readline()
-        except ValueError as exc:  # line longer than the StreamReader limit
-            raise BadRequest(431, "request line too long") from exc
-        if not line:
-            return None
-        parts = line.decode("latin-1").split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            raise BadRequest(400, "malformed request line")
-        method, target, version = parts
-        headers: list[tuple[str, str]] = []
-        while True:
-            try:
-                hline = await reader.readline()
-            except ValueError as exc:
-                raise BadRequest(431, "header line too long") from exc
-            if not hline:
-                raise asyncio.IncompleteReadError(b"", None)
-            if hline in (b"\r\n", b"\n"):
-                break
-            if len(headers) >= MAX_HEADER_COUNT:
-                raise BadRequest(431, "too many headers")
-            name, sep, value = hline.decode("latin-1").partition(":")
-            if not sep or not name.strip():
-                raise BadRequest(400, "malformed header line")
-            headers.append((name.strip(), value.strip()))
-        request = Request(method.upper(), target, version, headers, peer=peer)
-        if (request.header("expect") or "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.body = await self._read_body(reader, request)
-        return request
-
-    async def _read_body(self, reader: asyncio.StreamReader, request: Request) -> bytes:
-        te = (request.header("transfer-encoding") or "").lower()
-        if "chunked" in te:
-            body = bytearray()
-            while True:
-                size_line = await reader.readline()
-                try:
-                    size = int(size_line.split(b";")[0].strip(), 16)
-                except ValueError as exc:
-                    raise BadRequest(400, "bad chunk size") from exc
-                if size == 0:
-                    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                        pass  # discard trailers
-                    return bytes(body)
-                if len(body) + size > MAX_BODY_BYTES:
-                    raise BadRequest(413, "request body too large")
-                body += await reader.readexactly(size)
-                await reader.readline()
-        length_header = request.header("content-length")
-        if length_header is None:
-            return b""
-        try:
-            length = int(length_header)
-        except ValueError as exc:
-            raise BadRequest(400, "bad Content-Length") from exc
-        if length < 0:
-            raise BadRequest(400, "bad Content-Length")
-        if length > MAX_BODY_BYTES:
-            raise BadRequest(413, "request body too large")
-        return await reader.readexactly(length) if length else b""
 
     async def _dispatch(self, request: Request, responder: Responder) -> None:
         start = time.monotonic()
@@ -345,165 +270,45 @@ class DemoServer:
             return tokens[:cap], "length"
         return tokens, "stop"
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-        """OpenAI ``usage`` object."""
-        return {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-
-    def timings(
-        self, prompt_tokens: int, completion_tokens: int, seconds: float
-    ) -> dict[str, float]:
-        """llama.cpp-style ``timings`` object (llama-swap's metrics read these)."""
-        predicted_ms = max(seconds * 1000.0, 0.001)
-        return {
-            "prompt_n": prompt_tokens,
-            "prompt_ms": 1.0,
-            "prompt_per_second": prompt_tokens * 1000.0,
-            "predicted_n": completion_tokens,
-            "predicted_ms": round(predicted_ms, 3),
-            "predicted_per_second": round(completion_tokens * 1000.0 / predicted_ms, 3),
-        }
-
     async def handle_chat(self, request: Request, responder: Responder) -> None:
         """``/v1/chat/completions``: echo the last user message, optionally as SSE."""
-        body = await self._parse_inference(request, responder)
-        if body is None:
-            return
-        messages = body.get("messages")
-        messages = messages if isinstance(messages, list) else []
-        prompt_text = " ".join(
-            content_text(m.get("content")) for m in messages if isinstance(m, dict)
-        )
-        last_user = ""
-        for message in reversed(messages):
-            if isinstance(message, dict) and message.get("role") == "user":
-                last_user = content_text(message.get("content"))
-                break
-        tokens, finish = self.completion_tokens(body, self.reply_text(last_user))
-        prompt_tokens = count_tokens(prompt_text)
-        completion_id = f"chatcmpl-{os.urandom(12).hex()}"
-        created = int(time.time())
-        model = self.options.model
-
-        if body.get("stream") is True:
-            await self._stream(
-                request,
-                responder,
-                body,
-                tokens,
-                finish,
-                prompt_tokens,
-                object_name="chat.completion.chunk",
-                completion_id=completion_id,
-                created=created,
-                make_choice=lambda delta, reason: {
-                    "index": 0,
-                    "delta": delta,
-                    "logprobs": None,
-                    "finish_reason": reason,
-                },
-                token_delta=lambda tok: {"content": tok},
-                first_delta={"role": "assistant", "content": ""},
-            )
-            return
-
-        await responder.send_json(
-            200,
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "llamaswap-demo",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(tokens)},
-                        "logprobs": None,
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": self.usage(prompt_tokens, len(tokens)),
-                "timings": self.timings(prompt_tokens, len(tokens), 0.001),
-            },
-        )
+        await self._complete(request, responder, CHAT)
 
     async def handle_completions(self, request: Request, responder: Responder) -> None:
         """``/v1/completions``: legacy text completion, same behaviour as chat."""
+        await self._complete(request, responder, TEXT)
+
+    async def _complete(self, request: Request, responder: Responder, kind: Kind) -> None:
+        """Either completion shape (``completions.py``), whole or streamed."""
         body = await self._parse_inference(request, responder)
         if body is None:
             return
-        prompt = body.get("prompt", "")
-        if isinstance(prompt, list):
-            prompt = " ".join(p for p in prompt if isinstance(p, str))
-        prompt = prompt if isinstance(prompt, str) else ""
-        tokens, finish = self.completion_tokens(body, self.reply_text(prompt))
-        prompt_tokens = count_tokens(prompt)
-        completion_id = f"cmpl-{os.urandom(12).hex()}"
+        prompt_text, answered = kind.prompt(body)
+        tokens, finish = self.completion_tokens(body, self.reply_text(answered))
+        prompt_tokens = count_tokens(prompt_text)
+        completion_id = f"{kind.id_prefix}-{os.urandom(12).hex()}"
         created = int(time.time())
-
         if body.get("stream") is True:
-            await self._stream(
-                request,
-                responder,
-                body,
-                tokens,
-                finish,
-                prompt_tokens,
-                object_name="text_completion",
-                completion_id=completion_id,
-                created=created,
-                make_choice=lambda delta, reason: {
-                    "index": 0,
-                    "text": delta.get("text", ""),
-                    "logprobs": None,
-                    "finish_reason": reason,
-                },
-                token_delta=lambda tok: {"text": tok},
-                first_delta=None,
-            )
+            await self._stream(responder, body, kind, tokens, finish, prompt_tokens,
+                               completion_id, created)
             return
-
         await responder.send_json(
             200,
             {
                 "id": completion_id,
-                "object": "text_completion",
+                "object": kind.object_name,
                 "created": created,
                 "model": self.options.model,
                 "system_fingerprint": "llamaswap-demo",
-                "choices": [
-                    {
-                        "index": 0,
-                        "text": "".join(tokens),
-                        "logprobs": None,
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": self.usage(prompt_tokens, len(tokens)),
-                "timings": self.timings(prompt_tokens, len(tokens), 0.001),
+                "choices": [kind.choice("".join(tokens), finish)],
+                "usage": usage(prompt_tokens, len(tokens)),
+                "timings": timings(prompt_tokens, len(tokens), 0.001),
             },
         )
 
-    async def _stream(
-        self,
-        request: Request,
-        responder: Responder,
-        body: dict[str, Any],
-        tokens: list[str],
-        finish: str,
-        prompt_tokens: int,
-        *,
-        object_name: str,
-        completion_id: str,
-        created: int,
-        make_choice: Callable[[dict[str, Any], str | None], dict[str, Any]],
-        token_delta: Callable[[str], dict[str, Any]],
-        first_delta: dict[str, Any] | None,
-    ) -> None:
+    async def _stream(self, responder: Responder, body: dict[str, Any], kind: Kind,
+                      tokens: list[str], finish: str, prompt_tokens: int, completion_id: str,
+                      created: int) -> None:
         """Server-sent events, one token per event, each flushed as soon as it is made."""
         model = self.options.model
         stream_options = body.get("stream_options")
@@ -514,7 +319,7 @@ class DemoServer:
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             chunk = {
                 "id": completion_id,
-                "object": object_name,
+                "object": kind.chunk_object,
                 "created": created,
                 "model": model,
                 "system_fingerprint": "llamaswap-demo",
@@ -525,25 +330,23 @@ class DemoServer:
 
         start = time.monotonic()
         await responder.start_stream("text/event-stream")
-        if first_delta is not None:
-            await responder.write(event([make_choice(first_delta, None)]))
+        if kind.opening is not None:
+            await responder.write(event([kind.opening]))
         for i, token in enumerate(tokens):
             if i and self.options.token_delay > 0:
                 await asyncio.sleep(self.options.token_delay)
             if responder.closed:
                 raise ConnectionResetError("client went away mid-stream")
             await self.on_stream_token(body, i)
-            await responder.write(event([make_choice(token_delta(token), None)]))
+            await responder.write(event([kind.chunk_choice(token, None)]))
         await self.on_stream_end(body, len(tokens))
         elapsed = time.monotonic() - start
         await responder.write(
-            event(
-                [make_choice({} if first_delta is not None else {"text": ""}, finish)],
-                timings=self.timings(prompt_tokens, len(tokens), elapsed),
-            )
+            event([kind.chunk_choice(None, finish)],
+                  timings=timings(prompt_tokens, len(tokens), elapsed))
         )
         if include_usage:
-            await responder.write(event([], usage=self.usage(prompt_tokens, len(tokens))))
+            await responder.write(event([], usage=usage(prompt_tokens, len(tokens))))
         await responder.write(b"data: [DONE]\n\n")
         await responder.end_stream()
 
