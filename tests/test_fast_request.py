@@ -23,7 +23,6 @@ from twisted.web.server import version as server_version
 
 from llamaswap.web.fast import PIECES, FastPath
 from llamaswap.web.fast import request as fastrequest
-from llamaswap.web.fast.heads import ParserHeadChecks
 from llamaswap.web.fast.request import http_date
 from llamaswap.web.site import HardenedChannel, HardenedSite
 
@@ -218,8 +217,6 @@ def test_the_site_uses_the_pieces_it_is_given_and_only_those() -> None:
     site.requestFactory = _Recorded
     channel: Any = site.buildProtocol(None)
     assert isinstance(channel, HardenedChannel)
-    assert isinstance(channel, ParserHeadChecks) == ("heads" in _mode.pieces)
-    assert channel.framing == ("heads" not in _mode.pieces)  # one of the two checks, not both
     assert issubclass(channel.requestFactory, fastrequest.FastProcessRequest) == (
         "request" in _mode.pieces)
     assert issubclass(channel.requestFactory, _Recorded)
