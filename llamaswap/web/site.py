@@ -19,8 +19,7 @@ generations are never cut. Header size and count stay bounded by ``HTTPChannel``
 (16 KiB, 500 headers: 414 or 431 beyond).
 
 ``StrictChannelMixin`` (``web/strict.py``) answers every malformed head at once and closes
-refused connections cleanly; with the fast path's ``heads`` piece its checks run inside
-twisted.web's parser (``web/fast/heads.py``).
+refused connections cleanly.
 
 The site applies the fast path it is given (``llamaswap.web.fast``: the config's ``fastPath``
 and ``LLAMASWAP_FAST_PATH``) to its requests and sockets; without it, everything is
@@ -298,7 +297,6 @@ class HardenedSite(Site):
         self.body_timeout = body_timeout
         self.min_body_rate = min_body_rate
         self.fast_path = FastPath.configure() if fast_path is None else fast_path
-        self._channel_class = self.fast_path.channel_class(HardenedChannel)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -306,7 +304,7 @@ class HardenedSite(Site):
         return channel
 
     def protocol(self) -> HardenedChannel:  # type: ignore[override]
-        channel: HardenedChannel = self._channel_class(self.reactor)
+        channel = HardenedChannel(self.reactor)
         channel.fast_path = self.fast_path
         channel.header_timeout = self.header_timeout
         channel.body_timeout = self.body_timeout

@@ -67,9 +67,6 @@ class StrictChannelMixin:
     _stop: Stop | None = None  # a refusal waiting for the requests before it
     _done_count = 0  # requests of this connection answered
     _replaying = False
-    framing = True
-    """Check heads on the raw bytes (``web/framing.py``); the fast path's ``heads`` piece
-    (``web/fast/heads.py``) turns this off and checks inside twisted.web's parser."""
 
     # HTTPChannel's public state, as seen from here
     transport: Any
@@ -81,10 +78,8 @@ class StrictChannelMixin:
     resetTimeout: Any  # TimeoutMixin's
 
     def connectionMade(self) -> None:
-        if self.framing:
-                self._framer = RequestFramer(max_line=self.MAX_LENGTH,
-                                         max_head=self.totalHeadersSize,
-                                         max_headers=self.maxHeaders)
+        self._framer = RequestFramer(max_line=self.MAX_LENGTH, max_head=self.totalHeadersSize,
+                                     max_headers=self.maxHeaders)
         super().connectionMade()  # type: ignore[misc]
 
     # -- what arrives ----------------------------------------------------------------------
@@ -97,10 +92,7 @@ class StrictChannelMixin:
             self._linger_on()  # read and dropped (see the module docstring)
             return
         framer = self._framer
-        if framer is None:  # checked elsewhere (web/fast/heads.py)
-            super().dataReceived(data)  # type: ignore[misc]
-            return
-        if self._stop is not None:
+        if framer is None or self._stop is not None:
             return  # (after a refusal still waiting its turn, nothing more is read)
         passed, stop = framer.feed(data)
         self._stop = stop

@@ -13,9 +13,7 @@ measuring one piece alone).
 
 - ``request``: ``Request.process`` with the ``Date`` header formatted once a second
   (``request.py``);
-- ``writes``: socket writes sent once per reactor turn (``writes.py``);
-- ``heads``: request heads checked inside twisted.web's parser, parsed once, instead of on
-  the raw bytes first (``heads.py``).
+- ``writes``: socket writes sent once per reactor turn (``writes.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from typing import Any
 from llamaswap.logs import get_logger
 
 ENV_VAR = "LLAMASWAP_FAST_PATH"
-PIECES = ("request", "writes", "heads")
+PIECES = ("request", "writes")
 _ON = {"1", "on", "true", "yes"}
 _OFF = {"0", "off", "false", "no", ""}
 
@@ -66,8 +64,8 @@ def chosen(config_on: bool, environ: Mapping[str, str] | None = None) -> frozens
 
 def working() -> frozenset[str]:
     """The pieces whose import-time gate passed on the installed Twisted."""
-    from llamaswap.web.fast import heads, request, writes
-    gates = {"request": request.WORKS, "writes": writes.WORKS, "heads": heads.WORKS}
+    from llamaswap.web.fast import request, writes
+    gates = {"request": request.WORKS, "writes": writes.WORKS}
     return frozenset(name for name, works in gates.items() if works)
 
 
@@ -95,14 +93,6 @@ class FastPath:
             return base
         from llamaswap.web.fast.request import with_fast_process
         return with_fast_process(base)
-
-    def channel_class(self, base: type) -> type:
-        """``base`` (a ``StrictChannelMixin`` channel), with its head checks made inside
-        twisted.web's parser if on."""
-        if "heads" not in self.pieces:
-            return base
-        from llamaswap.web.fast.heads import with_parser_checks
-        return with_parser_checks(base)
 
     def write_through(self, transport: Any) -> bool:
         """Batch ``transport``'s writes per reactor turn if on and it is a plain socket."""
