@@ -16,8 +16,8 @@ spent waiting for a core does not count.
 ``--proxied --against DIR`` measures the same through the whole proxy instead: two
 llamaswap instances under ``twistd`` (this tree's and ``DIR``'s, each with a fake model of
 its own, as ``bench/run.py`` starts them), loaded in turns with ``wrk`` (small
-non-streaming chat completions, 50 connections), reporting each instance's CPU time per
-request (``bench/run.py``'s ``proxy CPU ms per request`` row).
+non-streaming chat completions, 50 connections; who goes first alternates), reporting each
+instance's CPU time per request (``bench/run.py``'s ``proxy CPU ms per request`` row).
 """
 
 from __future__ import annotations
@@ -112,8 +112,9 @@ def compare_proxied(against: str, rounds: int, duration: float) -> None:
                 config = harness.own_upstream_config(workdir, name)
                 instances[name] = harness.start_llamaswap(children, workdir, config, "default")
                 harness.first_byte(instances[name].port, harness.post_request("bench"))
-            for _ in range(rounds):
-                for name, instance in instances.items():
+            for turn in range(rounds):
+                order = list(instances.items())
+                for name, instance in order if turn % 2 == 0 else order[::-1]:  # ABBA
                     before = harness.cpu_seconds([instance.proc.pid])
                     result = harness.run_wrk(instance.port, duration, workdir)
                     used = harness.cpu_seconds([instance.proc.pid]) - before

@@ -288,12 +288,12 @@ class RequestFramer:
         if (b"\r" in line or b"\n" in line) if complete else bare_line_ending(line):
             return BARE_LINE_ENDING
         if self.state == TRAILER:
-            size = self._trailers + len(line) + (2 if complete else 1)
-            if size > MAX_TRAILERS:
+            trailers = self._trailers + len(line) + (2 if complete else 1)
+            if trailers > MAX_TRAILERS:
                 return Refusal(431, f"the trailer fields are larger than {MAX_TRAILERS} bytes")
             if complete:
                 if line:
-                    self._trailers = size
+                    self._trailers = trailers
                 else:
                     self.state, self._trailers = HEAD, 0
             return None
