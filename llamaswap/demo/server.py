@@ -270,6 +270,16 @@ class DemoServer:
             return tokens[:cap], "length"
         return tokens, "stop"
 
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+        """OpenAI ``usage`` object."""
+        return usage(prompt_tokens, completion_tokens)
+
+    def timings(
+        self, prompt_tokens: int, completion_tokens: int, seconds: float
+    ) -> dict[str, float]:
+        """Hook: llama.cpp-style ``timings`` object (llama-swap's metrics read these)."""
+        return timings(prompt_tokens, completion_tokens, seconds)
+
     async def handle_chat(self, request: Request, responder: Responder) -> None:
         """``/v1/chat/completions``: echo the last user message, optionally as SSE."""
         await self._complete(request, responder, CHAT)
@@ -301,8 +311,8 @@ class DemoServer:
                 "model": self.options.model,
                 "system_fingerprint": "llamaswap-demo",
                 "choices": [kind.choice("".join(tokens), finish)],
-                "usage": usage(prompt_tokens, len(tokens)),
-                "timings": timings(prompt_tokens, len(tokens), 0.001),
+                "usage": self.usage(prompt_tokens, len(tokens)),
+                "timings": self.timings(prompt_tokens, len(tokens), 0.001),
             },
         )
 
@@ -343,10 +353,10 @@ class DemoServer:
         elapsed = time.monotonic() - start
         await responder.write(
             event([kind.chunk_choice(None, finish)],
-                  timings=timings(prompt_tokens, len(tokens), elapsed))
+                  timings=self.timings(prompt_tokens, len(tokens), elapsed))
         )
         if include_usage:
-            await responder.write(event([], usage=usage(prompt_tokens, len(tokens))))
+            await responder.write(event([], usage=self.usage(prompt_tokens, len(tokens))))
         await responder.write(b"data: [DONE]\n\n")
         await responder.end_stream()
 

@@ -93,7 +93,7 @@ class StrictChannelMixin:
             return
         framer = self._framer
         if framer is None or self._stop is not None:
-            return  # (after a refusal still waiting its turn, nothing more is read)
+            return  # not connected yet, or a refusal waits its turn: nothing more is read
         passed, stop = framer.feed(data)
         self._stop = stop
         if passed:
