@@ -18,8 +18,8 @@ the routes), ``cli`` (options, ``main``).
 ``tests/upstream.py`` subclasses :class:`DemoServer` to add fault injection; the hooks it uses
 are :meth:`DemoServer.extra_route`, :meth:`DemoServer.before_inference`,
 :meth:`DemoServer.on_stream_token`, :meth:`DemoServer.on_stream_end`,
-:meth:`DemoServer.timings`, :meth:`DemoServer.on_listening`, :meth:`DemoServer.install_signal_handlers` and
-:meth:`DemoServer.is_healthy`.
+:meth:`DemoServer.timings`, :meth:`DemoServer.on_listening`,
+:meth:`DemoServer.install_signal_handlers` and :meth:`DemoServer.is_healthy`.
 """
 
 from llamaswap.demo.cli import build_parser, main, options_from_args, run
