@@ -34,13 +34,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 
-from llamaswap.web.connect import model_agent
-from llamaswap.web.pool import QuietPool
+from llamaswap.upstream import UpstreamClient, read_body
 
 DENSE_INTERVAL = 0.005
 """Seconds between probes while the start is young (and the floor for output-driven ones)."""
@@ -61,20 +60,20 @@ class HealthTimeout(Exception):
 def http_probe(reactor: IReactorTime, url: str) -> Probe:
     """A probe that GETs ``url`` and is healthy on HTTP 200; every failure counts as not yet.
 
-    Uses its own non-persistent pool so probes never occupy the data path's connections, and
-    an agent on which a refused connection (a model still starting) fails at once.
+    Uses its own client keeping no idle connection, so probes never occupy the data path's
+    connections, on endpoints where a refused connection (a model still starting) fails at
+    once. Redirects are not followed. ``timeout`` is enforced by the caller (cancelling).
     """
-    pool = QuietPool(reactor, persistent=False)
-    client = HTTPClient(model_agent(reactor, pool))
+    client = UpstreamClient(reactor, max_idle_per_origin=0)
 
     async def probe_once(timeout: float) -> bool:
         try:
-            response = await client.get(url, timeout=timeout, allow_redirects=False)
-            await response.content()
+            response = await client.request(b"GET", url, Headers(), None)
+            await read_body(response)
         except CancelledError:
             raise
         except Exception:
-            return False  # refused, reset, timed out: not ready yet
+            return False  # refused, reset, malformed: not ready yet
         return bool(response.code == 200)
 
     return lambda timeout: Deferred.fromCoroutine(probe_once(timeout))

@@ -1,4 +1,4 @@
-"""``llamaswap.web.connect``: how llamaswap connects to model servers."""
+"""``llamaswap.upstream.connect``: how llamaswap connects to model servers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import URI
 from twisted.web.error import SchemeNotSupported
 
-from llamaswap.web.connect import ATTEMPT_DELAY, ModelEndpointFactory
+from llamaswap.upstream.connect import ATTEMPT_DELAY, ModelEndpointFactory
 
 
 def endpoint(url: str) -> object:

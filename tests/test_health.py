@@ -1,11 +1,18 @@
 """The readiness schedule of one start, on a task.Clock: dense, then backing off, and at once
-when the model prints a line. No real probes, no sleeps."""
+when the model prints a line. No real probes, no sleeps; and the HTTP probe itself, once,
+against a loopback server."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from llamaswap.health import (
     DENSE_INTERVAL,
@@ -14,6 +21,7 @@ from llamaswap.health import (
     PROBE_TIMEOUT,
     HealthTimeout,
     ReadinessPoller,
+    http_probe,
 )
 
 
@@ -207,3 +215,35 @@ def test_cancelling_cancels_the_probe_in_flight_and_the_timer_and_ignores_output
     d.addErrback(lambda f: f.trap(CancelledError))
     d.cancel()
     assert clock.getDelayedCalls() == []
+
+
+class _Health(Resource):
+    """A health endpoint on loopback: 503 until ``ready``."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready = False
+        self.hits = 0
+
+    def render_GET(self, request: Any) -> bytes:
+        self.hits += 1
+        request.setResponseCode(200 if self.ready else 503)
+        return b"OK" if self.ready else b"loading"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_http_probe_is_healthy_only_on_200_and_refused_means_not_yet() -> None:
+    health = _Health()
+    port: Any = reactor.listenTCP(0, Site(health), interface="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}/health"
+        probe = http_probe(reactor, url)
+        assert await probe(2.0) is False
+        health.ready = True
+        assert await probe(2.0) is True
+        assert health.hits == 2
+    finally:
+        await port.stopListening()
+    assert await http_probe(reactor, url)(2.0) is False  # nothing listens there now

@@ -1,7 +1,7 @@
 """Client endpoints for model servers: fail fast when refused, skip needless name lookups.
 
-``Agent``'s default ``HostnameEndpoint`` reports a refused connection only when its next
-happy-eyeballs attempt would have started, 0.3 s later. A model that is still starting
+A default ``HostnameEndpoint`` reports a refused connection only when its next happy-eyeballs
+attempt would have started, 0.3 s later. A model that is still starting
 refuses every health probe, so each probe took 300 ms and a cold request waited for
 nothing (measured by ``bench/run.py``: 150 ms of a 320 ms cold start). Here names get a
 10 ms attempt delay, and IP literals (``http://127.0.0.1:${PORT}``) connect directly,
@@ -20,7 +20,7 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import URI, BrowserLikePolicyForHTTPS
 from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -33,7 +33,8 @@ NO_CONNECT_LIMIT = 24 * 3600.0
 
 @implementer(IAgentEndpointFactory)
 class ModelEndpointFactory:
-    """TCP (TLS for https) to a model server, as ``Agent``'s default but quick to fail."""
+    """TCP (TLS for https: ``wrapClientTLS`` with ``tls_policy``'s client options) to a model
+    server or peer, as ``Agent``'s default endpoints but quick to fail."""
 
     def __init__(self, reactor: Any, tls_policy: Any = None,
                  connect_timeout: float | None = None) -> None:
@@ -52,8 +53,7 @@ class ModelEndpointFactory:
             self._endpoints.pop(key, None)
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        # Agent asks for an endpoint on every request, even one served by a pooled connection;
-        # endpoints are stateless, so one per origin is built once.
+        # Endpoints are stateless: one per origin is built once.
         key = (uri.scheme, uri.host, uri.port)
         endpoint = self._endpoints.get(key)
         if endpoint is None:
@@ -78,10 +78,3 @@ class ModelEndpointFactory:
         if uri.scheme == b"https":
             return wrapClientTLS(self._tls_policy.creatorForNetloc(uri.host, uri.port), endpoint)
         raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
-
-
-def model_agent(reactor: Any, pool: HTTPConnectionPool, tls_policy: Any = None,
-                connect_timeout: float | None = None) -> Agent:
-    """An ``Agent`` for model servers over ``pool`` (``tls_policy``: an ``IPolicyForHTTPS``)."""
-    factory = ModelEndpointFactory(reactor, tls_policy, connect_timeout)
-    return Agent.usingEndpointFactory(reactor, factory, pool=pool)

@@ -1,4 +1,4 @@
-"""``llamaswap.web.h1client``: the data path's HTTP/1.1 client, on in-memory transports."""
+"""``llamaswap.upstream``: the one HTTP/1.1 client to model servers, on in-memory transports."""
 
 from __future__ import annotations
 
@@ -18,14 +18,16 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from llamaswap.web.h1client import (
+from llamaswap.upstream import (
     BadResponse,
-    ChunkedDecoder,
-    H1Client,
-    H1Connection,
-    H1Pool,
+    ConnectionPool,
+    NoAnswer,
+    UpstreamClient,
+    UpstreamConnection,
     UpstreamError,
     UpstreamResponse,
+    may_retry_stale,
+    read_body,
 )
 from llamaswap.web.unanswered import unanswered
 
@@ -48,9 +50,9 @@ class Harness:
     """One connection on a ``StringTransport``, noting when it goes idle or is lost."""
 
     def __init__(self) -> None:
-        self.idle: list[H1Connection] = []
-        self.lost: list[H1Connection] = []
-        self.connection = H1Connection(self.idle.append, self.lost.append)
+        self.idle: list[UpstreamConnection] = []
+        self.lost: list[UpstreamConnection] = []
+        self.connection = UpstreamConnection(self.idle.append, self.lost.append)
         self.transport = StringTransport()
         self.connection.makeConnection(self.transport)
 
@@ -130,19 +132,44 @@ def test_chunks_are_decoded_and_all_the_chunks_of_one_read_arrive_as_one_piece()
     assert h.idle == [h.connection]
 
 
+def chunked_body(stream: bytes, cuts: list[int]) -> tuple[Harness, Body]:
+    """A chunked answer whose body arrives as ``stream`` cut at ``cuts``."""
+    h = Harness()
+    d = h.send()
+    h.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    body = Body()
+    head_of(d).deliverBody(body)
+    start = 0
+    for at in sorted(set(cuts)) + [len(stream)]:
+        if at > start:
+            h.answer(stream[start:at])
+            start = at
+    return h, body
+
+
 @pytest.mark.parametrize("step", [1, 2, 3, 7])
-def test_the_chunked_decoder_does_not_depend_on_how_the_stream_is_cut(step: int) -> None:
-    stream = b"5\r\nhello\r\n1A\r\n" + b"z" * 26 + b"\r\n0\r\n\r\nNEXT"
-    decoder = ChunkedDecoder()
-    payload, leftover = b"", None
-    for at in range(0, len(stream), step):
-        pieces, leftover = decoder.feed(stream[at:at + step])
-        payload += b"".join(pieces)
-        if leftover is not None:
-            leftover += stream[at + step:]
-            break
-    assert payload == b"hello" + b"z" * 26
-    assert leftover == b"NEXT"
+def test_chunked_decoding_does_not_depend_on_how_the_stream_is_cut(step: int) -> None:
+    stream = b"5\r\nhello\r\n1A\r\n" + b"z" * 26 + b"\r\n0\r\nX-Trailer: t\r\n\r\n"
+    h, body = chunked_body(stream, list(range(step, len(stream), step)))
+    assert b"".join(body.pieces) == b"hello" + b"z" * 26
+    assert body.ended is not None and body.ended.check(ResponseDone)
+    assert h.idle == [h.connection]
+
+
+def test_bytes_after_a_complete_answer_keep_the_connection_out_of_the_pool() -> None:
+    h, body = chunked_body(b"2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n", [])
+    assert body.pieces == [b"ok"] and body.ended is not None and body.ended.check(ResponseDone)
+    assert h.idle == [] and h.transport.disconnecting
+
+
+def test_trailers_do_not_become_response_headers() -> None:
+    h = Harness()
+    d = h.send()
+    h.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1  \r\n\r\n"
+             b"0\r\nX-B: 2\r\n\r\n")
+    response = head_of(d)
+    assert response.headers.getRawHeaders(b"x-a") == [b"1"]  # trailing blanks trimmed
+    assert not response.headers.hasHeader(b"x-b")
 
 
 @pytest.mark.parametrize("bad", [b"zz\r\n", b"0x5\r\nhello\r\n", b"1_0\r\n", b"-1\r\n",
@@ -171,19 +198,23 @@ def test_interim_answers_are_skipped_and_bodyless_answers_end_at_once() -> None:
     head = Harness()
     d = head.send(method=b"HEAD", body=None)
     head.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    response = head_of(d)
+    assert response.length == 1234
     body = Body()
-    head_of(d).deliverBody(body)
+    response.deliverBody(body)
     assert body.ended is not None and body.ended.check(ResponseDone)
-    assert head.idle == [head.connection]
+    assert head.idle == [] and head.transport.disconnecting  # HEAD answers are not reused
 
 
 @pytest.mark.parametrize("answer, why", [
     (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", "101"),
-    (b"ICY 200 OK\r\n\r\n", "bad status line"),
-    (b"HTTP/1.1 2000 OK\r\n\r\n", "bad status line"),
-    (b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", "bad header line"),
+    (b"ICY 200 OK\r\n\r\n", "Expected HTTP/"),
+    (b"HTTP/1.1 2000 OK\r\n\r\n", "status"),
+    (b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", "header"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", "Content-Length"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+     "Content-Length"),
     (b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"x" * 70000, "response head over"),
 ])
 def test_malformed_answers_fail_the_request_and_close_the_connection(answer: bytes,
@@ -323,7 +354,7 @@ def test_a_body_shorter_than_announced_fails_the_request() -> None:
 
 class FakeEndpoint:
     def __init__(self) -> None:
-        self.connections: list[tuple[H1Connection, StringTransport]] = []
+        self.connections: list[tuple[UpstreamConnection, StringTransport]] = []
 
     def connect(self, factory: Any) -> Deferred[Any]:
         protocol = factory.buildProtocol(None)
@@ -333,7 +364,7 @@ class FakeEndpoint:
         return succeed(protocol)
 
 
-def exchange(pool: H1Pool, endpoint: FakeEndpoint, key: str = "m") -> H1Connection:
+def exchange(pool: ConnectionPool, endpoint: FakeEndpoint, key: str = "m") -> UpstreamConnection:
     """One complete request and answer; returns the connection it used."""
     connection = head_of_connection(pool.connection(key, endpoint))  # type: ignore[arg-type]
     d = connection.send(b"GET", b"/", b"m", Headers(), None)
@@ -342,16 +373,16 @@ def exchange(pool: H1Pool, endpoint: FakeEndpoint, key: str = "m") -> H1Connecti
     return connection
 
 
-def head_of_connection(d: Deferred[H1Connection]) -> H1Connection:
+def head_of_connection(d: Deferred[UpstreamConnection]) -> UpstreamConnection:
     results: list[Any] = []
     d.addBoth(results.append)
-    assert isinstance(results[0], H1Connection), results
+    assert isinstance(results[0], UpstreamConnection), results
     return results[0]
 
 
 def test_the_pool_reuses_idle_connections_and_caps_how_many_it_keeps() -> None:
     clock = Clock()
-    pool = H1Pool(clock, max_idle_per_origin=1)
+    pool = ConnectionPool(clock, max_idle_per_origin=1)
     endpoint = FakeEndpoint()
     first = exchange(pool, endpoint)
     assert exchange(pool, endpoint) is first and len(endpoint.connections) == 1
@@ -369,7 +400,7 @@ def test_the_pool_reuses_idle_connections_and_caps_how_many_it_keeps() -> None:
 
 def test_idle_connections_expire_and_lost_ones_leave_the_pool() -> None:
     clock = Clock()
-    pool = H1Pool(clock, idle_timeout=10)
+    pool = ConnectionPool(clock, idle_timeout=10)
     endpoint = FakeEndpoint()
     first = exchange(pool, endpoint)
     second = exchange(pool, endpoint, key="other")
@@ -380,7 +411,7 @@ def test_idle_connections_expire_and_lost_ones_leave_the_pool() -> None:
 
 
 def test_closing_the_pool_waits_for_every_connection() -> None:
-    pool = H1Pool(Clock())
+    pool = ConnectionPool(Clock())
     endpoint = FakeEndpoint()
     busy = head_of_connection(pool.connection("m", endpoint))  # type: ignore[arg-type]
     request = busy.send(b"GET", b"/", b"m", Headers(), None)
@@ -401,7 +432,7 @@ def test_the_client_states_the_host_as_agent_would() -> None:
         def endpointForURI(self, uri: Any) -> FakeEndpoint:
             return FakeEndpoint()
 
-    client = H1Client(Clock(), Endpoints())  # type: ignore[arg-type]
+    client = UpstreamClient(Clock(), Endpoints())  # type: ignore[arg-type]
     assert client._target("http://127.0.0.1:80/x?y=1")[2:] == (b"127.0.0.1", b"/x?y=1")
     assert client._target("http://[::1]:8080/v1")[2:] == (b"[::1]:8080", b"/v1")
     assert client._target("https://models.example/api")[2:] == (b"models.example", b"/api")
@@ -409,25 +440,18 @@ def test_the_client_states_the_host_as_agent_would() -> None:
         client._target("http://127.0.0.1:8080/a b")
 
 
-@given(st.lists(st.binary(min_size=0, max_size=40), max_size=8), st.booleans())
-def test_one_chunk_per_read_decodes_as_the_general_path_does(payloads: list[bytes],
-                                                              extension: bool) -> None:
-    """A read holding exactly one chunk takes a shortcut; chunks split or merged any other
-    way take the general loop: both must agree, data containing CRLF included."""
+@given(st.lists(st.binary(min_size=0, max_size=40), max_size=8), st.booleans(),
+       st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_a_chunked_body_arrives_whole_however_it_is_framed_and_cut(
+        payloads: list[bytes], extension: bool, cuts: list[int]) -> None:
+    """Chunk data containing CRLF, extensions, reads cut anywhere: the payload is intact."""
     ext = b";x=1" if extension else b""
-    chunks = [b"%x%s\r\n%s\r\n" % (len(p), ext, p) for p in payloads if p]
-    whole = b"".join(chunks) + b"0\r\n\r\n"
-    one_by_one, merged = ChunkedDecoder(), ChunkedDecoder()
-    pieces: list[bytes] = []
-    for chunk in chunks:
-        got, rest = one_by_one.feed(chunk)
-        assert rest is None
-        pieces += got
-    got, rest = one_by_one.feed(b"0\r\n\r\nnext")
-    assert got == [] and rest == b"next"
-    everything, rest = merged.feed(whole + b"next")
-    assert b"".join(pieces) == b"".join(everything) == b"".join(payloads)
-    assert rest == b"next"
+    stream = b"".join(b"%x%s\r\n%s\r\n" % (len(p), ext, p) for p in payloads if p)
+    stream += b"0\r\n\r\n"
+    h, body = chunked_body(stream, [c for c in cuts if c < len(stream)])
+    assert b"".join(body.pieces) == b"".join(payloads)
+    assert body.ended is not None and body.ended.check(ResponseDone)
+    assert h.idle == [h.connection]
 
 
 def test_a_connection_closed_before_any_byte_of_an_answer_is_unanswered() -> None:
@@ -457,9 +481,139 @@ def test_a_refused_connection_is_unanswered_and_nothing_was_sent() -> None:
         def endpointForURI(self, uri: Any) -> Refusing:
             return Refusing()
 
-    client = H1Client(Clock(), Endpoints())  # type: ignore[arg-type]
+    client = UpstreamClient(Clock(), Endpoints())  # type: ignore[arg-type]
     d = Deferred.fromCoroutine(client.request(b"POST", "http://127.0.0.1:9/x", Headers(), b""))
     failure = failure_of(d)
     assert failure.check(UpstreamError)
     error = unanswered(failure.value)
     assert error is not None and not error.sent
+
+
+class OneOrigin:
+    """Endpoints for one origin, every connection on a ``StringTransport``."""
+
+    def __init__(self) -> None:
+        self.endpoint = FakeEndpoint()
+
+    def endpointForURI(self, uri: Any) -> FakeEndpoint:
+        return self.endpoint
+
+    @property
+    def connections(self) -> list[tuple[UpstreamConnection, StringTransport]]:
+        return self.endpoint.connections
+
+
+def client_request(client: UpstreamClient, method: bytes,
+                   body: Any = None) -> Deferred[UpstreamResponse]:
+    return Deferred.fromCoroutine(client.request(method, "http://127.0.0.1:8081/x", Headers(),
+                                                 body))
+
+
+def pooled_client() -> tuple[UpstreamClient, OneOrigin]:
+    """A client whose pool holds one idle connection that served a request."""
+    origin = OneOrigin()
+    client = UpstreamClient(Clock(), origin)  # type: ignore[arg-type]
+    d = client_request(client, b"GET")
+    origin.connections[0][0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    head_of(d).deliverBody(Body())
+    assert client.pool.idle_count() == 1
+    return client, origin
+
+
+def test_a_stale_pooled_connection_is_retried_once_on_a_new_one_for_idempotent_requests() -> None:
+    client, origin = pooled_client()
+    d = client_request(client, b"GET")
+    stale, _ = origin.connections[0]
+    assert stale.reused
+    stale.connectionLost(Failure(ConnectionResetError("closed while idle")))
+    assert len(origin.connections) == 2  # sent again, on a new connection
+    fresh, transport = origin.connections[1]
+    assert transport.value().startswith(b"GET /x HTTP/1.1\r\n")
+    fresh.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert head_of(d).code == 200
+
+
+def test_the_stale_retry_happens_exactly_once() -> None:
+    client, origin = pooled_client()
+    d = client_request(client, b"DELETE", body=b"")
+    origin.connections[0][0].connectionLost(Failure(ConnectionResetError()))
+    origin.connections[1][0].connectionLost(Failure(ConnectionResetError()))
+    failure = failure_of(d)
+    assert failure.check(NoAnswer) and failure.value.sent and not failure.value.reused
+    assert len(origin.connections) == 2
+
+
+@pytest.mark.parametrize("method, body", [
+    (b"POST", b"{}"),  # not idempotent: it reached the server, which may have acted on it
+    (b"PUT", Producer([b"abc"], 3)),  # idempotent, but its body was consumed by the first try
+])
+def test_a_sent_request_that_may_not_be_repeated_is_not_retried(method: bytes,
+                                                                 body: Any) -> None:
+    client, origin = pooled_client()
+    d = client_request(client, method, body)
+    origin.connections[0][0].connectionLost(Failure(ConnectionResetError()))
+    failure = failure_of(d)
+    assert failure.check(NoAnswer) and failure.value.sent and failure.value.reused
+    assert len(origin.connections) == 1  # for the caller to decide (web/unanswered.py)
+
+
+def test_a_reused_connection_that_began_an_answer_is_not_retried() -> None:
+    client, origin = pooled_client()
+    d = client_request(client, b"GET")
+    origin.connections[0][0].dataReceived(b"HTTP/1.1 5")
+    origin.connections[0][0].connectionLost(Failure(ConnectionResetError()))
+    failure = failure_of(d)
+    assert failure.check(UpstreamError) and not failure.check(NoAnswer)
+    assert len(origin.connections) == 1
+
+
+def test_a_new_connection_that_closes_unanswered_is_not_retried() -> None:
+    origin = OneOrigin()
+    client = UpstreamClient(Clock(), origin)  # type: ignore[arg-type]
+    d = client_request(client, b"GET")
+    origin.connections[0][0].connectionLost(Failure(ConnectionResetError()))
+    assert failure_of(d).check(NoAnswer) and len(origin.connections) == 1
+
+
+def test_the_retry_policy() -> None:
+    stale = NoAnswer("closed", sent=True, reused=True)
+    fresh = NoAnswer("closed", sent=True, reused=False)
+    assert may_retry_stale(b"GET", None, stale) and may_retry_stale(b"PUT", b"x", stale)
+    assert not may_retry_stale(b"GET", None, fresh)
+    assert not may_retry_stale(b"POST", b"", stale)
+    assert not may_retry_stale(b"GET", Producer([], 0), stale)
+
+
+def test_a_pool_that_keeps_nothing_closes_each_connection_after_its_answer() -> None:
+    pool = ConnectionPool(Clock(), max_idle_per_origin=0)
+    endpoint = FakeEndpoint()
+    exchange(pool, endpoint)
+    exchange(pool, endpoint)
+    assert len(endpoint.connections) == 2 and pool.idle_count() == 0
+    assert all(transport.disconnecting for _, transport in endpoint.connections)
+
+
+def test_read_body_collects_the_body_and_refuses_one_too_big() -> None:
+    h = Harness()
+    d = h.send()
+    h.answer(OK_JSON + b'{"a": "b"}')
+    body = read_body(head_of(d))
+    assert body.result == b'{"a": "b"}'
+    big = Harness()
+    d = big.send()
+    big.answer(OK_JSON)
+    reading = read_body(head_of(d), limit=4)
+    big.answer(b"0123456789")
+    failure = failure_of(reading)
+    assert failure.check(UpstreamError) and "over 4 bytes" in failure.getErrorMessage()
+    assert big.transport.disconnecting
+
+
+def test_cancelling_read_body_drops_the_connection() -> None:
+    h = Harness()
+    d = h.send()
+    h.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    reading = read_body(head_of(d))
+    reading.cancel()
+    assert failure_of(reading).check(CancelledError)
+    assert h.transport.disconnecting and h.idle == []

@@ -1,0 +1,25 @@
+"""How a request to a model server or peer can fail before its response began."""
+
+from __future__ import annotations
+
+from llamaswap.web.unanswered import Unanswered
+
+
+class UpstreamError(Exception):
+    """The request could not be sent, or no complete response head came back."""
+
+
+class BadResponse(UpstreamError):
+    """The answer is not well-formed HTTP/1.1 (as llhttp judges it, or too big a head)."""
+
+
+class NoAnswer(UpstreamError, Unanswered):
+    """Refused, or closed before any byte of a response: the request may be sent again.
+
+    ``reused``: the connection had served an earlier request (a stale pooled connection
+    the server closed meanwhile), which the client retries itself for idempotent requests.
+    """
+
+    def __init__(self, message: str, sent: bool, reused: bool = False) -> None:
+        super().__init__(message, sent=sent)
+        self.reused = reused
