@@ -9,11 +9,12 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     _WrapperEndpoint,
 )
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import URI
 from twisted.web.error import SchemeNotSupported
 
-from llamaswap.upstream.connect import ATTEMPT_DELAY, ModelEndpointFactory
+from llamaswap.upstream.connect import ATTEMPT_DELAY, NO_CONNECT_LIMIT, ModelEndpointFactory
 
 
 def endpoint(url: str) -> object:
@@ -49,3 +50,18 @@ def test_one_endpoint_per_origin_is_built_and_reused() -> None:
     other = factory.endpointForURI(URI.fromBytes(b"http://localhost:5801/health"))
     assert first is again
     assert other is not first
+
+
+def test_connect_timeouts_are_per_origin_and_0_means_as_long_as_the_system_tries() -> None:
+    reactor = MemoryReactorClock()
+    factory = ModelEndpointFactory(reactor, connect_timeout=12)
+    before = factory.endpointForURI(URI.fromBytes(b"http://127.0.0.1:5800/"))
+    factory.set_connect_timeouts({(b"http", b"127.0.0.1", 5800): 3,
+                                  (b"http", b"localhost", 5801): 0})
+    after = factory.endpointForURI(URI.fromBytes(b"http://127.0.0.1:5800/"))
+    assert after is not before  # rebuilt with the new timeout
+    for url in (b"http://127.0.0.1:5800/", b"http://127.0.0.1:5802/"):
+        factory.endpointForURI(URI.fromBytes(url)).connect(Factory.forProtocol(Protocol))
+    assert [timeout for *_, timeout, _ in reactor.tcpClients] == [3, 12]
+    by_name = factory.endpointForURI(URI.fromBytes(b"http://localhost:5801/"))
+    assert isinstance(by_name, HostnameEndpoint) and by_name._timeout == NO_CONNECT_LIMIT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -9,19 +10,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from llamaswap.config.model import Timeouts
 from llamaswap.upstream import (
     BadResponse,
     ConnectionPool,
     NoAnswer,
+    ResponseHeaderTimeout,
     UpstreamClient,
     UpstreamConnection,
     UpstreamError,
@@ -29,6 +32,7 @@ from llamaswap.upstream import (
     may_retry_stale,
     read_body,
 )
+from llamaswap.upstream.connect import CONNECT_TIMEOUT, NO_CONNECT_LIMIT
 from llamaswap.web.unanswered import unanswered
 
 
@@ -617,3 +621,153 @@ def test_cancelling_read_body_drops_the_connection() -> None:
     reading.cancel()
     assert failure_of(reading).check(CancelledError)
     assert h.transport.disconnecting and h.idle == []
+
+
+# -- per-origin settings (``timeouts``: docs/timeouts.md) -----------------------------------
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.options: dict[tuple[int, int], int] = {}
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options[(level, option)] = value
+
+
+class SocketTransport(StringTransport):
+    """A ``StringTransport`` with a socket handle, as a TCP transport has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.socket = FakeSocket()
+
+    def getHandle(self) -> FakeSocket:
+        return self.socket
+
+
+class SocketEndpoint(FakeEndpoint):
+    def connect(self, factory: Any) -> Deferred[Any]:
+        protocol = factory.buildProtocol(None)
+        transport = SocketTransport()
+        protocol.makeConnection(transport)
+        self.connections.append((protocol, transport))
+        return succeed(protocol)
+
+
+def test_idle_timeouts_are_per_origin_and_0_keeps_a_connection_until_the_server_closes_it(
+        ) -> None:
+    clock = Clock()
+    pool = ConnectionPool(clock, idle_timeout=240)
+    pool.idle_timeouts = {"short": 5, "forever": 0}
+    endpoint = FakeEndpoint()
+    short = exchange(pool, endpoint, key="short")
+    forever = exchange(pool, endpoint, key="forever")
+    default = exchange(pool, endpoint, key="other")
+    clock.advance(5)
+    assert short.state == "closed" and forever.state == "idle" and default.state == "idle"
+    clock.advance(10_000)
+    assert forever.state == "idle" and default.state == "closed"
+    assert exchange(pool, endpoint, key="forever") is forever
+
+
+def test_keepalive_probes_are_set_per_origin_on_new_connections_and_prepare_sees_each() -> None:
+    prepared: list[Any] = []
+    pool = ConnectionPool(Clock(), keepalive=0.0, prepare=prepared.append)
+    pool.keepalives = {"probed": 11}
+    endpoint = SocketEndpoint()
+    exchange(pool, endpoint, key="probed")
+    exchange(pool, endpoint, key="quiet")
+    probed, quiet = (transport for _, transport in endpoint.connections)
+    assert isinstance(probed, SocketTransport) and isinstance(quiet, SocketTransport)
+    assert probed.socket.options[(socket.SOL_SOCKET, socket.SO_KEEPALIVE)] == 1
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        assert probed.socket.options[(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)] == 11
+        assert probed.socket.options[(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)] == 11
+    assert quiet.socket.options == {}
+    assert prepared == [probed, quiet]
+
+
+def test_keepalive_leaves_a_transport_without_a_socket_alone() -> None:
+    pool = ConnectionPool(Clock(), keepalive=30)
+    endpoint = FakeEndpoint()
+    exchange(pool, endpoint)  # StringTransport has no getHandle: no error
+    assert pool.idle_count() == 1
+
+
+def timed_client(limit: float) -> tuple[UpstreamClient, OneOrigin, Clock]:
+    clock = Clock()
+    origin = OneOrigin()
+    client = UpstreamClient(clock, origin)  # type: ignore[arg-type]
+    client.set_origin_timeouts({"http://127.0.0.1:8081/v1": Timeouts(response_header=limit)})
+    return client, origin, clock
+
+
+def test_no_response_head_within_the_origins_limit_fails_the_request_and_drops_it() -> None:
+    client, origin, clock = timed_client(2)
+    d = client_request(client, b"GET")
+    clock.advance(1.9)
+    assert not d.called
+    clock.advance(0.1)
+    failure = failure_of(d)
+    assert failure.check(ResponseHeaderTimeout)
+    assert failure.getErrorMessage() == (
+        "no response headers within 2s (timeouts.responseHeader)")
+    assert unanswered(failure.value) is None  # the server may be working on it: not replayed
+    assert origin.connections[0][1].disconnecting and len(origin.connections) == 1
+
+
+def test_a_head_in_time_is_not_cut_by_the_limit_however_long_the_body_takes() -> None:
+    client, origin, clock = timed_client(2)
+    d = client_request(client, b"GET")
+    connection = origin.connections[0][0]
+    clock.advance(1)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    body = Body()
+    head_of(d).deliverBody(body)
+    assert clock.getDelayedCalls() == []
+    clock.advance(60)
+    connection.dataReceived(b"2\r\nok\r\n0\r\n\r\n")
+    assert body.pieces == [b"ok"] and body.ended is not None and body.ended.check(ResponseDone)
+
+
+def test_other_origins_and_a_limit_of_0_wait_as_long_as_it_takes() -> None:
+    clock = Clock()
+    origin = OneOrigin()
+    client = UpstreamClient(clock, origin)  # type: ignore[arg-type]
+    client.set_origin_timeouts({"http://127.0.0.1:8081": Timeouts(response_header=0),
+                                "http://127.0.0.1:9999": Timeouts(response_header=1)})
+    d = client_request(client, b"GET")
+    clock.advance(3600)
+    assert not d.called and not origin.connections[0][1].disconnecting
+
+
+def test_cancelling_a_timed_request_drops_its_connection() -> None:
+    client, origin, _ = timed_client(2)
+    d = client_request(client, b"GET")
+    d.cancel()
+    assert failure_of(d).check(CancelledError)
+    assert origin.connections[0][1].disconnecting
+
+
+def test_connect_timeouts_reach_new_connections_of_urls_used_before() -> None:
+    reactor = MemoryReactorClock()
+    client = UpstreamClient(reactor)
+    url = "http://127.0.0.1:8081/v1/chat/completions"
+    assert client.origin_of(url) == (b"http", b"127.0.0.1", 8081)
+    Deferred.fromCoroutine(client.request(b"GET", url, Headers(), None))
+    client.set_origin_timeouts({"http://127.0.0.1:8081": Timeouts(connect=3)})
+    Deferred.fromCoroutine(client.request(b"GET", url, Headers(), None))
+    client.set_origin_timeouts({"http://127.0.0.1:8081": Timeouts(connect=0)})
+    Deferred.fromCoroutine(client.request(b"GET", url, Headers(), None))
+    client.set_origin_timeouts({})
+    Deferred.fromCoroutine(client.request(b"GET", url, Headers(), None))
+    timeouts = [timeout for _, _, _, timeout, _ in reactor.tcpClients]
+    assert timeouts == [CONNECT_TIMEOUT, 3, NO_CONNECT_LIMIT, CONNECT_TIMEOUT]
+
+
+def test_the_endpoint_for_a_connection_of_its_own_has_the_origins_connect_timeout() -> None:
+    reactor = MemoryReactorClock()
+    client = UpstreamClient(reactor, connect_timeout=7)
+    client.set_origin_timeouts({"http://127.0.0.1:8082/": Timeouts(connect=4)})
+    client.endpoint_for("http://127.0.0.1:8081/ws").connect(Factory.forProtocol(Protocol))
+    client.endpoint_for("http://127.0.0.1:8082/ws").connect(Factory.forProtocol(Protocol))
+    assert [timeout for _, _, _, timeout, _ in reactor.tcpClients] == [7, 4]

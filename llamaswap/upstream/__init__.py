@@ -9,13 +9,14 @@ alive in ``ConnectionPool`` (``pool.py``), responses framed by llhttp through ``
 from llamaswap.upstream.body import read_body
 from llamaswap.upstream.client import UpstreamClient, may_retry_stale
 from llamaswap.upstream.connection import UpstreamConnection, UpstreamResponse
-from llamaswap.upstream.errors import BadResponse, NoAnswer, UpstreamError
+from llamaswap.upstream.errors import BadResponse, NoAnswer, ResponseHeaderTimeout, UpstreamError
 from llamaswap.upstream.pool import ConnectionPool
 
 __all__ = [
     "BadResponse",
     "ConnectionPool",
     "NoAnswer",
+    "ResponseHeaderTimeout",
     "UpstreamClient",
     "UpstreamConnection",
     "UpstreamError",

@@ -10,6 +10,7 @@ without a thread-pool round trip to resolve them on every new connection.
 
 from __future__ import annotations
 
+import socket
 from ipaddress import IPv6Address, ip_address
 from typing import Any
 
@@ -24,6 +25,9 @@ from twisted.web.client import URI, BrowserLikePolicyForHTTPS
 from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
+
+Origin = tuple[bytes, bytes, int]
+"""``(scheme, host, port)``: what per-server settings and pooled connections are keyed by."""
 
 ATTEMPT_DELAY = 0.002
 CONNECT_TIMEOUT = 30.0
@@ -41,10 +45,10 @@ class ModelEndpointFactory:
         self._reactor = reactor
         self._timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         self._tls_policy = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
-        self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
-        self._connect_timeouts: dict[tuple[bytes, bytes, int], float] = {}
+        self._endpoints: dict[Origin, IStreamClientEndpoint] = {}
+        self._connect_timeouts: dict[Origin, float] = {}
 
-    def set_connect_timeouts(self, by_origin: dict[tuple[bytes, bytes, int], float]) -> None:
+    def set_connect_timeouts(self, by_origin: dict[Origin, float]) -> None:
         """Per origin ``(scheme, host, port)``: seconds to connect (a model's
         ``timeouts.connect``; 0: as long as the system tries). Others keep the default."""
         changed = set(by_origin.items()) ^ set(self._connect_timeouts.items())
@@ -78,3 +82,18 @@ class ModelEndpointFactory:
         if uri.scheme == b"https":
             return wrapClientTLS(self._tls_policy.creatorForNetloc(uri.host, uri.port), endpoint)
         raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
+
+
+def enable_keepalive(transport: Any, idle: float) -> None:
+    """TCP keep-alive probes after ``idle`` seconds of silence, then every ``idle`` seconds
+    (a model's or peer's ``timeouts.keepalive``), where the platform lets both be set. A
+    transport without a socket handle (``ISystemHandle``) is left as it is."""
+    try:
+        sock = transport.getHandle()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        seconds = max(1, int(idle))
+        for option in ("TCP_KEEPIDLE", "TCP_KEEPINTVL"):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), seconds)
+    except (AttributeError, OSError):
+        pass

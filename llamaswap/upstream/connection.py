@@ -35,7 +35,6 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from llamaswap.upstream.errors import BadResponse, NoAnswer, UpstreamError
-from llamaswap.web.writethrough import write_through
 
 MAX_HEAD = 64 * 1024
 """Bytes a response head (status line and headers, interim answers included) may take."""
@@ -134,9 +133,11 @@ class UpstreamConnection(Protocol):
     transport: Any  # a TCP transport, or TLS around one
 
     def __init__(self, on_idle: Callable[[UpstreamConnection], None],
-                 on_lost: Callable[[UpstreamConnection], None]) -> None:
+                 on_lost: Callable[[UpstreamConnection], None],
+                 on_made: Callable[[UpstreamConnection], None] | None = None) -> None:
         self._on_idle = on_idle
         self._on_lost = on_lost
+        self._on_made = on_made
         self.state = "idle"
         self.reused = False
         self.idle_timer: Any = None
@@ -169,7 +170,8 @@ class UpstreamConnection(Protocol):
     # -- the connection ---------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        write_through(self.transport)
+        if self._on_made is not None:
+            self._on_made(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         state, self.state = self.state, "closed"

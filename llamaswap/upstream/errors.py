@@ -13,6 +13,11 @@ class BadResponse(UpstreamError):
     """The answer is not well-formed HTTP/1.1 (as llhttp judges it, or too big a head)."""
 
 
+class ResponseHeaderTimeout(UpstreamError):
+    """No response head within the origin's ``timeouts.responseHeader``. Not ``NoAnswer``:
+    the server may be working on the request, so it is not sent again."""
+
+
 class NoAnswer(UpstreamError, Unanswered):
     """Refused, or closed before any byte of a response: the request may be sent again.
 

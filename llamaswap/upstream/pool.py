@@ -1,4 +1,9 @@
-"""Idle connections per origin, reused most recently used first, closed when idle too long."""
+"""Idle connections per origin, reused most recently used first, closed when idle too long.
+
+How long an idle connection is kept and whether its socket sends TCP keep-alive probes are
+set per origin (a model's or peer's ``timeouts.idleConn`` and ``timeouts.keepalive``) or for
+the whole pool; each new connection's transport is also handed to ``prepare``, if given
+(the fast path's write batching, ``llamaswap.web.fast``)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 
+from llamaswap.upstream.connect import enable_keepalive
 from llamaswap.upstream.connection import UpstreamConnection
 
 IDLE_TIMEOUT = 240.0
@@ -27,13 +33,21 @@ class _ConnectionFactory(Factory):
 
 class ConnectionPool:
     """Keeps up to ``max_idle_per_origin`` idle connections per origin (0: none, every
-    connection is closed after its response)."""
+    connection is closed after its response), each for ``idle_timeout`` seconds (0: until the
+    server closes it); ``keepalive``: idle seconds before TCP keep-alive probes (0: none)."""
 
     def __init__(self, reactor: Any, max_idle_per_origin: int = 256,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT, keepalive: float = 0.0,
+                 prepare: Callable[[Any], object] | None = None) -> None:
         self._reactor = reactor
         self.max_idle_per_origin = max_idle_per_origin
         self.idle_timeout = idle_timeout
+        self.keepalive = keepalive
+        self.idle_timeouts: dict[Any, float] = {}
+        """Per origin key: ``idle_timeout`` for its connections, where it differs."""
+        self.keepalives: dict[Any, float] = {}
+        """Per origin key: ``keepalive`` for its new connections, where it differs."""
+        self._prepare = prepare
         self._idle: dict[Any, list[UpstreamConnection]] = {}
         self._open: set[UpstreamConnection] = set()
         self._closed_waiters: list[Deferred[None]] = []
@@ -50,7 +64,7 @@ class ConnectionPool:
                 return succeed(connection)
 
         def build() -> UpstreamConnection:
-            connection = UpstreamConnection(self._idle_again, self._lost)
+            connection = UpstreamConnection(self._idle_again, self._lost, self._made)
             connection.key = key
             self._open.add(connection)
             return connection
@@ -66,8 +80,17 @@ class ConnectionPool:
             if oldest is connection:
                 return
         idle.append(connection)
-        connection.idle_timer = self._reactor.callLater(self.idle_timeout, self._expire,
-                                                        connection)
+        timeout = self.idle_timeouts.get(connection.key, self.idle_timeout)
+        if timeout > 0:
+            connection.idle_timer = self._reactor.callLater(timeout, self._expire, connection)
+
+    def _made(self, connection: UpstreamConnection) -> None:
+        """A new connection is up: its socket options, then ``prepare``."""
+        keepalive = self.keepalives.get(connection.key, self.keepalive)
+        if keepalive > 0:
+            enable_keepalive(connection.transport, keepalive)
+        if self._prepare is not None:
+            self._prepare(connection.transport)
 
     def _close(self, connection: UpstreamConnection) -> None:
         self._forget_timer(connection)
