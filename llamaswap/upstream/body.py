@@ -32,7 +32,7 @@ class _Collector(Protocol):
         self._size += len(data)
         if self._size > self._limit:
             transport: Any = self.transport
-            self.transport = None  # type: ignore[assignment]
+            self.transport = None
             if not self.done.called:
                 self.done.errback(Failure(UpstreamError(
                     f"response body over {self._limit} bytes")))
@@ -41,7 +41,7 @@ class _Collector(Protocol):
         self._parts.append(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.transport = None  # type: ignore[assignment]
+        self.transport = None
         if self.done.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):

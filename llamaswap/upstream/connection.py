@@ -197,7 +197,8 @@ class UpstreamConnection(Protocol):
         self._answered = True
         if state == "head":
             self._head_bytes += len(data)
-        self._pieces = pieces = []
+        pieces: list[bytes] = []
+        self._pieces = pieces
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade:

@@ -1,10 +1,10 @@
 """Sends one client request to an upstream and relays the answer back, streaming.
 
-Through ``h1client.H1Client``, llamaswap's own HTTP/1.1 client with a persistent pool; bodies
-are never buffered on the way back (``Relay``). Not treq: what treq adds is wrong for a proxy
-(following redirects, a cookie jar shared by all clients, gzip decoding) and cost ~15% of a
-proxied request's CPU time; nor Twisted's ``Agent``, which cost about a third of it
-(``bench/run.py``, README "Performance").
+Through ``llamaswap.upstream.UpstreamClient``, llamaswap's one HTTP/1.1 client with a
+persistent pool; bodies are never buffered on the way back (``Relay``). Not treq: what treq
+adds is wrong for a proxy (following redirects, a cookie jar shared by all clients, gzip
+decoding) and cost ~15% of a proxied request's CPU time; nor Twisted's ``Agent``, which cost
+about a third of it (``bench/run.py``, ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -13,19 +13,16 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import treq
-from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.web.client import URI
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.server import Request
 
 from llamaswap.config.model import Timeouts
 from llamaswap.context import context_of
-from llamaswap.web.connect import ModelEndpointFactory
-from llamaswap.web.h1client import H1Client
+from llamaswap.upstream import UpstreamClient, read_body
+from llamaswap.upstream.pool import IDLE_TIMEOUT
 from llamaswap.web.relay import Relay
 from llamaswap.web.unanswered import Unanswered, unanswered
 
@@ -109,14 +106,12 @@ class Forwarder:
         overrides its ``connect``. Model servers get theirs from ``set_model_timeouts``."""
         if timeouts is not None and connect_timeout is None:
             connect_timeout = timeouts.connect
-        self._reactor = reactor
-        self._endpoints = ModelEndpointFactory(reactor, tls_policy, connect_timeout)
-        self._client = H1Client(reactor, self._endpoints, max_per_host,
-                                **({} if timeouts is None else
-                                   {"idle_timeout": timeouts.idle_conn,
-                                    "keepalive": timeouts.keepalive}))
+        self._client = UpstreamClient(
+            reactor, max_idle_per_origin=max_per_host, tls_policy=tls_policy,
+            connect_timeout=connect_timeout,
+            idle_timeout=IDLE_TIMEOUT if timeouts is None else timeouts.idle_conn,
+            keepalive=0.0 if timeouts is None else timeouts.keepalive)
         self.pool = self._client.pool
-        self._response_header: dict[Any, float] = {}
         self.watch: Callable[[Request, str], Any] | None = None
         """Called as a request is sent upstream; may return an object whose ``response(code,
         headers)`` and ``chunk(data)`` see the answer pass (``observability.Exchange``)."""
@@ -140,21 +135,10 @@ class Forwarder:
         watch = context.watch
         if watch is None and self.watch is not None:
             watch = context.watch = self.watch(request, url)
-        limit = 0.0
         try:
-            if self._response_header:
-                limit = self._response_header.get(self._client.origin_of(url), 0.0)
-            if limit > 0:
-                waiting = Deferred.fromCoroutine(
-                    self._client.request(request.method, url, headers, body))
-                response = await waiting.addTimeout(limit, self._reactor)
-            else:
-                response = await self._client.request(request.method, url, headers, body)
+            response = await self._client.request(request.method, url, headers, body)
         except CancelledError:
             raise
-        except defer.TimeoutError:
-            raise UpstreamUnavailable(f"no response headers within {limit:g}s "
-                                      "(timeouts.responseHeader)", None) from None
         except Exception as e:
             raise UpstreamUnavailable(_describe(e), unanswered(e)) from e
         if context.stream_started:
@@ -175,17 +159,13 @@ class Forwarder:
     def endpoint_for(self, url: str) -> IStreamClientEndpoint:
         """The client endpoint (with this forwarder's TLS policy and connect timeout) for
         ``url``'s server: for a connection of its own, outside the pool (websockets)."""
-        return self._endpoints.endpointForURI(URI.fromBytes(url.encode("latin-1")))
+        return self._client.endpoint_for(url)
 
     def set_model_timeouts(self, by_url: Mapping[str, Timeouts]) -> None:
         """Each model's ``timeouts``, by its proxy URL (a config load or reload). Two models
-        behind one origin share its settings: the last one given wins."""
-        by_origin = {self._client.origin_of(url): timeouts for url, timeouts in by_url.items()}
-        self._endpoints.set_connect_timeouts({k: t.connect for k, t in by_origin.items()})
-        self.pool.idle_timeouts = {k: t.idle_conn for k, t in by_origin.items()}
-        self.pool.keepalives = {k: t.keepalive for k, t in by_origin.items()}
-        self._response_header = {k: t.response_header for k, t in by_origin.items()
-                                 if t.response_header > 0}
+        behind one origin share its settings: the last one given wins. A response head
+        later than ``responseHeader`` fails the request with ``UpstreamUnavailable``."""
+        self._client.set_origin_timeouts(by_url)
 
     def close(self) -> Deferred[None]:
         return self.pool.close()
@@ -207,7 +187,7 @@ def _chunk_observer(watch: Callable[[bytes], None] | None,
 
 async def _error_as_event(request: Request, response: Any) -> int:
     """An upstream error after a keep-alive stream began: one SSE ``error`` event, then end."""
-    body: bytes = await treq.content(response)  # an error answer: small, and read to its end
+    body = await read_body(response)  # an error answer: small, and read to its end
     text = body.decode("utf-8", "replace").strip().replace("\n", " ") or json.dumps(
         {"error": {"message": f"upstream answered {response.code}", "code": response.code}})
     event = f"event: error\ndata: {text}\n\n".encode()
