@@ -305,6 +305,20 @@ def test_a_client_that_pauses_after_the_body_cannot_stall_the_pooled_connection(
     assert h.transport.producerState == "producing"
 
 
+def test_the_body_protocol_pauses_and_resumes_reading_the_upstream() -> None:
+    h = Harness()
+    d = h.send()
+    h.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    body = Body()
+    head_of(d).deliverBody(body)
+    body.transport.pauseProducing()  # a slow client: the model server's socket waits
+    assert h.transport.producerState == "paused"
+    body.transport.resumeProducing()
+    assert h.transport.producerState == "producing"
+    h.answer(b"3\r\nabc\r\n0\r\n\r\n")
+    assert body.pieces == [b"abc"] and h.idle == [h.connection]
+
+
 def test_a_client_that_leaves_aborts_the_upstream_connection() -> None:
     h = Harness()
     d = h.send()
