@@ -4,7 +4,7 @@ A default ``HostnameEndpoint`` reports a refused connection only when its next h
 attempt would have started, 0.3 s later. A model that is still starting
 refuses every health probe, so each probe took 300 ms and a cold request waited for
 nothing (measured by ``bench/run.py``: 150 ms of a 320 ms cold start). Here names get a
-10 ms attempt delay, and IP literals (``http://127.0.0.1:${PORT}``) connect directly,
+2 ms attempt delay, and IP literals (``http://127.0.0.1:${PORT}``) connect directly,
 without a thread-pool round trip to resolve them on every new connection.
 """
 

@@ -175,6 +175,7 @@ class UpstreamConnection(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         state, self.state = self.state, "closed"
+        self._parser = None  # (it refers back to this connection: no cycle left behind)
         self._on_lost(self)
         if state == "head":
             why = reason.getErrorMessage() or type(reason.value).__name__
