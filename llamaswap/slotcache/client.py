@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 
-from llamaswap.web.connect import model_agent
-from llamaswap.web.pool import QuietPool
+from llamaswap.upstream import UpstreamClient, read_body
 
 
 class SlotApiError(Exception):
@@ -46,7 +44,7 @@ class HttpSlotApi:
                  headers: Sequence[tuple[str, str]] = ()) -> None:
         self._base = base_url.rstrip("/")
         self._headers = list(headers)
-        self._client = HTTPClient(model_agent(reactor, QuietPool(reactor, persistent=False)))
+        self._client = UpstreamClient(reactor, max_idle_per_origin=0)
 
     def props(self) -> Deferred[dict[str, Any]]:
         return Deferred.fromCoroutine(self._call("GET", "/props"))
@@ -71,9 +69,8 @@ class HttpSlotApi:
         if body is not None:
             headers.setRawHeaders("Content-Type", ["application/json"])
             data = json.dumps(body).encode("utf-8")
-        response = await self._client.request(method, url, headers=headers, data=data,
-                                              allow_redirects=False)
-        content = await response.content()
+        response = await self._client.request(method.encode("ascii"), url, headers, data)
+        content = await read_body(response)
         try:
             decoded = json.loads(content)
         except ValueError:

@@ -26,9 +26,8 @@ from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from llamaswap.config.model import Timeouts
 from llamaswap.upstream.connect import ModelEndpointFactory, Origin
 from llamaswap.upstream.connection import UpstreamConnection, UpstreamResponse
-from llamaswap.upstream.errors import NoAnswer, ResponseHeaderTimeout, UpstreamError
+from llamaswap.upstream.errors import NoAnswer, ResponseHeaderTimeout, UpstreamError, unanswered
 from llamaswap.upstream.pool import IDLE_TIMEOUT, ConnectionPool
-from llamaswap.web.unanswered import unanswered
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 """RFC 9110 §9.2.2: methods whose repetition has the effect of one request."""

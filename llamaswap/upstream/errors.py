@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
-from llamaswap.web.unanswered import Unanswered
+import builtins
+
+from twisted.internet import error as twisted_errors
+
+
+class Unanswered(Exception):
+    """No byte of a response came back. ``sent``: whether the request may have reached the
+    server (False: the connection was refused, nothing was sent)."""
+
+    def __init__(self, message: str, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+def unanswered(error: BaseException | None) -> Unanswered | None:
+    """The ``Unanswered`` behind ``error`` (its cause chain); a refused connection counts."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, Unanswered):
+            return error
+        if isinstance(error, (twisted_errors.ConnectionRefusedError,
+                              builtins.ConnectionRefusedError)):
+            return Unanswered(str(error) or "connection refused", sent=False)
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return None
 
 
 class UpstreamError(Exception):

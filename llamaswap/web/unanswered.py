@@ -11,14 +11,16 @@ for the exit to be noticed. A response that has begun is never sent again.
 
 from __future__ import annotations
 
-import builtins
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import error as twisted_errors
 from twisted.internet.defer import TimeoutError
+
+from llamaswap.upstream.errors import Unanswered, unanswered
 
 if TYPE_CHECKING:
     from llamaswap.process import ModelProcess
+
+__all__ = ["Unanswered", "may_replay", "replay_wait", "unanswered"]
 
 MAX_REPLAYS_REFUSED = 2
 """The connection was refused: the model cannot have seen the request."""
@@ -27,29 +29,6 @@ MAX_REPLAYS_SENT = 1
 died before reading it, but a request that crashes the model is not sent a third time."""
 EXIT_NOTICE_TIMEOUT = 10.0
 """Seconds to wait for a model server known to be dead to be noticed as exited."""
-
-
-class Unanswered(Exception):
-    """No byte of a response came back. ``sent``: whether the request may have reached the
-    server (False: the connection was refused, nothing was sent)."""
-
-    def __init__(self, message: str, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-def unanswered(error: BaseException | None) -> Unanswered | None:
-    """The ``Unanswered`` behind ``error`` (its cause chain); a refused connection counts."""
-    seen = 0
-    while error is not None and seen < 8:
-        if isinstance(error, Unanswered):
-            return error
-        if isinstance(error, (twisted_errors.ConnectionRefusedError,
-                              builtins.ConnectionRefusedError)):
-            return Unanswered(str(error) or "connection refused", sent=False)
-        error = error.__cause__ or error.__context__
-        seen += 1
-    return None
 
 
 def may_replay(error: Unanswered, body: object, replays: int) -> bool:
