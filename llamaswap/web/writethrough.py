@@ -1,5 +1,6 @@
-"""Moved to ``llamaswap.web.fast.writes``, behind the fast-path switch; kept for
-``web/h1client.py`` until the upstream client is replaced (``LLAMASWAP_FAST_PATH`` decides)."""
+"""Moved to ``llamaswap.web.fast.writes``, behind the fast-path switch; kept for the upstream
+client (``llamaswap/upstream/connection.py``), which has no config at hand:
+``LLAMASWAP_FAST_PATH`` alone decides there."""
 
 from __future__ import annotations
 
