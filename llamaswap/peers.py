@@ -22,6 +22,7 @@ from zope.interface import implementer
 from llamaswap.config import PeerConfig
 from llamaswap.logs import get_logger
 from llamaswap.web.errors import send_error
+from llamaswap.web.fast import FastPath
 from llamaswap.web.forward import Forwarder, UpstreamUnavailable
 from llamaswap.web.relay import UpstreamBroke
 
@@ -60,17 +61,20 @@ def peer_headers(headers: Headers, peer: PeerConfig) -> Headers:
 class Peers(Service):
     """One HTTP client (own pool, TLS policy, timeouts) per peer; closed when stopped."""
 
-    def __init__(self, peers: dict[str, PeerConfig] | Any, reactor: Any) -> None:
+    def __init__(self, peers: dict[str, PeerConfig] | Any, reactor: Any,
+                 fast_path: FastPath | None = None) -> None:
         self._reactor = reactor
+        self._fast_path = fast_path
         self._peers = dict(peers)
         self._in_flight: dict[Deferred[None], Deferred[Any]] = {}
         """Each request being forwarded: its end (fired once it is over) -> its forwarding."""
         self._closing = False
         self._cutting = False
-        self._clients = {
-            peer_id: Forwarder(reactor, tls_policy=tls_policy(peer), timeouts=peer.timeouts)
-            for peer_id, peer in self._peers.items()
-        }
+        self._clients = {peer_id: self._client(peer) for peer_id, peer in self._peers.items()}
+
+    def _client(self, peer: PeerConfig) -> Forwarder:
+        return Forwarder(self._reactor, tls_policy=tls_policy(peer), timeouts=peer.timeouts,
+                         fast_path=self._fast_path)
 
     def reconfigure(self, peers: dict[str, PeerConfig] | Any) -> None:
         """After a config reload: new clients for new or changed peers; idle connections
@@ -84,8 +88,7 @@ class Peers(Service):
                 retired.close()
             peer = self._peers.get(peer_id)
             if peer is not None:
-                self._clients[peer_id] = Forwarder(
-                    self._reactor, tls_policy=tls_policy(peer), timeouts=peer.timeouts)
+                self._clients[peer_id] = self._client(peer)
 
     async def forward(self, request: Request, peer_id: str, upstream_uri: bytes,
                       body: bytes | IBodyProducer | None, headers: Headers) -> None:

@@ -75,7 +75,8 @@ class LlamaSwapService(MultiService):
         self.processes = {model_id: self._new_process(model_id, config)
                           for model_id in config.models}
         self.router = Router(config, self.processes, reactor)
-        self.forwarder = Forwarder(reactor)
+        fast_path = FastPath.configure(config.fast_path)
+        self.forwarder = Forwarder(reactor, fast_path=fast_path)
         self.forwarder.set_model_timeouts(_timeouts_by_proxy(config))
         self.observability = Observability(config, self.processes, self.router, reactor,
                                            log_rules=self.log_rules)
@@ -83,7 +84,7 @@ class LlamaSwapService(MultiService):
         self.observability.store.setServiceParent(self)
         self.slot_cache.observe(self.observability)
         self.forwarder.watch = self.observability.watch
-        self.peers = Peers(config.peers, reactor)
+        self.peers = Peers(config.peers, reactor, fast_path)
         """Clients of the configured peers; their pools close when the service stops."""
         self.peers.setServiceParent(self)
         self.names = Rewriter(config.selectors, config.profiles, self._target_state)

@@ -23,6 +23,7 @@ from llamaswap.config.model import Timeouts
 from llamaswap.context import context_of
 from llamaswap.upstream import UpstreamClient, read_body
 from llamaswap.upstream.pool import IDLE_TIMEOUT
+from llamaswap.web.fast import FastPath
 from llamaswap.web.relay import Relay
 from llamaswap.web.unanswered import Unanswered, unanswered
 
@@ -101,16 +102,21 @@ class Forwarder:
     # Idle upstream connections kept per model server. Fewer than the streams in flight means
     # reconnecting (and resolving the name) under load: at 200 streams, 64 cost ~7% of CPU.
     def __init__(self, reactor: Any, max_per_host: int = 256, tls_policy: Any = None,
-                 connect_timeout: float | None = None, timeouts: Timeouts | None = None) -> None:
+                 connect_timeout: float | None = None, timeouts: Timeouts | None = None,
+                 fast_path: FastPath | None = None) -> None:
         """``timeouts``: for every origin (a peer's ``timeouts``); ``connect_timeout``
-        overrides its ``connect``. Model servers get theirs from ``set_model_timeouts``."""
+        overrides its ``connect``. Model servers get theirs from ``set_model_timeouts``.
+        ``fast_path``: whether upstream sockets batch their writes per reactor turn (by
+        default as ``LLAMASWAP_FAST_PATH`` says, ``llamaswap.web.fast``)."""
         if timeouts is not None and connect_timeout is None:
             connect_timeout = timeouts.connect
+        fast = FastPath.configure() if fast_path is None else fast_path
         self._client = UpstreamClient(
             reactor, max_idle_per_origin=max_per_host, tls_policy=tls_policy,
             connect_timeout=connect_timeout,
             idle_timeout=IDLE_TIMEOUT if timeouts is None else timeouts.idle_conn,
-            keepalive=0.0 if timeouts is None else timeouts.keepalive)
+            keepalive=0.0 if timeouts is None else timeouts.keepalive,
+            prepare=fast.write_through if "writes" in fast.pieces else None)
         self.pool = self._client.pool
         self.watch: Callable[[Request, str], Any] | None = None
         """Called as a request is sent upstream; may return an object whose ``response(code,
