@@ -222,14 +222,21 @@ groups:
 
 
 def start_llamaswap(children: Children, workdir: Path, config: Path, reactor: str,
-                    fast_path: str | None = None) -> Llamaswap:
+                    fast_path: str | None = None, tree: Path | None = None,
+                    label: str | None = None) -> Llamaswap:
     """llamaswap under twistd; ``fast_path``: its ``LLAMASWAP_FAST_PATH`` (``None``: as this
-    process has it)."""
+    process has it); ``tree``: the checkout whose ``llamaswap`` package runs (first on
+    ``PYTHONPATH``; ``None``: as this process has it)."""
     port = free_port()
     env = dict(os.environ)
     if fast_path is not None:
         env["LLAMASWAP_FAST_PATH"] = fast_path
-    label = reactor if fast_path is None else f"{reactor}-fast-{fast_path.replace(',', '+')}"
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(tree), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    if label is None:
+        label = (reactor if fast_path is None
+                 else f"{reactor}-fast-{fast_path.replace(',', '+')}")
     argv = [*TWISTD, "-n", "--pidfile=", f"--logfile={workdir / f'llamaswap-{label}.log'}"]
     if reactor != "default":
         argv.append(f"--reactor={reactor}")
@@ -647,6 +654,40 @@ def scenario_fast_path(run: Run, variants: list[str]) -> None:
     run.results["fast_path"] = results
 
 
+def scenario_trees(run: Run, trees: dict[str, Path]) -> None:
+    """llamaswap from other checkouts (``--against``: ``baseline``) and from this one
+    (``candidate``), each on an upstream of its own, measured side by side and interleaved
+    per repeat on the load scenarios: what a branch changes, against ``main``, in one run."""
+    instances: dict[str, Llamaswap] = {}
+    results: dict[str, Any] = {"trees": {name: str(tree) for name, tree in trees.items()}}
+    try:
+        for name, tree in trees.items():
+            config = own_upstream_config(run.workdir, f"tree-{name}")
+            instances[name] = start_llamaswap(run.children, run.workdir, config,
+                                              run.llamaswap.reactor, tree=tree,
+                                              label=f"tree-{name}")
+            first_byte(instances[name].port, post_request("bench"))  # starts its model
+            pid = instances[name].proc.pid
+            run.proxy_pids[name] = lambda pid=pid: [pid]
+        targets = {name: instance.port for name, instance in instances.items()}
+        for key, c, tokens, interval in (("paced_50", 50, 32, 0.01),
+                                         ("unpaced_50", 50, 16, 0),
+                                         ("unpaced_200", 200, 16, 0)):
+            results[key] = run.side_by_side(
+                lambda port, c=c, tokens=tokens, interval=interval: run_client(
+                    port, c, run.plan.duration, tokens, interval), targets)
+            run.log(f"trees, {key}: {json.dumps(results[key])}")
+        if have_wrk():
+            results["non_streaming"] = run.side_by_side(
+                lambda port: run_wrk(port, run.plan.duration, run.workdir), targets)
+            run.log(f"trees, non-streaming: {json.dumps(results['non_streaming'])}")
+    finally:
+        for name, instance in instances.items():
+            run.children.stop(instance.proc)
+            run.proxy_pids.pop(name, None)
+    run.results["trees"] = results
+
+
 def scenario_floor(run: Run, upstream_port: int) -> None:
     """The fastest a Python proxy could be, and one on Twisted's transports: bare byte relays
     (``bench/floor.py``) measured beside llamaswap and the reference on unpaced streams and
@@ -836,6 +877,35 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {label} | "
                              + " | ".join(fmt(fast[key][v].get(metric)) for v in variants)
                              + " |")
+    trees = r.get("trees")
+    if trees:
+        names_here = list(trees["trees"])
+        lines += ["", "| checkouts side by side (" + ", ".join(
+            f"{n}: `{p}`" for n, p in trees["trees"].items()) + ") | "
+            + " | ".join(names_here) + " | " + " / ".join(reversed(names_here)) + " |",
+            "|---|" + "---:|" * (len(names_here) + 1)]
+        for key, label in (("paced_50", "paced 32×10 ms, 50 streams"),
+                           ("unpaced_50", "unpaced 16 tokens, 50 streams"),
+                           ("unpaced_200", "unpaced 16 tokens, 200 streams"),
+                           ("non_streaming", "non-streaming, 50 connections (wrk)")):
+            if key not in trees:
+                continue
+            rows = trees[key]
+            metrics = (("requests_per_s", "requests/s"), ("latency_p50_ms", "p50 ms"),
+                       ("latency_p99_ms", "p99 ms"), ("cpu_ms_per_unit", "proxy CPU ms / req")
+                       ) if key == "non_streaming" else (
+                       ("streams_per_s", "streams/s"), ("ttfb_p50_ms", "TTFB p50 ms"),
+                       ("gap_p99_ms", "gap p99 ms"), ("cpu_ms_per_unit", "proxy CPU ms / stream"))
+            for metric, unit in metrics:
+                if key.startswith("unpaced") and metric.startswith("gap"):
+                    continue
+                values = [rows[n].get(metric) for n in names_here]
+                versus = ratio(values[-1], values[0]) if len(values) > 1 else None
+                lines.append(f"| {label}: {unit} | " + " | ".join(fmt(v) for v in values)
+                             + f" | {fmt(versus)} |")
+            errors = [rows[n].get("errors") for n in names_here]
+            if any(errors):
+                lines.append(f"| {label}: errors | " + " | ".join(map(str, errors)) + " | |")
     floor = r.get("floor")
     if floor:
         names_here = list(floor["unpaced_50"])
@@ -895,12 +965,13 @@ def environment(workdir: Path | None) -> Iterator[tuple[Path, Children]]:
 
 
 SCENARIOS = ("upstream", "swap", "paced", "unpaced", "non_streaming", "memory", "reactors",
-             "floor", "fast_path")
+             "floor", "fast_path", "trees")
 
 
 def run_suite(plan: Plan, mode: str, reactor: str, reactors: list[str], only: set[str],
               use_nginx: bool = True, log: Callable[[str], None] = print,
-              fast_paths: list[str] | None = None) -> dict[str, Any]:
+              fast_paths: list[str] | None = None,
+              against: Path | None = None) -> dict[str, Any]:
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 20000)), hard))
@@ -946,6 +1017,8 @@ def run_suite(plan: Plan, mode: str, reactor: str, reactors: list[str], only: se
             scenario_floor(run, upstream_port)
         if "fast_path" in only and fast_paths:
             scenario_fast_path(run, fast_paths)
+        if "trees" in only and against is not None:
+            scenario_trees(run, {"baseline": against, "candidate": REPO})
         reference = "nginx" if nginx is not None else "direct"
         report = {
             "version": 1, "started": started, "mode": mode, "reactor": reactor,
@@ -985,6 +1058,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="space-separated LLAMASWAP_FAST_PATH values compared by the "
                         "fast_path scenario (a value may itself be a comma list of pieces)")
     parser.add_argument("--no-nginx", action="store_true", help="compare with direct only")
+    parser.add_argument("--against", type=Path,
+                        help="another checkout (e.g. a worktree of main): the trees scenario "
+                        "runs its llamaswap beside this checkout's, interleaved")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     ns = parser.parse_args(argv)
     plan, mode = (QUICK, "quick") if ns.quick else (TINY, "tiny") if ns.tiny else (FULL, "full")
@@ -998,7 +1074,11 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     fast_paths = ns.fast_paths.split()
-    report = run_suite(plan, mode, ns.reactor, reactors, only, not ns.no_nginx, log, fast_paths)
+    if "trees" in only and ns.against is None and ns.only != parser.get_default("only"):
+        parser.error("the trees scenario needs --against CHECKOUT")
+    against = ns.against.resolve() if ns.against is not None else None
+    report = run_suite(plan, mode, ns.reactor, reactors, only, not ns.no_nginx, log, fast_paths,
+                       against)
     json_path, md_path = write_report(report, ns.out)
     print(markdown(report))
     print(f"written: {json_path} and {md_path} ({report['runtime_s']} s)")
