@@ -18,6 +18,8 @@ What runs, all on loopback, all bounded in time, all stopped at the end:
 
 Scenarios: 1 swap readiness overhead, 2 paced streaming, 3 unpaced streaming, 4 small
 non-streaming requests, 5 memory (idle, 1,000 open streams, growth over many requests).
+``--only trees --against CHECKOUT`` measures another checkout's llamaswap (e.g. a worktree of
+``main``) beside this one's, interleaved, and reports this one's figures as ratios of its.
 """
 
 from __future__ import annotations
