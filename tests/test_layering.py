@@ -112,11 +112,6 @@ def test_the_web_layer_never_imports_the_service_or_the_entry_points() -> None:
 # -- private Twisted names stay inside the fenced package (issue 15) ----------------------------
 
 FENCED = "llamaswap/web/fast/"
-BEING_REMOVED = {
-    # Replaced by the new llamaswap/upstream/ package on another branch; the integrator drops
-    # this exclusion once that lands.
-    "llamaswap/web/h1client.py", "llamaswap/web/pool.py", "llamaswap/web/writethrough.py",
-}
 TWISTED_PRIVATE_ATTRIBUTES = {
     # HTTPChannel / LineReceiver / Request / transports / the HTTP client
     "_respondToBadRequestAndDisconnect", "_transferDecoder", "_command", "_path", "_version",
@@ -200,7 +195,7 @@ def test_no_private_twisted_name_outside_the_fenced_package() -> None:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(root).as_posix()
-        if relative.startswith(FENCED) or relative in BEING_REMOVED:
+        if relative.startswith(FENCED):
             continue
         found.extend(private_twisted_uses(path))
     assert found == []

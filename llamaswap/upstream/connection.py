@@ -160,7 +160,7 @@ class UpstreamConnection(Protocol):
         self._error: Exception | None = None
         self._pieces: list[bytes] = []
         self._body_sent = True
-        self._producer: Any = None
+        self._body_producer: Any = None
         self._protocol: Any = None
         self._body_transport: _BodyTransport | None = None
         self._early: list[bytes] = []
@@ -322,14 +322,14 @@ class UpstreamConnection(Protocol):
 
     def _produce(self, producer: IBodyProducer, chunked: bool) -> None:
         self._body_sent = False
-        self._producer = producer
+        self._body_producer = producer
         consumer = _BodyConsumer(self.transport, chunked)
         self.transport.registerProducer(producer, True)
 
         def sent(_: object) -> None:
-            if self._producer is not producer:
+            if self._body_producer is not producer:
                 return  # the connection is over already
-            self._producer = None
+            self._body_producer = None
             self.transport.unregisterProducer()
             if chunked:
                 self.transport.write(b"0\r\n\r\n")
@@ -340,9 +340,9 @@ class UpstreamConnection(Protocol):
             self._body_sent = True
 
         def failed(failure: Failure) -> None:
-            if self._producer is not producer:
+            if self._body_producer is not producer:
                 return
-            self._producer = None
+            self._body_producer = None
             self.transport.unregisterProducer()
             self._give_up(UpstreamError(f"reading the request body failed: "
                                         f"{failure.getErrorMessage()}"))
@@ -366,18 +366,18 @@ class UpstreamConnection(Protocol):
         """Nobody waits for the answer any more (the client left): drop the connection."""
         self._head_d = None
         self.state = "closed"
-        self._stop_producer()
+        self._stop_body_producer()
         self.transport.abortConnection()
 
-    def _stop_producer(self) -> None:
-        producer, self._producer = self._producer, None
+    def _stop_body_producer(self) -> None:
+        producer, self._body_producer = self._body_producer, None
         if producer is not None:
             self.transport.unregisterProducer()
             producer.stopProducing()
 
     def _fail_head(self, error: Exception) -> None:
         d, self._head_d = self._head_d, None
-        self._stop_producer()
+        self._stop_body_producer()
         if d is not None:
             d.errback(Failure(error))
 
@@ -394,7 +394,7 @@ class UpstreamConnection(Protocol):
         if self._body_transport is not None:
             self._body_transport.detach()
         reusable = self._persistent and not self._extra and self._body_sent
-        self._stop_producer()  # an answer that came before the whole body was sent
+        self._stop_body_producer()  # an answer that came before the whole body was sent
         if not reusable:
             self.state = "closed"
             self.transport.loseConnection()
