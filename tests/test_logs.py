@@ -51,7 +51,9 @@ def test_log_level_filters_llamaswap_events(events: tuple[LogRules, list[dict]])
     rules.set_level("warn")
     log.info("hidden")
     log.warn("shown")
-    assert [e["log_format"] for e in seen] == ["shown"]
+    # Twisted's own events pass unfiltered (e.g. a channel another test left open timing out)
+    ours = [e for e in seen if e.get("log_namespace", "").startswith("llamaswap")]
+    assert [e["log_format"] for e in ours] == ["shown"]
     rules.set_level("debug")
     log.debug("now shown")
     assert seen[-1]["log_level"] is LogLevel.debug
