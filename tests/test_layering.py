@@ -120,6 +120,8 @@ TWISTED_PRIVATE_ATTRIBUTES = {
     "_requestProducer", "_savedTimeOut", "_abortingCall", "_finishRequestBody",
     "_maybeChooseTransferDecoder", "_channel", "_tempDataBuffer", "_tempDataLen",
     "_HTTP11ClientFactory", "_producer",
+    # twisted.web.http_headers.Headers
+    "_rawHeaders",
 }
 
 

@@ -54,19 +54,15 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
 
 
 def _copy(source: Headers, target: Headers, skip: frozenset[bytes] | set[bytes]) -> None:
-    """``source``'s headers but ``skip`` into ``target``, replacing what it has of them
-    (as ``setRawHeaders`` does).
+    """``source``'s headers but ``skip`` into ``target``, replacing what it has of them.
 
-    Both came out of a parser that checked and canonicalised them, so they are copied as
-    they are rather than checked again by ``setRawHeaders`` (~1 µs a header).
+    Through the public ``setRawHeaders``: copying into ``Headers``' private dict saved about
+    1.7 µs for 8 headers (under 1% of a small proxied request's CPU), not worth a private
+    name outside ``web/fast``.
     """
-    raw = getattr(target, "_rawHeaders", None)
     for name, values in source.getAllRawHeaders():
         if name.lower() not in skip:
-            if raw is not None:
-                raw[name] = list(values)
-            else:
-                target.setRawHeaders(name, values)
+            target.setRawHeaders(name, values)
 
 
 def upstream_headers(request: Request) -> Headers:
