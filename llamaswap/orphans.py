@@ -183,6 +183,19 @@ class StateFile:
         if self._groups.pop(model, None) is not None:
             self._write()
 
+    def close(self) -> None:
+        """A clean stop: with nothing left running, the file goes (a crash leaves it, which
+        is its purpose); ``reap`` finds the same nothing in a missing file."""
+        if self._groups:
+            log.warn("state file {path} kept: models {models} are still recorded",
+                     path=str(self.path), models=", ".join(sorted(self._groups)))
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warn("cannot remove the state file {path}: {error}", path=str(self.path),
+                     error=str(e))
+
     def _write(self) -> None:
         data = {"owner": os.getpid(), "owner_start": self._owner_start, "boot": boot_id(),
                 "marker": self.marker, "instance": self.instance, "groups": self._groups}

@@ -250,6 +250,8 @@ class LlamaSwapService(MultiService):
             await DeferredList([Deferred.fromCoroutine(_as_coroutine(s.stopService()))
                                 for s in others], consumeErrors=True)
             await self.forwarder.close()
+            if self.state is not None:
+                self.state.close()
             self.log.info("stopped")
             self.observability.stop()
         finally:

@@ -172,6 +172,20 @@ def test_record_and_forget_keep_the_file_current(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["groups"] == {}
 
 
+def test_a_clean_stop_removes_the_file_unless_models_are_still_recorded(
+        tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    state = StateFile(str(path), "m")
+    state.record("a", os.getpid(), ["server"])
+    state.close()  # "a" is still recorded: the file is what a restart needs
+    assert json.loads(path.read_text())["groups"]["a"]["pgid"] == os.getpid()
+    state.forget("a")
+    state.close()
+    assert not path.exists()
+    state.close()  # twice is harmless
+    assert StateFile(str(path), "m").reap() == []  # a missing file is an empty one
+
+
 def test_default_state_path_is_per_config_and_user(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
     one, two = default_state_path("a.yaml"), default_state_path("b.yaml")

@@ -31,6 +31,8 @@ def client_ip(forwarded_for: str | None, real_ip: str | None, peer: str) -> str:
 
 def _escaped(text: str) -> str:
     """Client-supplied text on one line: control characters and quotes escaped."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text  # what the escaping below would give, without encoding it (per request)
     return text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
 
 

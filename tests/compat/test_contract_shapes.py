@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from fakes import make_config, model
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -249,3 +251,14 @@ def test_the_request_log_line_is_llama_swaps() -> None:
     assert client_ip(None, None, "10.0.0.1") == "10.0.0.1"
     assert not is_logged("/wol-health") and not is_logged("/metrics")
     assert not is_logged("/api/performance") and is_logged("/api/version")
+
+
+@given(st.text())
+def test_the_request_line_escapes_client_text_as_go_quotes_it(text: str) -> None:
+    """Whatever a client sends (path, user agent), the line stays one line with its quoted
+    fields intact: control characters, quotes and backslashes escaped, the rest as sent."""
+    line = request_line("127.0.0.1", "GET", "/p", "HTTP/1.1", 200, 0, text, 0.001)
+    agent = line.split(" 200 0 ", 1)[1].rsplit(" ", 1)[0]
+    assert "\n" not in line and "\r" not in line
+    assert agent == '"' + text.encode("unicode_escape").decode("ascii").replace(
+        '"', '\\"') + '"'

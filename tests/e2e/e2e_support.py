@@ -11,16 +11,68 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from openai import OpenAI
 
 T = TypeVar("T")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+"""``twistd`` for this interpreter. (``python -m twisted`` is ``twist``, which has no ``-n``,
+``--pidfile`` or SIGTERM re-raise, and ``twisted.scripts.twistd`` has no ``__main__``.)"""
+STARTUP_TIMEOUT = 60.0
+"""Seconds allowed for a process to start answering (imports take a few seconds)."""
+
+
+@dataclass
+class ModelPair:
+    """The paths of the two tiny GGUF models of a test."""
+
+    a: Path
+    b: Path
+
+    @property
+    def needles(self) -> list[str]:
+        """Strings that appear only in the command lines of these models' servers."""
+        return [str(self.a), str(self.b)]
+
+
+@contextmanager
+def llamaswap_daemon(config: dict[str, Any], directory: Path, name: str = "llamaswap"
+                     ) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """llamaswap under ``twistd -n`` on ``config`` (written to ``directory``), once its
+    ``/health`` answers: ``(process, base URL, log file)``; stopped (SIGTERM) afterwards."""
+    config_path = directory / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_ports(1)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    log = directory / f"{name}.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "llamaswap", "-c", str(config_path),
+             "-l", f"tcp:{port}:interface=127.0.0.1"],
+            cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+            stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: answers_200(f"{base_url}/health") or proc.poll() is not None,
+                   STARTUP_TIMEOUT, "llamaswap's /health")
+        assert proc.poll() is None, f"llamaswap exited with {proc.returncode}:\n{tail(log)}"
+        yield proc, base_url, log
+    finally:
+        stop_process(proc, timeout=30)
 
 
 def free_ports(count: int) -> int:

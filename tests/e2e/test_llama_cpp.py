@@ -9,7 +9,6 @@ Each server is started with ``--model_alias`` equal to its llamaswap model ID, s
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
@@ -20,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from e2e_support import (
+    STARTUP_TIMEOUT,
+    ModelPair,
     answers_200,
     check_chat,
     check_stream,
     free_ports,
     http_get_json,
     kill_processes_mentioning,
+    llamaswap_daemon,
     pid_alive,
     processes_mentioning,
     stop_process,
@@ -38,14 +39,6 @@ from openai import OpenAI
 from tiny_gguf import write_tiny_llama
 
 pytestmark = pytest.mark.e2e
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-"""``twistd`` for this interpreter. (``python -m twisted`` is ``twist``, which has no ``-n``,
-``--pidfile`` or SIGTERM re-raise, and ``twisted.scripts.twistd`` has no ``__main__``.)"""
-STARTUP_TIMEOUT = 60.0
-"""Seconds allowed for a process to start answering (imports take a few seconds)."""
-
 
 def server_cmd(model_path: Path, alias: str, port: str) -> str:
     """The llama_cpp.server command line for one tiny model, small and fast.
@@ -58,17 +51,7 @@ def server_cmd(model_path: Path, alias: str, port: str) -> str:
             " --use_mlock False --verbose False")
 
 
-@dataclass
-class TinyModels:
-    """The paths of the two tiny GGUF models of a test."""
-
-    a: Path
-    b: Path
-
-    @property
-    def needles(self) -> list[str]:
-        """Strings that appear only in the command lines of these models' servers."""
-        return [str(self.a), str(self.b)]
+TinyModels = ModelPair
 
 
 @dataclass
@@ -115,30 +98,10 @@ def llamaswap(tmp_path: Path, tiny_models: TinyModels) -> Iterator[LlamaSwap]:
             for name, path in (("tiny-a", tiny_models.a), ("tiny-b", tiny_models.b))
         },
     }
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    port = free_ports(1)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    log = tmp_path / "llamaswap.log"
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "llamaswap",
-             "-c", str(config_path), "-l", f"tcp:{port}:interface=127.0.0.1"],
-            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    swap = LlamaSwap(proc, f"http://127.0.0.1:{port}", log, tiny_models)
     try:
-        wait_until(
-            lambda: answers_200(f"{swap.base_url}/health") or proc.poll() is not None,
-            STARTUP_TIMEOUT, "llamaswap's /health",
-        )
-        assert proc.poll() is None, f"llamaswap exited with {proc.returncode}:\n{tail(log)}"
-        yield swap
+        with llamaswap_daemon(config, tmp_path) as (proc, base_url, log):
+            yield LlamaSwap(proc, base_url, log, tiny_models)
     finally:
-        stop_process(proc)
         kill_processes_mentioning(tiny_models.needles)
 
 

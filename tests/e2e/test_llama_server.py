@@ -13,10 +13,8 @@ not restored; a small ``maxBytes`` keeps the cache directory within budget.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,18 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from e2e_support import (
-    answers_200,
+    STARTUP_TIMEOUT,
+    ModelPair,
     check_chat,
     check_stream,
     free_ports,
     http_get,
     http_get_json,
     kill_processes_mentioning,
+    llamaswap_daemon,
     pid_alive,
     processes_mentioning,
-    stop_process,
     tail,
     wait_until,
 )
@@ -47,22 +45,12 @@ from llamaswap.slotcache.config import model_dir_name
 
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-STARTUP_TIMEOUT = 60.0
 N_CTX = 2048
 LONG_PROMPT = ("the tiny llama says hello world to the proxy and the model swap is ok " * 94)
 """About 1,500 tokens in the tiny models' vocabulary (checked by the tests)."""
 
 
-@dataclass
-class Models:
-    a: Path
-    b: Path
-
-    @property
-    def needles(self) -> list[str]:
-        return [str(self.a), str(self.b)]
+Models = ModelPair
 
 
 @dataclass
@@ -129,26 +117,8 @@ def running_llamaswap(tmp_path: Path, models: dict[str, Any],
     cache_root = tmp_path / "slot-cache"
     config = {"healthCheckTimeout": 120, "startPort": free_ports(len(models)),
               "slotCache": {"dir": str(cache_root), **(slot_cache or {})}, "models": models}
-    config_path = tmp_path / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_ports(1)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    log = tmp_path / f"{name}.log"
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "llamaswap", "-c", str(config_path),
-             "-l", f"tcp:{port}:interface=127.0.0.1"],
-            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-            stderr=subprocess.STDOUT)
-    swap = LlamaSwap(proc, f"http://127.0.0.1:{port}", log, cache_root)
-    try:
-        wait_until(lambda: answers_200(f"{swap.base_url}/health") or proc.poll() is not None,
-                   STARTUP_TIMEOUT, "llamaswap's /health")
-        assert proc.poll() is None, f"llamaswap exited with {proc.returncode}:\n{tail(log)}"
-        yield swap
-    finally:
-        stop_process(proc, timeout=30)
+    with llamaswap_daemon(config, tmp_path, name) as (proc, base_url, log):
+        yield LlamaSwap(proc, base_url, log, cache_root)
 
 
 def ask(swap: LlamaSwap, model: str, prompt: str = LONG_PROMPT) -> tuple[str, int, int]:
