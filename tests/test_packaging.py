@@ -28,3 +28,15 @@ def test_twistd_lists_the_plugin_after_install(tmp_path: Path, editable: bool) -
     assert "llamaswap" in result.stdout
     # The demo model server used by config/example.yaml is installed beside twistd.
     assert (venv / "bin" / "llamaswap-demo").exists()
+
+
+def test_every_package_of_llamaswap_is_in_the_wheel() -> None:
+    """pyproject.toml lists packages by name: a new subpackage left out of the list would be
+    missing from `pip install .` (the editable install hides that), so list them all."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {".".join(init.parent.relative_to(REPO).parts)
+             for init in (REPO / "llamaswap").rglob("__init__.py")}
+    assert found and found <= listed, sorted(found - listed)
