@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +19,13 @@ from twisted.internet import reactor
 from twisted.web.server import Site
 
 from llamaswap.cli import main as llamaswap_cli
-from tests.compat.support import EchoPeer, EchoResource, harness
+from tests.compat.support import Checked, EchoPeer, EchoResource, harness
 
 llamaswap = harness.llamaswap
 logged = harness.logged
 # Also what ``from conftest import ...`` finds when this is the latest conftest pytest loaded
 # and an integration module is imported from here (the contract tests do that).
 body_json, upstream_cmd, wait_for = harness.body_json, harness.upstream_cmd, harness.wait_for
-
-
-@dataclass
-class Checked:
-    """What ``llamaswap check-config --format json`` answered."""
-
-    status: int
-    resolved: dict[str, Any]
-    errors: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 0
 
 
 @pytest.fixture

@@ -165,3 +165,20 @@ class HoldingPeer(Resource):
     def listen(self) -> IListeningPort:
         """Serve on a free loopback port (``.getHost().port``); stop it when done."""
         return reactor.listenTCP(0, Site(self), interface="127.0.0.1")
+
+
+@dataclass
+class Checked:
+    """What ``llamaswap check-config --format json`` answered."""
+
+    status: int
+    resolved: dict[str, Any]
+    errors: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    @property
+    def models(self) -> dict[str, Any]:
+        return dict(self.resolved["models"])

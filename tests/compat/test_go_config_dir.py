@@ -11,7 +11,6 @@ file and the key or id, not llama-swap's sentence.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,9 @@ import pytest
 
 from llamaswap.cli import main as llamaswap_cli
 from llamaswap.config import Config, load_config
+from tests.compat.support import Checked
 
-
-@dataclass
-class Merged:
-    """What ``check-config`` answered for a set of sources."""
-
-    status: int
-    resolved: dict[str, Any]
-    errors: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 0
-
-    @property
-    def models(self) -> dict[str, Any]:
-        return dict(self.resolved["models"])
+Merged = Checked
 
 
 def fixed_model(model_id: str, cmd: str) -> str:
