@@ -48,7 +48,7 @@ class RequestContext:
     """The request reached its model; observability records it from the relayed exchange."""
     watch: Any = None
     """What follows the relayed answer (``Forwarder.watch``'s result, an
-    ``observability.Exchange``): one per client request, also when it is sent again."""
+    ``exchange.Exchange``): one per client request, also when it is sent again."""
     upstream_path: str | None = None
     """Below ``/upstream/<model>``: the path the model's server is sent (what activity and
     in-flight entries show, as llama-swap)."""

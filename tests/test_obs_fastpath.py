@@ -24,7 +24,8 @@ from twisted.web.http_headers import Headers
 from llamaswap.activity import COLUMNS, ActivityStore, Query
 from llamaswap.context import context_of
 from llamaswap.events import Envelope
-from llamaswap.observability import Exchange, Observability
+from llamaswap.exchange import Exchange
+from llamaswap.observability import Observability
 from llamaswap.tokens import _KEYS, JSON_TAIL_BYTES, TokenMeter, _mentions_figures
 
 

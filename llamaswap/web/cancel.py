@@ -17,7 +17,7 @@ import json
 from twisted.web.server import Request
 
 from llamaswap.context import context_of
-from llamaswap.observability import CANCELLED
+from llamaswap.exchange import CANCELLED
 from llamaswap.web.errors import abort_connection, send_error
 
 

@@ -116,7 +116,7 @@ class Forwarder:
         self.pool = self._client.pool
         self.watch: Callable[[Request, str], Any] | None = None
         """Called as a request is sent upstream; may return an object whose ``response(code,
-        headers)`` and ``chunk(data)`` see the answer pass (``observability.Exchange``)."""
+        headers)`` and ``chunk(data)`` see the answer pass (``exchange.Exchange``)."""
 
     async def forward(self, request: Request, url: str, body: bytes | IBodyProducer | None,
                       headers: Headers | None = None,

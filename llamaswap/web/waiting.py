@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web.server import Request
 
 from llamaswap.context import context_of
-from llamaswap.observability import relative_path
+from llamaswap.exchange import relative_path
 from llamaswap.policy import ModelState
 from llamaswap.process import StartError
 from llamaswap.tickets import Lease, Rejected, Ticket, WaitFailed
