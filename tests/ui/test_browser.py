@@ -371,7 +371,7 @@ def test_timeline_shows_a_crash_as_a_failed_segment_with_its_reason(
     failed = chart.locator('rect[data-model="demo-crash"][data-phase="failed"]')
     expect(failed).to_have_count(1, timeout=30_000)
     # The reason is llamaswap's stopReason for a crash, in the accessible name and the tooltip.
-    reason = re.compile(r"^demo-crash: failed from .+ — exited unexpectedly: .+")
+    reason = re.compile(r"^demo-crash: failed from .+ — exited unexpectedly \(exit status 3\)$")
     expect(failed).to_have_attribute("aria-label", reason)
     expect(failed.locator("title")).to_have_text(reason)
     expect(failed).to_have_attribute("tabindex", "0")  # in the tab order
