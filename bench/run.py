@@ -628,20 +628,35 @@ def scenario_reactors(run: Run, reactors: list[str]) -> None:
     run.results["reactors"] = results
 
 
+@contextlib.contextmanager
+def side_instances(run: Run, prefix: str,
+                   settings: dict[str, dict[str, Any]]) -> Iterator[dict[str, int]]:
+    """One llamaswap per label, each on an upstream of its own (its config named
+    ``<prefix>-<label>``) with its model started (``settings``: ``start_llamaswap``'s keyword
+    arguments per label); yields their ports by label, for ``Run.side_by_side``, and stops
+    them all afterwards."""
+    instances: dict[str, Llamaswap] = {}
+    try:
+        for label, kwargs in settings.items():
+            config = own_upstream_config(run.workdir, f"{prefix}-{label.replace(',', '+')}")
+            instances[label] = start_llamaswap(run.children, run.workdir, config,
+                                               run.llamaswap.reactor, **kwargs)
+            first_byte(instances[label].port, post_request("bench"))  # starts its model
+            pid = instances[label].proc.pid
+            run.proxy_pids[label] = lambda pid=pid: [pid]
+        yield {label: instance.port for label, instance in instances.items()}
+    finally:
+        for label, instance in instances.items():
+            run.children.stop(instance.proc)
+            run.proxy_pids.pop(label, None)
+
+
 def scenario_fast_path(run: Run, variants: list[str]) -> None:
     """Each fast-path setting (``LLAMASWAP_FAST_PATH``: ``off``, one piece, ``on``) on an
     instance of its own, all measured side by side, interleaved per repeat: what each piece
     of ``llamaswap/web/fast/`` buys alone (proxy CPU per unit is the figure to read)."""
-    instances: dict[str, Llamaswap] = {}
-    try:
-        for variant in variants:
-            config = own_upstream_config(run.workdir, f"fast-{variant.replace(',', '+')}")
-            instances[variant] = start_llamaswap(run.children, run.workdir, config,
-                                                 run.llamaswap.reactor, fast_path=variant)
-            first_byte(instances[variant].port, post_request("bench"))  # starts its model
-            pid = instances[variant].proc.pid
-            run.proxy_pids[variant] = lambda pid=pid: [pid]
-        targets = {variant: instance.port for variant, instance in instances.items()}
+    settings = {variant: {"fast_path": variant} for variant in variants}
+    with side_instances(run, "fast", settings) as targets:
         results: dict[str, Any] = {"unpaced_50": run.side_by_side(
             lambda port: run_client(port, 50, run.plan.duration, 16, 0), targets)}
         run.log(f"fast path, unpaced@50: {json.dumps(results['unpaced_50'])}")
@@ -649,10 +664,6 @@ def scenario_fast_path(run: Run, variants: list[str]) -> None:
             results["non_streaming"] = run.side_by_side(
                 lambda port: run_wrk(port, run.plan.duration, run.workdir), targets)
             run.log(f"fast path, non-streaming: {json.dumps(results['non_streaming'])}")
-    finally:
-        for variant, instance in instances.items():
-            run.children.stop(instance.proc)
-            run.proxy_pids.pop(variant, None)
     run.results["fast_path"] = results
 
 
@@ -660,18 +671,9 @@ def scenario_trees(run: Run, trees: dict[str, Path]) -> None:
     """llamaswap from other checkouts (``--against``: ``baseline``) and from this one
     (``candidate``), each on an upstream of its own, measured side by side and interleaved
     per repeat on the load scenarios: what a branch changes, against ``main``, in one run."""
-    instances: dict[str, Llamaswap] = {}
     results: dict[str, Any] = {"trees": {name: str(tree) for name, tree in trees.items()}}
-    try:
-        for name, tree in trees.items():
-            config = own_upstream_config(run.workdir, f"tree-{name}")
-            instances[name] = start_llamaswap(run.children, run.workdir, config,
-                                              run.llamaswap.reactor, tree=tree,
-                                              label=f"tree-{name}")
-            first_byte(instances[name].port, post_request("bench"))  # starts its model
-            pid = instances[name].proc.pid
-            run.proxy_pids[name] = lambda pid=pid: [pid]
-        targets = {name: instance.port for name, instance in instances.items()}
+    settings = {name: {"tree": tree, "label": f"tree-{name}"} for name, tree in trees.items()}
+    with side_instances(run, "tree", settings) as targets:
         for key, c, tokens, interval in (("paced_50", 50, 32, 0.01),
                                          ("unpaced_50", 50, 16, 0),
                                          ("unpaced_200", 200, 16, 0)):
@@ -683,10 +685,6 @@ def scenario_trees(run: Run, trees: dict[str, Path]) -> None:
             results["non_streaming"] = run.side_by_side(
                 lambda port: run_wrk(port, run.plan.duration, run.workdir), targets)
             run.log(f"trees, non-streaming: {json.dumps(results['non_streaming'])}")
-    finally:
-        for name, instance in instances.items():
-            run.children.stop(instance.proc)
-            run.proxy_pids.pop(name, None)
     run.results["trees"] = results
 
 
