@@ -4,31 +4,21 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tests.integration import conftest as harness
+from tests.integration.conftest import RawClient, open_upgrade, wsecho_cmd
 
 __all__ = ["EchoPeer", "EchoResource", "Follow", "HoldingPeer", "RawClient", "harness",
            "open_upgrade", "own_port_model", "wsecho_cmd"]
-
-WSECHO = Path(__file__).resolve().parents[1] / "wsecho.py"
-
-
-def wsecho_cmd() -> str:
-    """A ``cmd:`` running the test websocket server (``tests/wsecho.py``) on ``${PORT}``."""
-    return f"{sys.executable} {WSECHO} --port ${{PORT}}"
-
 
 def own_port_model(name: str, *extra: str, indent: int = 4) -> str:
     """``cmd:`` and ``proxy:`` lines for a model block running the test upstream as ``name``
@@ -105,38 +95,6 @@ class Follow(Protocol):
 
     def stop(self) -> None:
         self.transport.stopProducing()  # type: ignore[attr-defined]
-
-
-class RawClient(Protocol):
-    """Raw bytes to and from llamaswap: an upgrade request, then whatever a test sends."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.closed: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.closed.callback(None)
-
-    @property
-    def status(self) -> int:
-        return int(self.received.split(b" ", 2)[1])
-
-
-async def open_upgrade(port: int, path: str, headers: str = "") -> RawClient:
-    """Send a websocket upgrade for ``path`` to llamaswap on ``port``; return once the
-    answer's head is in (or the connection closed)."""
-    client = RawClient()
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
-    client.transport.write(  # type: ignore[attr-defined]
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"{headers}\r\n".encode())
-    await harness.wait_for(lambda: b"\r\n\r\n" in client.received or client.closed.called,
-                           timeout=30)
-    return client
 
 
 class HoldingPeer(Resource):

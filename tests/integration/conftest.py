@@ -19,7 +19,8 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -175,3 +176,45 @@ def logged() -> Iterator[list[str]]:
     globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]
     yield lines
     globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]
+
+
+# -- raw websocket upgrades (tests/wsecho.py is the model server) ------------------------
+
+WSECHO = Path(__file__).resolve().parents[1] / "wsecho.py"
+
+
+def wsecho_cmd() -> str:
+    """A ``cmd:`` running the test websocket server (``tests/wsecho.py``) on ``${PORT}``."""
+    return f"{sys.executable} {WSECHO} --port ${{PORT}}"
+
+
+class RawClient(Protocol):
+    """Raw bytes to and from llamaswap: an upgrade request, then whatever a test sends."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(None)
+
+    @property
+    def status(self) -> int:
+        return int(self.received.split(b" ", 2)[1])
+
+
+async def open_upgrade(port: int, path: str, headers: str = "") -> RawClient:
+    """Send a websocket upgrade for ``path`` to llamaswap on ``port``; return once the
+    answer's head is in (or the connection closed)."""
+    client = RawClient()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    client.transport.write(  # type: ignore[attr-defined]
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"{headers}\r\n".encode())
+    await wait_for(lambda: b"\r\n\r\n" in client.received or client.closed.called,
+                           timeout=30)
+    return client

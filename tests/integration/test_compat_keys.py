@@ -3,17 +3,11 @@ compat.ignoreWebsockets and websocket upgrades through /upstream/<model>/."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest_twisted
 from conftest import body_json, sleep, upstream_cmd, wait_for
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 
 from llamaswap.policy import ModelState
+from tests.integration.conftest import open_upgrade, wsecho_cmd
 
 
 @pytest_twisted.ensureDeferred
@@ -43,43 +37,6 @@ models:
     assert not {"capabilities", "architecture", "context_length"} & set(plain)
 
 
-WSECHO = Path(__file__).resolve().parents[1] / "wsecho.py"
-
-
-def wsecho_cmd() -> str:
-    return f"{sys.executable} {WSECHO} --port ${{PORT}}"
-
-
-class RawClient(Protocol):
-    """Speaks raw bytes to llamaswap: an upgrade request, then whatever the test sends."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.closed: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.closed.callback(None)
-
-
-async def open_upgrade(swapper, path: str) -> RawClient:  # noqa: ANN001
-    client = RawClient()
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", swapper.port)
-    await connectProtocol(endpoint, client)
-    client.transport.write(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "\r\n".encode())
-    await wait_for(lambda: b"\r\n\r\n" in client.received, timeout=20)
-    return client
-
-
-def status_of(client: RawClient) -> int:
-    return int(client.received.split(b" ", 2)[1])
-
-
 WS_CONFIG = f"""
 models:
   ws:
@@ -95,9 +52,9 @@ groups:
 @pytest_twisted.ensureDeferred
 async def test_a_websocket_starts_its_model_and_relays_both_ways(llamaswap) -> None:
     swapper = await llamaswap(WS_CONFIG)
-    client = await open_upgrade(swapper, "/upstream/ws/chat?room=1")
+    client = await open_upgrade(swapper.port, "/upstream/ws/chat?room=1")
     head = client.received.split(b"\r\n\r\n", 1)[0]
-    assert status_of(client) == 101
+    assert client.status == 101
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # the server's own
     assert swapper.state("ws") is ModelState.READY
     assert swapper.service.router.in_flight("ws") == 1  # held while the socket is open
@@ -112,13 +69,13 @@ async def test_a_websocket_starts_its_model_and_relays_both_ways(llamaswap) -> N
 @pytest_twisted.ensureDeferred
 async def test_ignored_websockets_never_start_a_model_but_reach_a_ready_one(llamaswap) -> None:
     swapper = await llamaswap(WS_CONFIG)
-    refused = await open_upgrade(swapper, "/upstream/ignoring/ws")
-    assert status_of(refused) == 409
+    refused = await open_upgrade(swapper.port, "/upstream/ignoring/ws")
+    assert refused.status == 409
     assert b"ignored websocket requests cannot start it" in refused.received
     assert swapper.state("ignoring") is ModelState.STOPPED
     assert (await swapper.get("/upstream/ignoring/health")).code == 200  # a page starts it
-    client = await open_upgrade(swapper, "/upstream/ignoring/ws")
-    assert status_of(client) == 101
+    client = await open_upgrade(swapper.port, "/upstream/ignoring/ws")
+    assert client.status == 101
     assert swapper.service.router.in_flight("ignoring") == 0  # outside the scheduler
     client.received = b""
     client.transport.write(b"ping")
@@ -130,16 +87,16 @@ async def test_ignored_websockets_never_start_a_model_but_reach_a_ready_one(llam
 @pytest_twisted.ensureDeferred
 async def test_a_refused_upgrade_is_a_502_naming_the_answer(llamaswap) -> None:
     swapper = await llamaswap(WS_CONFIG)
-    client = await open_upgrade(swapper, "/upstream/ws/refuse")
-    assert status_of(client) == 502
+    client = await open_upgrade(swapper.port, "/upstream/ws/refuse")
+    assert client.status == 502
     assert b"refused the websocket upgrade (HTTP 403)" in client.received
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_client_that_stops_reading_stops_the_model_server_writing(llamaswap) -> None:
     swapper = await llamaswap(WS_CONFIG)
-    client = await open_upgrade(swapper, "/upstream/ws/flood?mb=24")
-    assert status_of(client) == 101
+    client = await open_upgrade(swapper.port, "/upstream/ws/flood?mb=24")
+    assert client.status == 101
     client.transport.pauseProducing()  # read nothing more
 
     async def sent() -> int:
@@ -193,8 +150,8 @@ async def test_comfyui_routes(llamaswap) -> None:
     assert swapper.state("comfyui_auto") is ModelState.STOPPED
     assert (await swapper.get("/comfyui/")).code == 200  # the root starts it
     assert (await swapper.get("/comfyui/api/queue")).code == 200
-    client = await open_upgrade(swapper, "/comfyui/ws?clientId=1")
-    assert status_of(client) == 101
+    client = await open_upgrade(swapper.port, "/comfyui/ws?clientId=1")
+    assert client.status == 101
     client.transport.loseConnection()
     await client.closed
 
