@@ -5,9 +5,13 @@ disk and the connection is only ever used by the thread that opened it. Inserts 
 committed: rows that arrive while a write is on the thread go in the next one, as one
 transaction, so a busy proxy makes one thread hop per batch rather than per request (per
 request it cost a third of a CPU at 1,000 requests/s), and a batch is one multi-row INSERT
-per 500 rows (``_insert``). The table is cut to a row cap after each batch. Rows waiting for
-the thread are bounded (``MAX_PENDING``): beyond, new rows are dropped and the log says
-so, rather than memory growing. ``CaptureCache`` keeps request and response bodies in
+per 500 rows (``_insert``). Batches start at most every ``WRITE_INTERVAL`` seconds: under
+load the rows of that interval go in one batch instead of a handful each (a batch costs a
+thread hop, a transaction and a statement), while a lone request is written at once. Pages
+and stats first send what waits, so they always see every row added before them. The
+table is cut to a row cap after each batch. Rows waiting for the thread are bounded
+(``MAX_PENDING``): beyond, new rows are dropped and the log says so, rather than memory
+growing. ``CaptureCache`` keeps request and response bodies in
 memory, oldest first out, within a byte budget.
 """
 
@@ -45,6 +49,8 @@ ROWS_PER_INSERT = 500
 """Rows in one INSERT: SQLite's default limit for a VALUES list."""
 MAX_PENDING = 20_000
 """Rows waiting for the store's thread beyond which new ones are dropped."""
+WRITE_INTERVAL = 0.05
+"""Seconds from the start of one batch to the start of the next, at the least."""
 
 
 class StoreBusy(Exception):
@@ -128,15 +134,19 @@ class ActivityStore(Service):
 
     log = get_logger()
 
-    def __init__(self, reactor: Any, path: str | None, max_rows: int) -> None:
+    def __init__(self, reactor: Any, path: str | None, max_rows: int,
+                 write_interval: float = WRITE_INTERVAL) -> None:
         self._reactor = reactor
+        self.write_interval = write_interval
+        self._last_batch = float("-inf")  # when the last batch started (reactor.seconds())
+        self._next_batch: Any = None  # the delayed start of the next batch
         self.path = path
         self.max_rows = max_rows
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="llamaswap-activity")
         self._db: sqlite3.Connection | None = None
         self._shutdown_trigger: Any = None
         self._pending: list[tuple[dict[str, Any], Deferred[int]]] = []
-        self._writing = False
+        self._writing = 0  # batches on the thread
         self._stopped = False  # set by stopService: later rows are refused (StoreClosed)
         self._dropped = 0
 
@@ -162,6 +172,7 @@ class ActivityStore(Service):
                 pass
         if not self._pool.started:  # never started, or stopped already
             return succeed(None)
+        self._send_waiting()  # (rows still waiting are written before the store closes)
         d = self._run(self._close)
         d.addErrback(lambda f: self.log.failure("closing the activity store", f))
         d.addBoth(lambda _: self._pool.stop())
@@ -272,13 +283,31 @@ class ActivityStore(Service):
             return fail(StoreBusy())
         d: Deferred[int] = Deferred()
         self._pending.append((row, d))
-        if not self._writing:
-            self._write_pending()
+        if not self._writing and self._next_batch is None:
+            self._write_soon()
         return d
 
+    def _write_soon(self) -> None:
+        """Start the next batch now, or once ``write_interval`` has passed since the last."""
+        wait = self._last_batch + self.write_interval - self._reactor.seconds()
+        if wait <= 0:
+            self._write_pending()
+        else:
+            self._next_batch = self._reactor.callLater(wait, self._write_pending)
+
+    def _send_waiting(self) -> None:
+        """Rows waiting for the interval go now (a page or stats must see them)."""
+        if self._next_batch is not None:
+            self._next_batch.cancel()
+            self._next_batch = None
+        if self._pending:  # (after a batch on the thread: the thread takes them in order)
+            self._write_pending()
+
     def _write_pending(self) -> None:
+        self._next_batch = None
         batch, self._pending = self._pending, []
-        self._writing = True
+        self._writing += 1
+        self._last_batch = self._reactor.seconds()
 
         def written(ids: list[int]) -> None:
             for (_, d), row_id in zip(batch, ids, strict=True):
@@ -289,13 +318,13 @@ class ActivityStore(Service):
                 d.errback(failure)
 
         def next_batch(_: object) -> None:
-            self._writing = False
+            self._writing -= 1
             if self._dropped and len(self._pending) < MAX_PENDING // 2:
                 self.log.warn("activity store: recording again ({count} rows were dropped)",
                               count=self._dropped)
                 self._dropped = 0
-            if self._pending:
-                self._write_pending()
+            if self._pending and self._next_batch is None:
+                self._write_soon()
 
         d = self._run(self._insert, [row for row, _ in batch])
         d.addCallbacks(written, failed)
@@ -303,11 +332,13 @@ class ActivityStore(Service):
 
     def page(self, query: Query) -> Deferred[dict[str, Any]]:
         """``{"data", "page", "limit", "total", "total_pages"}`` as llama-swap answers."""
+        self._send_waiting()
         return self._run(self._select, query)
 
     def stats(self, models: Sequence[str] = ()) -> Deferred[dict[str, Any]]:
         """llama-swap's ``ActivityStats`` (totals, prompt and generation speed histograms),
         and per model (``models``) the same with time-to-first-byte and error counts."""
+        self._send_waiting()
         return self._run(self._stats, models)
 
 

@@ -14,9 +14,7 @@ from twisted.logger import (
     ILogObserver,
     Logger,
     LogLevel,
-    LogLevelFilterPredicate,
     LogPublisher,
-    PredicateResult,
     formatEvent,
     globalLogPublisher,
 )
@@ -39,6 +37,20 @@ def literal(text: str) -> str:
     (one access line per request), so that no observer parses a format for them again.
     Pass ``text`` itself as ``_text=`` too (``TEXT_KEY``)."""
     return text.replace("{", "{{").replace("}", "}}")
+
+
+def emit_text(logger: Logger, text: str, level: LogLevel = LogLevel.info,
+              **fields: object) -> None:
+    """``logger.emit(level, literal(text), _text=text, **fields)``, for a line per request.
+
+    The event is the one ``Logger.emit`` builds (its documented keys), without that
+    method's check that ``level`` is a ``LogLevel``, which walks every level each time:
+    callers pass one of the constants.
+    """
+    fields.update(log_logger=logger, log_level=level, log_namespace=logger.namespace,
+                  log_source=logger.source, log_format=literal(text), log_time=time.time())
+    fields[TEXT_KEY] = text
+    logger.observer(fields)
 
 
 def get_logger(namespace: str | None = None, source: object = None) -> Logger:
@@ -65,7 +77,7 @@ class LogRules:
 
     def __init__(self, level: str = "info", to_stdout: str = "both",
                  owns: Callable[[object], bool] | None = None) -> None:
-        self._level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+        self._level = LogLevel.info
         self._stdout = {"proxy": True, "upstream": True}
         self.owns: Callable[[object], bool] = owns or (lambda source: False)
         self.collectors = LogPublisher()
@@ -74,7 +86,7 @@ class LogRules:
 
     def set_level(self, level: str) -> None:
         """A config's ``logLevel``: debug, info (also for an unknown name), warn, error."""
-        self._level.setLogLevelForNamespace("", LOG_LEVELS.get(level, LogLevel.info))
+        self._level = LOG_LEVELS.get(level, LogLevel.info)
 
     def set_to_stdout(self, which: str) -> None:
         """A config's ``logToStdout``: ``proxy``, ``upstream``, ``both`` or ``none``."""
@@ -82,8 +94,11 @@ class LogRules:
         self._stdout["upstream"] = which in ("upstream", "both")
 
     def admits(self, event: dict[str, Any]) -> bool:
-        """``logLevel`` lets the event through (to collectors, maybe to the process log)."""
-        return self._level(event) is not PredicateResult.no
+        """``logLevel`` lets the event through (to collectors, maybe to the process log):
+        ``LogLevelFilterPredicate``'s rule for one level over every namespace, without its
+        per-event walk up the namespace's parts."""
+        level = event.get("log_level")
+        return level is not None and bool(event.get("log_namespace")) and level >= self._level
 
     def shows(self, event: dict[str, Any]) -> bool:
         """``logToStdout`` sends the event to the process log."""

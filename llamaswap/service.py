@@ -27,7 +27,7 @@ from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.config.model import Timeouts
 from llamaswap.context import ContextHolder, context_of
 from llamaswap.listening import ListeningService, with_backlog
-from llamaswap.logs import LogRules, LogStream, attach, detach, get_logger, literal
+from llamaswap.logs import LogRules, LogStream, attach, detach, emit_text, get_logger
 from llamaswap.observability import Observability
 from llamaswap.orphans import StateFile, keeper_marker
 from llamaswap.peers import Peers
@@ -339,9 +339,9 @@ class AccessLoggedRequest(ContextHolder, EnvelopeErrorsMixin, BodyLimitMixin, Re
                                 status, self.sentLength,
                                 _first_header(self, b"user-agent") or "", duration)
             logger = site.access_log if isinstance(site, ServiceSite) else access_log
-            logger.info(literal(line), _text=line, request_id=context.request_id,
-                        client=client, method=method, path=path, status=status,
-                        size=self.sentLength, model=model, duration=duration)
+            emit_text(logger, line, request_id=context.request_id, client=client,
+                      method=method, path=path, status=status, size=self.sentLength,
+                      model=model, duration=duration)
         if isinstance(site, ServiceSite):
             site.observability.request_finished(self, status, duration)
 

@@ -76,6 +76,34 @@ async def test_rows_added_while_a_write_is_on_the_thread_go_in_one_batch() -> No
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_batch_waits_for_the_write_interval_and_a_read_sends_what_waits() -> None:
+    store = ActivityStore(reactor, None, 100, write_interval=3600.0)
+    store.startService()
+    batches: list[int] = []
+    original = store._insert
+
+    def spy(rows: list[dict[str, Any]]) -> list[int]:
+        batches.append(len(rows))
+        return original(rows)
+
+    store._insert = spy  # type: ignore[method-assign]
+    try:
+        assert await store.add(row("m", output_tokens=0)) == 1  # nothing before it: at once
+        waiting = [store.add(row("m", output_tokens=i)) for i in (1, 2)]
+        assert batches == [1] and not any(d.called for d in waiting)  # within the interval
+        page = await store.page(Query(sort="generated", descending=False, limit=10))
+        assert [r["output_tokens"] for r in page["data"]] == [0, 1, 2]  # sent for the read
+        assert batches == [1, 2] and [await d for d in waiting] == [2, 3]
+        late = store.add(row("m", output_tokens=3))
+        assert not late.called
+        await store.stopService()  # what waits is written before the store closes
+        assert await late == 4 and batches == [1, 2, 1]
+    finally:
+        if store.running:
+            await store.stopService()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_failed_batch_fails_every_row_in_it_and_the_next_batch_still_runs() -> None:
     store = await started()
     original = store._insert

@@ -14,11 +14,13 @@ from twisted.logger import LogLevel, textFileLogObserver
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
 
+from llamaswap.logs import TEXT_KEY, literal
 from llamaswap.twistdlog import TurnBuffered, observer_for, text_observer, time_formatter
 
 
 def events() -> list[dict[str, Any]]:
-    """Events across second boundaries, a multi-line message, a failure, no time."""
+    """Events across second boundaries, a multi-line message, a failure, no time, and
+    pre-formatted ones."""
     base = 1_795_797_224.0
     out: list[dict[str, Any]] = []
     for i, offset in enumerate((0.0, 0.25, 0.999999, 1.0, 1.5, 61.0, 3600.2, -0.5)):
@@ -31,6 +33,16 @@ def events() -> list[dict[str, Any]]:
         out.append({"log_format": "oops", "log_failure": Failure(), "log_time": base + 3,
                     "log_namespace": "x", "log_level": LogLevel.error})
     out.append({"log_format": "no time", "log_namespace": "x", "log_level": LogLevel.warn})
+    # messages formatted by their emitter (TEXT_KEY), which the observer does not format again
+    for text, extra in (('Request 127.0.0.1 "POST /v1/chat/completions HTTP/1.1" 200 3 "" 1ms',
+                         {}),
+                        ("a {brace} and\na second line", {}),
+                        ("its own system", {"log_system": "sys"}),
+                        ("no level, no namespace", {"log_namespace": None, "log_level": None}),
+                        ("with a failure", {"log_failure": out[-2]["log_failure"]})):
+        event = {"log_format": literal(text), TEXT_KEY: text, "log_time": base + 5,
+                 "log_namespace": "llamaswap.access", "log_level": LogLevel.info, **extra}
+        out.append({key: value for key, value in event.items() if value is not None})
     return out
 
 
