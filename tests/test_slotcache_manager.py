@@ -41,6 +41,9 @@ class FakeLlamaServer:
                                              "total_slots": slots}
         self.tokens = dict.fromkeys(range(slots), 0)
         self.tasks = dict.fromkeys(range(slots), -1)
+        self.restored: set[int] = set()
+        """Slots restored and not used since: like llama-server, ``/slots`` shows neither
+        their task nor their tokens."""
         self.calls: list[str] = []
         self.hold = False
         self.held: list[tuple[Deferred[Any], Any]] = []
@@ -65,7 +68,8 @@ class FakeLlamaServer:
 
     def slots(self) -> Deferred[Any]:
         return self._answer("slots", lambda: [
-            {"id": i, "n_prompt_tokens": n, "id_task": self.tasks[i]}
+            {"id": i, "is_processing": False} if i in self.restored else
+            {"id": i, "is_processing": False, "n_prompt_tokens": n, "id_task": self.tasks[i]}
             for i, n in self.tokens.items()])
 
     def save(self, slot: int, filename: str) -> Deferred[dict[str, Any]]:
@@ -87,6 +91,7 @@ class FakeLlamaServer:
                 raise self.fail_restore
             size = os.path.getsize(os.path.join(self.directory, filename))
             self.tokens[slot] = size // BYTES_PER_TOKEN
+            self.restored.add(slot)
             return {"id_slot": slot, "n_restored": self.tokens[slot], "n_read": size,
                     "timings": {"restore_ms": SERVER_MS}}
         self.calls.append(f"restore {slot}")
@@ -166,6 +171,7 @@ def use(h: Harness, model_id: str, slot: int, tokens: int, task: int = 1) -> Non
     """A request left ``tokens`` in a slot of the model's server."""
     h.servers[model_id].tokens[slot] = tokens
     h.servers[model_id].tasks[slot] = task
+    h.servers[model_id].restored.discard(slot)
 
 
 def saved_and_stopped(h: Harness, model_id: str = "a") -> None:
@@ -211,6 +217,8 @@ def test_slots_are_saved_before_any_signal_and_restored_before_ready(tmp_path: P
     server.release()  # /props: the fingerprint matches
     assert ready == [] and server.calls == ["props", "restore 0"]
     server.release()  # the restore
+    assert ready == [] and server.calls == ["props", "restore 0", "slots"]
+    server.release()  # /slots: what the restored slot looks like, before any request
     assert ready == [None] and h.processes["a"].state is ModelState.READY
     assert server.tokens[0] == 1500
     assert h.value("llamaswap_slot_cache_operations_total", model="a", operation="save") == 1
@@ -231,6 +239,8 @@ def test_no_request_is_granted_before_the_restore_completes(tmp_path: Path) -> N
     server.release()  # /props
     assert granted == [] and h.processes["a"].state is ModelState.STARTING
     server.release()  # the restore
+    assert granted == [] and h.processes["a"].state is ModelState.STARTING
+    server.release()  # /slots after the restore
     assert len(granted) == 1 and granted[0].model == "a"
 
 
@@ -277,6 +287,7 @@ def test_the_slots_are_saved_and_restored_without_waiting_for_each_other(
     server.release()  # /props
     assert sorted(server.calls) == ["props", "restore 0", "restore 2"] and ready == []
     server.release()
+    server.release()  # /slots after the restore
     assert ready == [None] and server.tokens == {0: 30, 1: 0, 2: 20}
     assert h.events[-1]["action"] == "restore" and h.events[-1]["server_ms"] == 2 * SERVER_MS
 
@@ -329,7 +340,7 @@ def test_idle_slots_are_not_saved_and_nothing_is_written_for_an_unused_model(
     assert "save 0" not in h.servers["a"].calls and "save 1" in h.servers["a"].calls
     assert store.slot_files(h.manager.cache_dir("a")) == ["slot-1.bin"]
     h.start()
-    h.servers["a"].tokens[1] = 0
+    use(h, "a", 1, 0, task=4)  # erased: llama-server keeps the task, drops the tokens
     saved_and_stopped(h)
     assert store.slot_files(h.manager.cache_dir("a")) == []
     assert store.read_manifest(h.manager.cache_dir("a")) is None
@@ -511,7 +522,7 @@ def test_without_a_health_check_the_restore_waits_for_llama_server_then_precedes
     assert server.calls == [] and h.serving.calls > 1  # no slot call before it answers
     h.serving.healthy = True
     h.reactor.advance(0.25)
-    assert server.calls == ["props", "restore 0"]
+    assert server.calls == ["props", "restore 0", "slots"]
     assert ready == [None] and server.tokens[0] == 1500
     assert h.events[-1]["action"] == "restore"
 
