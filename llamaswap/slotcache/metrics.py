@@ -58,15 +58,16 @@ class SlotCacheMetrics:
         r = registry
         ops = ["model", "operation"]
         self._count = Counter("llamaswap_slot_cache_operations",
-                              "Slot cache saves and restores that completed (and stop-time saves skipped as current)", ops, registry=r)
+                              "Slot cache saves and restores that completed (and stop-time "
+                              "saves skipped as current)", ops, registry=r)
         self._tokens = Counter("llamaswap_slot_cache_tokens",
                                "Tokens saved or restored by the slot cache", ops, registry=r)
         self._bytes = Counter("llamaswap_slot_cache_bytes",
                               "Bytes written or read by slot cache saves and restores", ops,
                               registry=r)
         self._seconds = Histogram("llamaswap_slot_cache_seconds",
-                                  "Time a slot cache save delayed a stop (an idle save: took in the background), or "
-                                  "a restore a start",
+                                  "Time a slot cache save delayed a stop (an idle save: "
+                                  "took in the background), or a restore a start",
                                   ops, buckets=_SECONDS_BUCKETS, registry=r)
         self.failures = _Labelled(Counter(
             "llamaswap_slot_cache_failures", "Slot cache operations that failed or timed out "
