@@ -175,6 +175,7 @@ def run_mode(work: Path, big: Path, small: Path, cached: bool, cold: bool) -> di
         back, _, cached_tokens = first_token(client, "A", PROMPT)
         saves = SAVE_LINE.findall(swap.log.read_text())
         restore = seconds_sum(base, "restore")
+        load_return = load_seconds(base) - first_load
         read_ahead = READ_AHEAD_LINE.findall(swap.log.read_text())
         gap = idle_gap(client, base, swap, cold) if cached else None
         return {
@@ -182,7 +183,7 @@ def run_mode(work: Path, big: Path, small: Path, cached: bool, cold: bool) -> di
             "page_cache": "cold" if cold else "warm", "prompt_tokens": prompt_tokens,
             "ttft_first_s": first, "swap_to_b_s": swap_seconds, "ttft_return_s": back,
             "cached_tokens_on_return": cached_tokens,
-            "load_a_s": first_load, "load_a_return_s": load_seconds(base) - first_load,
+            "load_a_s": first_load, "load_a_return_s": load_return,
             "save_s": metric(base, "llamaswap_slot_cache_seconds_sum", model="A",
                              operation="save"),
             "save_get_slots_ms": float(saves[0][1]) if saves else 0.0,
@@ -224,8 +225,9 @@ def main() -> None:
     print(f"## Slot cache: model A {size_mb:.0f} MB, {results[0]['prompt_tokens']}-token "
           f"prompt (load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})\n")
     print("| | page cache | first TTFT | swap to B | TTFT back on A | cached on return "
-          "| A's load | save (llama-server's write) | save / load | restore |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| A's load | A's load on return | save (llama-server's write) | save / load "
+          "| restore |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = []
     for r in results:
         share = r["save_s"] / r["load_a_s"] if r["load_a_s"] else 0.0
@@ -235,7 +237,8 @@ def main() -> None:
         restore = f"{r['restore_s'] * 1000:.0f} ms" if r["restore_s"] else "-"
         print(f"| {r['mode']} | {r['page_cache']} | {r['ttft_first_s']:.2f} s "
               f"| {r['swap_to_b_s']:.2f} s | {r['ttft_return_s']:.2f} s "
-              f"| {r['cached_tokens_on_return']} | {r['load_a_s']:.2f} s | {save} "
+              f"| {r['cached_tokens_on_return']} | {r['load_a_s']:.2f} s "
+              f"| {r['load_a_return_s']:.2f} s | {save} "
               f"| {f'{share:.0%}' if r['save_s'] else '-'} | {restore} |")
         gap = r.get("idle_gap")
         if gap:
@@ -243,7 +246,8 @@ def main() -> None:
             gap["save_share_of_load"] = gap_share
             print(f"| {r['mode']}, idle gap | {r['page_cache']} | - | {gap['swap_to_b_s']:.2f} s "
                   f"| {gap['ttft_return_s']:.2f} s | {gap['cached_tokens_on_return']} "
-                  f"| {r['load_a_s']:.2f} s | current: {gap['save_skipped_s'] * 1000:.0f} ms "
+                  f"| {r['load_a_s']:.2f} s | {gap['load_a_return_s']:.2f} s "
+                  f"| current: {gap['save_skipped_s'] * 1000:.0f} ms "
                   f"(idle save {gap['idle_save_s'] * 1000:.0f} ms, "
                   f"{gap['idle_save_llama_server_ms']:.0f} ms writing) "
                   f"| {gap_share:.1%} | {gap['restore_s'] * 1000:.0f} ms |")

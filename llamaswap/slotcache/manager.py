@@ -226,6 +226,8 @@ class SlotCacheManager:
         launch = _Launch(tuple(model.cmd), _stamps(model.cmd), process=process)
         self._launches[model.id] = launch
         self._start_prefetch(model.id, launch)
+        # However the run ends (a stop while starting, a crash), nothing of it runs on.
+        process.run_ended(process.run).addCallback(lambda _: _end(launch))
 
     def _start_prefetch(self, model_id: str, launch: _Launch) -> None:
         """Read the slot files of a cache this launch may restore while the model loads."""
