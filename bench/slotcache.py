@@ -54,6 +54,8 @@ from test_llama_server import running_llamaswap  # noqa: E402
 from tiny_gguf import write_tiny_llama  # noqa: E402
 
 N_CTX = 4096
+IDLE_SAVE = 1.0
+"""``slotCache.idleSave``: the default."""
 PROMPT = "the tiny llama says hello world to the proxy and the model swap is ok " * 125
 
 
@@ -160,7 +162,8 @@ def run_mode(work: Path, big: Path, small: Path, cached: bool, cold: bool) -> di
     if cached:
         models["A"]["slotCache"] = True
     name = ("with" if cached else "without") + ("-cold" if cold else "-warm")
-    with running_llamaswap(work, models, name=name) as swap:
+    with running_llamaswap(work, models, slot_cache={"idleSave": IDLE_SAVE},
+                           name=name) as swap:
         client = swap.client()
         base = swap.base_url
         if cold:

@@ -27,7 +27,7 @@ from llamaswap.slotcache import store
 from llamaswap.slotcache.client import SlotApiError
 from llamaswap.slotcache.config import ModelSlotCache, SlotCacheRoot
 from llamaswap.slotcache.manager import SlotCacheManager
-from llamaswap.slotcache.metrics import SlotCacheMetrics
+from llamaswap.slotcache.metrics import OPERATIONS, SlotCacheMetrics
 
 BYTES_PER_TOKEN = 100
 SERVER_MS = 7.5
@@ -880,3 +880,26 @@ def test_a_cache_of_another_command_is_not_read_ahead(tmp_path: Path) -> None:
     h.processes["a"].model = changed
     h.start()
     assert len(h.prefetcher.reads) == 0
+
+
+def test_the_router_says_when_a_model_went_idle_and_what_is_in_flight(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    router = Router(make_config(*h.models.values()), h.processes, h.reactor)
+    h.manager.watch(router)
+    granted = result_of(router.enqueue("a").deferred)
+    lease = granted[0]
+    use(h, "a", 0, 10)
+    assert h.manager.in_flight("a") == 1
+    h.reactor.advance(5)
+    assert ops(h, "idle_save") == 0  # busy: no idle notice yet
+    lease.release()
+    assert h.manager.in_flight("a") == 0
+    h.reactor.advance(1)
+    assert ops(h, "idle_save") == 1
+
+
+def test_docs_metrics_md_names_every_operation_label() -> None:
+    documented = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    row = next(line for line in documented.splitlines()
+               if "`llamaswap_slot_cache_operations_total`" in line)
+    assert [op for op in OPERATIONS if f"`{op}`" not in row] == []

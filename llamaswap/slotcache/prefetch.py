@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 
 CHUNK = 1 << 20
 """Bytes read at a time: a cancel is noticed within one chunk."""
@@ -54,7 +55,16 @@ def thread_prefetcher(reactor: Any) -> Prefetcher:
         done: Deferred[int] = Deferred(lambda _: cancelled.set())
         reading = deferToThreadPool(reactor, reactor.getThreadPool(), read_ahead, list(paths),
                                     cancelled)
-        reading.chainDeferred(done)  # a cancelled ``done`` ignores the late result
+
+        def settle(result: Any) -> None:
+            if done.called:
+                return  # cancelled: the thread's late answer is dropped
+            if isinstance(result, Failure):
+                done.errback(result)
+            else:
+                done.callback(result)
+
+        reading.addBoth(settle)
         return done
 
     return prefetch

@@ -114,10 +114,15 @@ def model_entry(model: Path, alias: str, slot_cache: Any = None, extra: str = ""
 def running_llamaswap(tmp_path: Path, models: dict[str, Any],
                       slot_cache: dict[str, Any] | None = None,
                       name: str = "llamaswap") -> Iterator[LlamaSwap]:
-    """llamaswap under ``twistd -n`` with ``models`` in the default swap group."""
+    """llamaswap under ``twistd -n`` with ``models`` in the default swap group.
+
+    Saves while idle are off unless a test turns them on (``slot_cache`` or a model's
+    ``idleSave``): the tests that count stop-time saves must not depend on how long the
+    machine takes between two requests."""
     cache_root = tmp_path / "slot-cache"
     config = {"healthCheckTimeout": 120, "startPort": free_ports(len(models)),
-              "slotCache": {"dir": str(cache_root), **(slot_cache or {})}, "models": models}
+              "slotCache": {"dir": str(cache_root), "idleSave": False, **(slot_cache or {})},
+              "models": models}
     with llamaswap_daemon(config, tmp_path, name) as (proc, base_url, log):
         yield LlamaSwap(proc, base_url, log, cache_root)
 
