@@ -781,6 +781,20 @@ def test_a_stop_waits_for_a_hanging_idle_save_only_until_the_limit(tmp_path: Pat
                    kind="timeout") == 1
 
 
+def test_a_slot_evicted_after_its_idle_save_is_not_current_at_the_stop(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path, [cached_model("a", max_bytes=500)])  # less than one slot
+    h.start()
+    use(h, "a", 0, 10)  # 1,000 bytes
+    h.manager.model_idle("a")
+    h.reactor.advance(1)
+    assert ops(h, "idle_save") == 1
+    assert h.value("llamaswap_slot_cache_evictions_total", model="a") == 1
+    saved_and_stopped(h)
+    assert ops(h, "save") == 1 and ops(h, "save_skipped") == 0  # saved (and evicted) again
+    assert h.value("llamaswap_slot_cache_evictions_total", model="a") == 2
+
+
 def test_after_a_failed_idle_save_the_stop_saves_everything(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.start()

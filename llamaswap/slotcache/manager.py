@@ -34,34 +34,41 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    FirstError,
-    TimeoutError,
-    gatherResults,
-    succeed,
-)
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from llamaswap.health import HealthTimeout, Probe, ReadinessPoller, http_probe
 from llamaswap.logs import get_logger, literal
 from llamaswap.policy import ModelState
 from llamaswap.slotcache import store
-from llamaswap.slotcache.client import HttpSlotApi, SlotApi, SlotApiError
+from llamaswap.slotcache.client import (
+    HttpSlotApi,
+    SlotApi,
+    SlotApiError,
+    count,
+    each_answer,
+    timing_ms,
+)
 from llamaswap.slotcache.config import SlotCacheRoot, model_cache_dir
+from llamaswap.slotcache.launch import (
+    Launch,
+    cancel_idle_timer,
+    end_launch,
+    end_prefetch,
+    file_stamps,
+    follow,
+    passing,
+)
 from llamaswap.slotcache.metrics import IDLE_SAVE, RESTORE, SAVE, SAVE_SKIPPED, SlotCacheMetrics
 from llamaswap.slotcache.policy import (
     CacheEntry,
-    FileStamp,
     SlotState,
     choose_evictions,
     fingerprint,
     fingerprint_differences,
     idle_save_due,
     may_match_launch,
-    model_files,
     plan_save,
     restore_helped,
     slot_states,
@@ -84,29 +91,6 @@ _HEALTH = "/health"
 
 class _NotServing(Exception):
     """A model without a health check did not start answering in time: no restore."""
-
-
-@dataclass
-class _Launch:
-    """What is known about one run of a model: set at start, completed once healthy."""
-
-    cmd: tuple[str, ...]
-    files: list[FileStamp]
-    fingerprint: dict[str, Any] | None = None
-    unverified: int = 0
-    """Tokens restored that no response has confirmed yet (0: nothing to verify)."""
-    process: Any = None
-    current: dict[int, SlotState] = field(default_factory=dict)
-    """Slots whose file in the manifest holds exactly what they hold, with the state they
-    had then (``policy.plan_save``); emptied when a save fails."""
-    current_since: float = 0.0
-    """Clock time of the save or restore that made ``current`` (for the log)."""
-    current_by: str = ""
-    """What made it: ``idle_save``, ``save`` or ``restore``."""
-    saving: Deferred[None] | None = None
-    """The idle save running now (a stop waits for it)."""
-    idle_timer: IDelayedCall | None = None
-    prefetch: Deferred[int] | None = None
 
 
 @dataclass
@@ -146,7 +130,7 @@ class SlotCacheManager:
             lambda model: http_probe(clock, model.proxy.rstrip("/") + _HEALTH))
         self._prefetcher = prefetcher
         self.in_flight: Callable[[str], int] = in_flight or (lambda _: 0)
-        self._launches: dict[str, _Launch] = {}
+        self._launches: dict[str, Launch] = {}
         self._status: dict[str, ModelCacheStatus] = {}
         self._load_status()
 
@@ -222,14 +206,14 @@ class SlotCacheManager:
             self._failed(model.id, "prepare", f"cannot create {self.cache_dir(model.id)}: {e}")
         old = self._launches.get(model.id)
         if old is not None:
-            _end(old)
-        launch = _Launch(tuple(model.cmd), _stamps(model.cmd), process=process)
+            end_launch(old)
+        launch = Launch(tuple(model.cmd), file_stamps(model.cmd), process=process)
         self._launches[model.id] = launch
         self._start_prefetch(model.id, launch)
         # However the run ends (a stop while starting, a crash), nothing of it runs on.
-        process.run_ended(process.run).addCallback(lambda _: _end(launch))
+        process.run_ended(process.run).addCallback(lambda _: end_launch(launch))
 
-    def _start_prefetch(self, model_id: str, launch: _Launch) -> None:
+    def _start_prefetch(self, model_id: str, launch: Launch) -> None:
         """Read the slot files of a cache this launch may restore while the model loads."""
         if self._prefetcher is None:
             return
@@ -267,15 +251,15 @@ class SlotCacheManager:
         else:
             d = self._bounded_restore(model, launch)
         d.addErrback(self._restore_failed, model.id)
-        d.addBoth(_passing(lambda: _end_prefetch(launch)))
+        d.addBoth(passing(lambda: end_prefetch(launch)))
         return d
 
-    def _bounded_restore(self, model: Any, launch: _Launch) -> Deferred[None]:
+    def _bounded_restore(self, model: Any, launch: Launch) -> Deferred[None]:
         d = Deferred.fromCoroutine(self._restore(model, launch))
         d.addTimeout(self._root.restore_timeout, self._clock)
         return d
 
-    async def _serving_then_restore(self, model: Any, launch: _Launch,
+    async def _serving_then_restore(self, model: Any, launch: Launch,
                                     limit: float) -> None:
         """``checkEndpoint: none``: the process only knows the server was spawned, so wait
         (at most ``limit``, the health check timeout) until llama-server's ``/health``
@@ -297,20 +281,20 @@ class SlotCacheManager:
         launch = self._launches.get(model.id)
         if launch is None or not self.enabled(model):
             return succeed(None)
-        _cancel_idle_timer(launch)
-        _end_prefetch(launch)
+        cancel_idle_timer(launch)
+        end_prefetch(launch)
         d = Deferred.fromCoroutine(self._stop_save(model, launch))
         d.addTimeout(self._root.save_timeout, self._clock)
         d.addErrback(self._save_failed, model.id, launch, SAVE)
         return d
 
-    async def _stop_save(self, model: Any, launch: _Launch) -> None:
+    async def _stop_save(self, model: Any, launch: Launch) -> None:
         """The save before a stop; an idle save still running is waited for, not repeated
         (what it saved is then current)."""
         if launch.saving is not None:
             self.log.info("{model}: waiting for the slot cache save started while idle",
                           model=model.id)
-            await _follow(launch.saving)
+            await follow(launch.saving)
         await self._save(model, launch, SAVE)
 
     # -- saves while idle -------------------------------------------------------------------
@@ -322,12 +306,12 @@ class SlotCacheManager:
         model = self._models.get(model_id)
         if launch is None or model is None or not self.enabled(model):
             return
-        _cancel_idle_timer(launch)
+        cancel_idle_timer(launch)
         delay = model.slot_cache.idle_delay(self._root)
         if delay > 0:
             launch.idle_timer = self._clock.callLater(delay, self._idle_due, model_id, launch)
 
-    def _idle_due(self, model_id: str, launch: _Launch) -> None:
+    def _idle_due(self, model_id: str, launch: Launch) -> None:
         launch.idle_timer = None
         model = self._models.get(model_id)
         if self._launches.get(model_id) is not launch or model is None:
@@ -345,7 +329,7 @@ class SlotCacheManager:
 
     # -- restore ----------------------------------------------------------------------------
 
-    async def _restore(self, model: Any, launch: _Launch) -> None:
+    async def _restore(self, model: Any, launch: Launch) -> None:
         api = self._api_factory(model)
         began = self._clock.seconds()
         current = fingerprint(launch.cmd, launch.files, await api.props())
@@ -369,7 +353,7 @@ class SlotCacheManager:
             return
         present = [s for s in manifest.slots
                    if os.path.exists(os.path.join(directory, s.file))]
-        results = await _each([api.restore(s.slot, s.file) for s in present])
+        results = await each_answer([api.restore(s.slot, s.file) for s in present])
         tokens = size = 0
         server_ms = 0.0
         restored: list[int] = []
@@ -377,9 +361,9 @@ class SlotCacheManager:
             if isinstance(result, SlotApiError):  # e.g. a slot count that changed: cold
                 self._failed(model.id, RESTORE, f"slot {saved.slot}: {result}")
                 continue
-            tokens += _int(result.get("n_restored"))
-            size += _int(result.get("n_read"))
-            server_ms += _ms(result, "restore_ms")
+            tokens += count(result.get("n_restored"))
+            size += count(result.get("n_read"))
+            server_ms += timing_ms(result, "restore_ms")
             restored.append(saved.slot)
         if restored:
             # Each slot now holds what its file does: until it changes, a stop needs no
@@ -410,7 +394,7 @@ class SlotCacheManager:
 
     # -- save -------------------------------------------------------------------------------
 
-    async def _save(self, model: Any, launch: _Launch, operation: str) -> None:
+    async def _save(self, model: Any, launch: Launch, operation: str) -> None:
         """Save the slots that changed since their file was written (``operation``: a
         ``save`` before a stop or an ``idle_save``); a stop that finds every slot current
         saves nothing and says so."""
@@ -422,14 +406,18 @@ class SlotCacheManager:
         listed = self._clock.seconds()
         directory = self.cache_dir(model.id)
         manifest = store.read_manifest(directory) if launch.current else None
-        plan = plan_save(listing, launch.current)
+        if manifest is not None and manifest.fingerprint != launch.fingerprint:
+            manifest = None  # not this launch's files: nothing of it is current
+        on_disk = {s.slot for s in manifest.slots} if manifest else set()
+        plan = plan_save(listing, {slot: state for slot, state in launch.current.items()
+                                   if slot in on_disk})
         kept = [s for s in manifest.slots if s.slot in plan.current] if manifest else []
         if manifest is not None and kept and not plan.save and len(kept) == len(manifest.slots):
             self._still_current(model.id, launch, manifest, operation, listed - began)
             return
         store.remove_file(directory, store.MANIFEST)  # the old cache is being replaced
         names = [store.slot_file_name(slot.slot) for slot in plan.save]
-        results = await _each([api.save(slot.slot, name) for slot, name in zip(
+        results = await each_answer([api.save(slot.slot, name) for slot, name in zip(
             plan.save, names, strict=True)])
         saved: list[store.SavedSlot] = []
         server_ms = 0.0
@@ -437,8 +425,8 @@ class SlotCacheManager:
             if isinstance(result, SlotApiError):
                 self._failed(model.id, operation, f"slot {slot.slot}: {result}")
                 continue
-            tokens, size = _int(result.get("n_saved")), _int(result.get("n_written"))
-            server_ms += _ms(result, "save_ms")
+            tokens, size = count(result.get("n_saved")), count(result.get("n_written"))
+            server_ms += timing_ms(result, "save_ms")
             if tokens > 0:
                 saved.append(store.SavedSlot(slot.slot, name, tokens, size, slot.task))
         keep = {s.file for s in [*kept, *saved]}
@@ -474,12 +462,12 @@ class SlotCacheManager:
                     ms=round(seconds * 1000, 1), server_ms=round(server_ms, 1))
         self.evict()
 
-    def _made_current(self, launch: _Launch, states: dict[int, SlotState], by: str) -> None:
+    def _made_current(self, launch: Launch, states: dict[int, SlotState], by: str) -> None:
         launch.current = states
         launch.current_since = self._clock.seconds()
         launch.current_by = by
 
-    def _still_current(self, model_id: str, launch: _Launch, manifest: store.Manifest,
+    def _still_current(self, model_id: str, launch: Launch, manifest: store.Manifest,
                        operation: str, seconds: float) -> None:
         """Every saved slot still holds what its file does: nothing to write."""
         if operation == IDLE_SAVE:
@@ -498,7 +486,7 @@ class SlotCacheManager:
                     bytes=manifest.size, ms=round(seconds * 1000, 1),
                     since=launch.current_by, age_s=round(ago, 1))
 
-    def _save_failed(self, failure: Failure, model_id: str, launch: _Launch,
+    def _save_failed(self, failure: Failure, model_id: str, launch: Launch,
                      operation: str) -> None:
         timeout = bool(failure.check(TimeoutError, CancelledError))
         why = (f"took longer than {self._root.save_timeout:g}s" if timeout
@@ -587,83 +575,3 @@ class SlotCacheManager:
         self.status(model_id).last = payload
         if self._publish is not None:
             self._publish(EVENT, payload)
-
-
-def _cancel_idle_timer(launch: _Launch) -> None:
-    timer, launch.idle_timer = launch.idle_timer, None
-    if timer is not None and timer.active():
-        timer.cancel()
-
-
-def _end_prefetch(launch: _Launch) -> None:
-    """The restore is over (or will not come): reading ahead is no use any more."""
-    prefetch, launch.prefetch = launch.prefetch, None
-    if prefetch is not None:
-        prefetch.cancel()
-
-
-def _end(launch: _Launch) -> None:
-    """A launch replaced by the next start: nothing of it may run on."""
-    _cancel_idle_timer(launch)
-    _end_prefetch(launch)
-
-
-def _passing(action: Callable[[], None]) -> Callable[[Any], Any]:
-    def run(result: Any) -> Any:
-        action()
-        return result
-    return run
-
-
-def _follow(d: Deferred[None]) -> Deferred[None]:
-    """A Deferred that fires when ``d`` does, without taking its result; cancelling it
-    cancels ``d`` too (a stop whose time is up ends the save it waited for)."""
-    follower: Deferred[None] = Deferred(lambda _: d.cancel())
-
-    def fire(result: Any) -> Any:
-        if not follower.called:
-            follower.callback(None)
-        return result
-
-    d.addBoth(fire)
-    return follower
-
-
-def _stamps(cmd: tuple[str, ...]) -> list[FileStamp]:
-    stamps = []
-    for path in model_files(cmd):
-        try:
-            info = os.stat(path)
-            stamps.append(FileStamp(os.path.abspath(path), info.st_size, info.st_mtime_ns))
-        except OSError:
-            stamps.append(FileStamp(os.path.abspath(path), -1, -1))
-    return stamps
-
-
-async def _each(calls: list[Deferred[dict[str, Any]]]) -> list[dict[str, Any] | SlotApiError]:
-    """The answers of slot calls sent all at once, in order; a call llama-server refused is
-    its ``SlotApiError``. llama-server runs them one after the other anyway, but nothing
-    waits for a round trip between two of them. Any other failure (the server is gone, a
-    cancel by the time limit) fails the whole: cancelling it cancels every call."""
-    def refused(failure: Failure) -> SlotApiError:
-        failure.trap(SlotApiError)
-        return failure.value  # type: ignore[return-value]
-
-    outcomes: list[Deferred[dict[str, Any] | SlotApiError]] = [
-        d.addErrback(refused) for d in calls]
-    try:
-        return await gatherResults(outcomes, consumeErrors=True)
-    except FirstError as e:
-        e.subFailure.raiseException()
-        raise  # not reached: raiseException always raises
-
-
-def _ms(result: dict[str, Any], key: str) -> float:
-    """llama-server's own time for a save or restore (``timings.save_ms``), 0 if absent."""
-    timings = result.get("timings")
-    value = timings.get(key) if isinstance(timings, dict) else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -9,7 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 SAVE = "save"
-"""A save before a stop that wrote at least one slot."""
+"""A save before a stop (of the slots that changed since their last save)."""
 IDLE_SAVE = "idle_save"
 """A save in the background, ``idleSave`` seconds after the model's last request."""
 SAVE_SKIPPED = "save_skipped"
