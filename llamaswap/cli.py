@@ -33,6 +33,7 @@ def _slot_cache(model: ModelConfig, config: Config) -> dict[str, Any] | None:
     if not model.slot_cache.enabled:
         return None
     return {"enabled": True, "maxBytes": model.slot_cache.max_bytes,
+            "idleSave": _number(model.slot_cache.idle_delay(config.slot_cache)),
             "dir": model_cache_dir(config.slot_cache.dir, model.id)}
 
 
@@ -71,7 +72,8 @@ def resolved(config: Config) -> dict[str, Any]:
         "preload": list(config.preload),
         "slotCache": {"dir": config.slot_cache.dir, "maxBytes": config.slot_cache.max_bytes,
                       "saveTimeout": _number(config.slot_cache.save_timeout),
-                      "restoreTimeout": _number(config.slot_cache.restore_timeout)},
+                      "restoreTimeout": _number(config.slot_cache.restore_timeout),
+                      "idleSave": _number(config.slot_cache.idle_save)},
         "models": {model_id: _model(model, config) for model_id, model in config.models.items()},
         "groups": {
             group.id: {"swap": group.swap, "exclusive": group.exclusive,

@@ -92,6 +92,7 @@ class Router(ModelWatch):
         nothing else, so it is forgotten whenever either changes (``_forget_lone``)."""
         self._swap_listeners: list[Callable[[str, frozenset[str]], None]] = []
         self._stop_listeners: list[Callable[[str, str], None]] = []
+        self._idle_listeners: list[Callable[[str], None]] = []
         self._closing = False
         self._draining = False
         self._drain_again = False
@@ -176,6 +177,10 @@ class Router(ModelWatch):
         """Call ``listener(model, reason)`` just before a running model is stopped; reasons:
         request (evicted by a swap), ttl, manual, shutdown, reload, hung, abandoned."""
         self._stop_listeners.append(listener)
+
+    def on_idle(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(model)`` whenever a model's last request in flight finished."""
+        self._idle_listeners.append(listener)
 
     def on_swap(self, listener: Callable[[str, frozenset[str]], None]) -> None:
         """Call ``listener(target, evicted)`` whenever a swap starts (for metrics and events)."""
@@ -268,6 +273,8 @@ class Router(ModelWatch):
             self._arm_ttl(model)
             self._arm_liveness(model)
             self._maybe_retire(model)
+            for listener in self._idle_listeners:
+                listener(model)
         if not any(self._in_flight.values()):
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:

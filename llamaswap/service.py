@@ -75,6 +75,7 @@ class LlamaSwapService(MultiService):
         self.processes = {model_id: self._new_process(model_id, config)
                           for model_id in config.models}
         self.router = Router(config, self.processes, reactor)
+        self.slot_cache.watch(self.router)
         fast_path = FastPath.configure(config.fast_path)
         self.forwarder = Forwarder(reactor, fast_path=fast_path)
         self.forwarder.set_model_timeouts(_timeouts_by_proxy(config))

@@ -93,26 +93,27 @@ def test_check_config_prints_the_slot_cache_settings(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "cache"
     config = write(tmp_path, f"""
-slotCache: {{dir: {cache}, maxBytes: 2GiB, saveTimeout: 12}}
+slotCache: {{dir: {cache}, maxBytes: 2GiB, saveTimeout: 12, idleSave: 2.5}}
 models:
   planner:
     cmd: llama-server --port ${{PORT}} --slot-save-path ${{SLOT_CACHE_DIR}}
     slotCache: true
   coder:
     cmd: llama-server --port ${{PORT}} --slot-save-path ${{SLOT_CACHE_DIR}}
-    slotCache: {{enabled: true, maxBytes: 500MB}}
+    slotCache: {{enabled: true, maxBytes: 500MB, idleSave: false}}
   plain:
     cmd: llama-server --port ${{PORT}}
 """)
     assert main(["check-config", config]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["slotCache"] == {"dir": str(cache), "maxBytes": 2 << 30, "saveTimeout": 12,
-                                     "restoreTimeout": 30}
+                                     "restoreTimeout": 30, "idleSave": 2.5}
     models = resolved["models"]
     assert models["coder"]["slotCache"] == {
-        "enabled": True, "maxBytes": 500_000_000,
+        "enabled": True, "maxBytes": 500_000_000, "idleSave": 0,
         "dir": str(cache / model_dir_name("coder"))}
     assert models["planner"]["slotCache"]["maxBytes"] == 0
+    assert models["planner"]["slotCache"]["idleSave"] == 2.5  # the top level's
     assert models["planner"]["slotCache"]["dir"] in models["planner"]["cmd"]
     assert "slotCache" not in models["plain"]
 

@@ -10,6 +10,7 @@ import pytest
 from llamaswap.config import ConfigError, parse_config
 from llamaswap.slotcache.config import (
     ModelSlotCache,
+    SlotCacheRoot,
     default_root,
     model_dir_name,
     parse_model_slot_cache,
@@ -22,8 +23,12 @@ from llamaswap.slotcache.policy import (
     command_identity,
     fingerprint,
     fingerprint_differences,
+    idle_save_due,
+    may_match_launch,
     model_files,
+    plan_save,
     restore_helped,
+    slot_states,
     slots_to_save,
 )
 
@@ -165,3 +170,98 @@ def test_an_unknown_slot_cache_key_is_a_warning_as_everywhere() -> None:
     assert config.models["a"].slot_cache.enabled
     assert any("slotCache.size" in w for w in config.warnings)
     assert any("models.a.slotCache.sise" in w for w in config.warnings)
+
+
+# -- what is current, when to save while idle -----------------------------------------------
+
+# /slots as llama-server 0.3.36 answers: a used slot, a restored one nothing used since, a
+# slot that never held anything, one that is processing.
+USED = {"id": 0, "is_processing": False, "id_task": 7, "n_prompt_tokens": 1500}
+RESTORED = {"id": 1, "is_processing": False}
+FRESH = {"id": 2, "is_processing": False}
+BUSY = {"id": 3, "is_processing": True, "id_task": 9, "n_prompt_tokens": 40}
+
+
+def test_a_slot_state_is_its_last_task_and_token_count() -> None:
+    assert slot_states([USED, RESTORED, BUSY, {"no": "id"}, "junk"]) == {
+        0: (7, 1500), 1: (None, None), 3: None}
+    assert slot_states({"error": "x"}) == {}
+
+
+def test_a_save_writes_only_the_slots_that_changed_since_their_file() -> None:
+    plan = plan_save([USED, RESTORED, FRESH], {0: (7, 1500), 1: (None, None)})
+    assert plan.save == [] and plan.current == {0, 1}
+
+    after_a_request = {**USED, "id_task": 8}
+    plan = plan_save([after_a_request, RESTORED], {0: (7, 1500), 1: (None, None)})
+    assert [s.slot for s in plan.save] == [0] and plan.current == {1}
+    assert plan.states[0] == (8, 1500)  # what the save makes current
+
+    erased = {**USED, "n_prompt_tokens": 0}  # an erase keeps the task
+    plan = plan_save([erased], {0: (7, 1500)})
+    assert plan.save == [] and plan.current == frozenset()  # its old file goes
+
+
+def test_a_processing_slot_is_never_current() -> None:
+    plan = plan_save([BUSY], {3: (9, 40)})
+    assert [s.slot for s in plan.save] == [3] and plan.current == frozenset()
+
+
+def test_nothing_is_current_without_a_record() -> None:
+    plan = plan_save([USED, RESTORED], {})
+    assert [s.slot for s in plan.save] == [0] and plan.current == frozenset()
+
+
+@pytest.mark.parametrize(("delay", "ready", "in_flight", "saving", "due"), [
+    (1.0, True, 0, False, True),
+    (0.0, True, 0, False, False),  # idleSave off
+    (1.0, False, 0, False, False),  # stopping, stopped or starting
+    (1.0, True, 1, False, False),  # a request came in meanwhile
+    (1.0, True, 0, True, False),  # a save is running
+])
+def test_when_an_idle_save_runs(delay: float, ready: bool, in_flight: int, saving: bool,
+                                due: bool) -> None:
+    assert idle_save_due(delay, ready, in_flight, saving) is due
+
+
+def test_a_cache_may_match_a_launch_before_props_by_command_and_files() -> None:
+    files = [FileStamp("/m/a.gguf", 10, 1)]
+    cmd = ["llama-server", "-m", "/m/a.gguf", "--port", "5800"]
+    stored = fingerprint(cmd, files, PROPS)
+    assert may_match_launch(stored, ["llama-server", "-m", "/m/a.gguf", "--port", "5801"],
+                            files)
+    assert not may_match_launch(stored, [*cmd, "-c", "8192"], files)
+    assert not may_match_launch(stored, cmd, [FileStamp("/m/a.gguf", 10, 2)])
+    assert not may_match_launch(None, cmd, files)
+
+
+def test_idle_save_spellings() -> None:
+    problems: list[tuple[str, str]] = []
+    report = lambda key, message: problems.append((key, message))  # noqa: E731
+    root = parse_slot_cache_root({}, report)
+    assert root.idle_save == 1.0
+    assert parse_slot_cache_root({"idleSave": 2.5}, report).idle_save == 2.5
+    assert parse_slot_cache_root({"idleSave": False}, report).idle_save == 0
+    assert parse_slot_cache_root({"idleSave": 0}, report).idle_save == 0
+    assert parse_slot_cache_root({"idleSave": True}, report).idle_save == 1.0
+    model = parse_model_slot_cache({"idleSave": 3}, "m", report)
+    assert model.idle_save == 3.0 and model.idle_delay(SlotCacheRoot("/x", idle_save=1)) == 3
+    inherit = parse_model_slot_cache(True, "m", report)
+    assert inherit.idle_save is None and inherit.idle_delay(SlotCacheRoot("/x", idle_save=7)) == 7
+    off = parse_model_slot_cache({"idleSave": False}, "m", report)
+    assert off.idle_delay(SlotCacheRoot("/x", idle_save=7)) == 0
+    assert problems == []
+    parse_slot_cache_root({"idleSave": -1}, report)
+    parse_model_slot_cache({"idleSave": "soon"}, "models.a.slotCache", report)
+    assert [key for key, _ in problems] == ["slotCache.idleSave", "models.a.slotCache.idleSave"]
+    assert "0 or false: no saves while idle" in problems[0][1]
+
+
+def test_config_names_a_bad_idle_save() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config("slotCache: {idleSave: -2}\nmodels:\n  a:\n    cmd: s --port ${PORT}\n"
+                     "    slotCache: {enabled: true, idleSave: later}\n", "c.yaml")
+    text = str(error.value)
+    assert "c.yaml: slotCache.idleSave: must be a number of seconds from 0 to 86400" in text
+    assert "c.yaml: models.a.slotCache.idleSave: must be a number of seconds" in text
+    assert "got 'later'" in text

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from llamaswap.upstream import UpstreamClient, read_body
@@ -82,3 +83,32 @@ class HttpSlotApi:
             raise SlotApiError(f"{method} {path}: HTTP {response.code}: "
                                f"{message if message else repr(content[:200])}", response.code)
         return decoded
+
+
+async def each_answer(calls: list[Deferred[dict[str, Any]]]) -> list[dict[str, Any] | SlotApiError]:
+    """The answers of slot calls sent all at once, in order; a call llama-server refused is
+    its ``SlotApiError``. llama-server runs them one after the other anyway, but nothing
+    waits for a round trip between two of them. Any other failure (the server is gone, a
+    cancel by the time limit) fails the whole: cancelling it cancels every call."""
+    def refused(failure: Failure) -> SlotApiError:
+        failure.trap(SlotApiError)
+        return failure.value  # type: ignore[return-value]
+
+    outcomes: list[Deferred[dict[str, Any] | SlotApiError]] = [
+        d.addErrback(refused) for d in calls]
+    try:
+        return await gatherResults(outcomes, consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
+        raise  # not reached: raiseException always raises
+
+
+def timing_ms(result: dict[str, Any], key: str) -> float:
+    """llama-server's own time for a save or restore (``timings.save_ms``), 0 if absent."""
+    timings = result.get("timings")
+    value = timings.get(key) if isinstance(timings, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -20,6 +20,8 @@ Report = Callable[[str, str], None]
 MACRO = "${SLOT_CACHE_DIR}"
 DEFAULT_SAVE_TIMEOUT = 30.0
 DEFAULT_RESTORE_TIMEOUT = 30.0
+DEFAULT_IDLE_SAVE = 1.0
+"""Seconds a model stays idle before its slots are saved in the background."""
 MAX_BYTES = 1 << 50
 """The largest budget accepted (1 PiB): beyond it a number is a typo, not a disk."""
 MAX_SECONDS = 86400.0
@@ -38,6 +40,9 @@ class SlotCacheRoot:
     """Seconds a save may delay a stop before the model is stopped without it."""
     restore_timeout: float = DEFAULT_RESTORE_TIMEOUT
     """Seconds a restore may delay readiness before the model is served cold."""
+    idle_save: float = DEFAULT_IDLE_SAVE
+    """Seconds after a model's last request before its slots are saved while it is idle,
+    so a later stop finds the cache current; 0: no idle saves (a stop saves everything)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,12 @@ class ModelSlotCache:
     enabled: bool = False
     max_bytes: int = 0
     """This model's cache budget in bytes; 0: no budget of its own."""
+    idle_save: float | None = None
+    """This model's ``idleSave`` in seconds (0: off); ``None``: the top level's."""
+
+    def idle_delay(self, root: SlotCacheRoot) -> float:
+        """Seconds of idleness before a background save; 0: never."""
+        return root.idle_save if self.idle_save is None else self.idle_save
 
 
 def default_root(environ: Mapping[str, str] | None = None) -> str:
@@ -108,6 +119,22 @@ def _seconds(raw: Mapping[str, Any], key: str, base: str, default: float,
     return float(value)
 
 
+def _idle_save(raw: Mapping[str, Any], base: str, report: Report) -> float | None:
+    """``idleSave``: seconds >= 0, ``true`` (the default delay) or ``false``/0 (off)."""
+    value = raw.get("idleSave")
+    if value is None:
+        return None
+    if value is True:
+        return DEFAULT_IDLE_SAVE
+    if value is False:
+        return 0.0
+    if not isinstance(value, int | float) or not 0 <= value <= MAX_SECONDS:
+        report(f"{base}.idleSave", f"must be a number of seconds from 0 to {MAX_SECONDS:g} "
+               f"(0 or false: no saves while idle; true: {DEFAULT_IDLE_SAVE:g}s), got {value!r}")
+        return None
+    return float(value)
+
+
 def parse_slot_cache_root(raw: object, report: Report,
                           environ: Mapping[str, str] | None = None) -> SlotCacheRoot:
     """The top-level ``slotCache`` block (absent: the defaults)."""
@@ -132,7 +159,12 @@ def parse_slot_cache_root(raw: object, report: Report,
         max_bytes=_size(raw, "maxBytes", base, report),
         save_timeout=_seconds(raw, "saveTimeout", base, DEFAULT_SAVE_TIMEOUT, report),
         restore_timeout=_seconds(raw, "restoreTimeout", base, DEFAULT_RESTORE_TIMEOUT, report),
+        idle_save=_or(_idle_save(raw, base, report), DEFAULT_IDLE_SAVE),
     )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def parse_model_slot_cache(raw: object, base: str, report: Report) -> ModelSlotCache:
@@ -142,13 +174,15 @@ def parse_model_slot_cache(raw: object, base: str, report: Report) -> ModelSlotC
     if raw is True:
         return ModelSlotCache(enabled=True)
     if not isinstance(raw, dict):
-        report(base, f"must be true, false or a mapping with enabled and maxBytes, got {raw!r}")
+        report(base, f"must be true, false or a mapping with enabled, maxBytes and idleSave, "
+               f"got {raw!r}")
         return ModelSlotCache()
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         report(f"{base}.enabled", f"must be true or false, got {enabled!r}")
         enabled = False
-    return ModelSlotCache(enabled=enabled, max_bytes=_size(raw, "maxBytes", base, report))
+    return ModelSlotCache(enabled=enabled, max_bytes=_size(raw, "maxBytes", base, report),
+                          idle_save=_idle_save(raw, base, report))
 
 
 def expand_slot_cache_dirs(tree: dict[str, Any], report: Report,

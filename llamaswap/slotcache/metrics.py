@@ -8,6 +8,17 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+SAVE = "save"
+"""A save before a stop (of the slots that changed since their last save)."""
+IDLE_SAVE = "idle_save"
+"""A save in the background, ``idleSave`` seconds after the model's last request."""
+SAVE_SKIPPED = "save_skipped"
+"""A stop that found every saved slot current (saved while idle, or restored and unused):
+nothing written; its seconds are what the check added to the stop."""
+RESTORE = "restore"
+OPERATIONS = (SAVE, IDLE_SAVE, SAVE_SKIPPED, RESTORE)
+"""Every ``operation`` label value (docs/metrics.md lists them)."""
+
 _SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -47,14 +58,16 @@ class SlotCacheMetrics:
         r = registry
         ops = ["model", "operation"]
         self._count = Counter("llamaswap_slot_cache_operations",
-                              "Slot cache saves and restores that completed", ops, registry=r)
+                              "Slot cache saves and restores that completed (and stop-time "
+                              "saves skipped as current)", ops, registry=r)
         self._tokens = Counter("llamaswap_slot_cache_tokens",
                                "Tokens saved or restored by the slot cache", ops, registry=r)
         self._bytes = Counter("llamaswap_slot_cache_bytes",
                               "Bytes written or read by slot cache saves and restores", ops,
                               registry=r)
         self._seconds = Histogram("llamaswap_slot_cache_seconds",
-                                  "Time a slot cache save delayed a stop, or a restore a start",
+                                  "Time a slot cache save delayed a stop (an idle save: "
+                                  "took in the background), or a restore a start",
                                   ops, buckets=_SECONDS_BUCKETS, registry=r)
         self.failures = _Labelled(Counter(
             "llamaswap_slot_cache_failures", "Slot cache operations that failed or timed out "

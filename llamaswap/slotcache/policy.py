@@ -2,7 +2,11 @@
 
 - A cache belongs to one launch: ``fingerprint`` names what decides whether a saved KV
   cache is valid for a new process, ``fingerprint_differences`` says what changed.
-- ``slots_to_save`` picks the slots of ``GET /slots`` that hold tokens.
+- ``slots_to_save`` picks the slots of ``GET /slots`` that hold tokens; ``plan_save`` leaves
+  out those still current (unchanged since the last save or restore of this launch).
+- ``idle_save_due`` says when a background save of an idle model may run.
+- ``may_match_launch`` tells early (before ``/props``) whether a cache could be restored,
+  so its files are worth reading ahead while the model loads.
 - ``choose_evictions`` keeps each model's and the total budget, oldest entries first.
 - ``restore_helped`` judges a restore by the first response's cached tokens.
 """
@@ -129,6 +133,69 @@ def slots_to_save(slots: object) -> list[SlotToSave]:
         task = slot.get("id_task")
         found.append(SlotToSave(slot_id, tokens, task if isinstance(task, int) else -1))
     return sorted(found, key=lambda s: (-s.task, s.slot))
+
+
+SlotState = tuple[object, object]
+"""What identifies a slot's contents in ``GET /slots``: its last task and its token count.
+
+Measured with llama-server (llama.cpp in llama-cpp-python 0.3.36): every request a slot
+serves gets a new ``id_task``; an erase sets ``n_prompt_tokens`` to 0; a save changes
+neither; a slot restored into a fresh server and not used since shows neither field (so
+``(None, None)``). A slot ``is_processing`` has no state: its contents are changing."""
+
+
+def slot_states(slots: object) -> dict[int, SlotState | None]:
+    """Each slot's ``SlotState`` in a ``GET /slots`` answer (``None``: it is processing)."""
+    states: dict[int, SlotState | None] = {}
+    if not isinstance(slots, list):
+        return states
+    for slot in slots:
+        if not isinstance(slot, Mapping) or not isinstance(slot.get("id"), int):
+            continue
+        states[slot["id"]] = (None if slot.get("is_processing") is True
+                              else (slot.get("id_task"), slot.get("n_prompt_tokens")))
+    return states
+
+
+@dataclass(frozen=True)
+class SavePlan:
+    save: list[SlotToSave]
+    """Slots that hold tokens their saved file (if any) does not: to save now."""
+    current: frozenset[int]
+    """Slots whose saved file holds exactly what they hold: their file is kept as it is."""
+    states: Mapping[int, SlotState | None]
+    """Every slot's state as listed: what a successful save makes current."""
+
+
+def plan_save(slots: object, current: Mapping[int, SlotState]) -> SavePlan:
+    """What a save must write: the slots that hold tokens, except those whose state is the
+    one recorded (``current``) when their file was last written or restored in this launch.
+
+    A slot that changed and holds nothing now (erased) is neither saved nor current: its
+    old file no longer matches it and is dropped.
+    """
+    states = slot_states(slots)
+    unchanged = frozenset(slot for slot, state in states.items()
+                          if state is not None and current.get(slot) == state)
+    wanted = [s for s in slots_to_save(slots) if s.slot not in unchanged]
+    return SavePlan(wanted, unchanged, states)
+
+
+def idle_save_due(delay: float, ready: bool, in_flight: int, saving: bool) -> bool:
+    """Whether a model that went idle ``delay`` seconds ago (0: idle saves are off) gets
+    its background save now: only while it is ready, serves nothing and no save runs."""
+    return delay > 0 and ready and in_flight == 0 and not saving
+
+
+def may_match_launch(stored: Mapping[str, Any] | None, cmd: Sequence[str],
+                     files: Iterable[FileStamp]) -> bool:
+    """Whether a saved cache can belong to a launch of ``cmd`` as far as is known before the
+    server answers ``/props`` (the command and model files; context size and slot count
+    are checked at the restore)."""
+    if not isinstance(stored, Mapping):
+        return False
+    known = fingerprint(cmd, files, {})
+    return all(stored.get(key) == known[key] for key in ("version", "cmd", "files"))
 
 
 @dataclass(frozen=True)

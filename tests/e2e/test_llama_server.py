@@ -13,6 +13,7 @@ not restored; a small ``maxBytes`` keeps the cache directory within budget.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -113,10 +114,15 @@ def model_entry(model: Path, alias: str, slot_cache: Any = None, extra: str = ""
 def running_llamaswap(tmp_path: Path, models: dict[str, Any],
                       slot_cache: dict[str, Any] | None = None,
                       name: str = "llamaswap") -> Iterator[LlamaSwap]:
-    """llamaswap under ``twistd -n`` with ``models`` in the default swap group."""
+    """llamaswap under ``twistd -n`` with ``models`` in the default swap group.
+
+    Saves while idle are off unless a test turns them on (``slot_cache`` or a model's
+    ``idleSave``): the tests that count stop-time saves must not depend on how long the
+    machine takes between two requests."""
     cache_root = tmp_path / "slot-cache"
     config = {"healthCheckTimeout": 120, "startPort": free_ports(len(models)),
-              "slotCache": {"dir": str(cache_root), **(slot_cache or {})}, "models": models}
+              "slotCache": {"dir": str(cache_root), "idleSave": False, **(slot_cache or {})},
+              "models": models}
     with llamaswap_daemon(config, tmp_path, name) as (proc, base_url, log):
         yield LlamaSwap(proc, base_url, log, cache_root)
 
@@ -210,6 +216,66 @@ def test_slot_cache_brings_the_prompt_back_after_a_swap(tmp_path: Path, models: 
         log = swap.log.read_text()
         assert "model=A served from a restored slot cache" in log
         assert "did not help" not in log
+
+
+def test_a_save_while_idle_makes_the_stop_skip_its_save(tmp_path: Path, models: Models) -> None:
+    """``idleSave``: A's slot is saved once A is idle; the swap then finds it current and
+    writes nothing, and A's cache still comes back (docs/slot-cache.md)."""
+    config = {"A": model_entry(models.a, "A", {"enabled": True, "idleSave": 0.5}),
+              "B": model_entry(models.b, "B")}
+    with running_llamaswap(tmp_path, config) as swap:
+        before, prompt_tokens, _ = ask(swap, "A")
+        wait_until(lambda: swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                                       operation="idle_save") == 1, 60, "A's idle save")
+        assert list(cache_files(swap.cache_dir("A"))) == ["slot-0.bin"]
+        assert swap.running()["A"]["slotCache"]["last"]["idle"] is True
+        ask(swap, "B", "hello world")
+        assert swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                           operation="save_skipped") == 1
+        assert swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                           operation="save") == 0
+        assert "A: slot cache current: saved" in swap.log.read_text()
+        assert "ago while idle" in swap.log.read_text()
+
+        after, prompt_again, cached = ask(swap, "A")
+        assert prompt_again == prompt_tokens
+        assert cached >= 0.9 * prompt_tokens, (cached, prompt_tokens)
+        assert after == before
+        assert swap.metric("llamaswap_slot_cache_restore_checks_total", model="A",
+                           helped="true") == 1
+
+        # Used with another prompt: changed, so it is saved again (by the stop, or by an
+        # idle save if one came first) and the cache holds the new, short prompt.
+        ask(swap, "A", "hello world, a different prompt")
+        ask(swap, "B", "hello world")
+        saves = sum(swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                                operation=op) for op in ("save", "idle_save"))
+        assert saves == 2
+        manifest = json.loads((swap.cache_dir("A") / "manifest.json").read_text())
+        assert 0 < sum(s["tokens"] for s in manifest["slots"]) < prompt_tokens // 4
+
+
+def test_a_restored_cache_left_unused_is_current_at_the_next_stop(
+        tmp_path: Path, models: Models) -> None:
+    """After a restore, llama-server's /slots shows the slot as restored; nothing changed
+    it, so the stop keeps the files as they are (no save, no lost cache)."""
+    config = {"A": model_entry(models.a, "A", {"enabled": True, "idleSave": False}),
+              "B": model_entry(models.b, "B")}
+    with running_llamaswap(tmp_path, config) as swap:
+        _, prompt_tokens, _ = ask(swap, "A")
+        ask(swap, "B", "hello world")
+        assert swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                           operation="save") == 1
+        status, _ = http_get(f"{swap.base_url}/upstream/A/health")  # loads A: a restore
+        assert status == 200
+        ask(swap, "B", "hello world again")
+        assert swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                           operation="save_skipped") == 1
+        assert swap.metric("llamaswap_slot_cache_operations_total", model="A",
+                           operation="idle_save") == 0
+        assert "restored" in swap.log.read_text().split("A: slot cache current:")[1][:40]
+        _, _, cached = ask(swap, "A")
+        assert cached >= 0.9 * prompt_tokens, (cached, prompt_tokens)
 
 
 def test_without_slot_cache_nothing_is_cached_after_a_swap(tmp_path: Path,
