@@ -101,25 +101,6 @@ async def test_writes_in_one_turn_go_out_in_one_send_without_epoll_registration(
 
 
 @pytest_twisted.ensureDeferred
-async def test_write_now_sends_at_once_unless_the_turn_wrote_first() -> None:
-    transport, peer = await connected_pair()
-    if not _writes_on():
-        assert not hasattr(transport, "write_now")  # a plain transport: callers use write
-        return
-    counting = transport.socket = CountingSocket(transport.socket)
-    transport.write_now(b"POST / HTTP/1.1\r\n\r\n")
-    assert counting.sends == [len(b"POST / HTTP/1.1\r\n\r\n")]  # no wait for the turn
-    transport.write(b"more")
-    transport.write_now(b" and more")  # behind what this turn wrote: batched with it
-    assert len(counting.sends) == 1
-    await deferLater(reactor, 0)
-    await deferLater(reactor, 0)
-    assert counting.sends[1:] == [len(b"more and more")]
-    transport.loseConnection()
-    assert await peer.closed == b"POST / HTTP/1.1\r\n\r\nmore and more"
-
-
-@pytest_twisted.ensureDeferred
 async def test_what_the_kernel_does_not_take_is_sent_by_twisted_in_order() -> None:
     transport, peer = await connected_pair()
     big = bytes(range(256)) * (32 * 1024)  # 8 MiB: far beyond a socket buffer

@@ -303,17 +303,14 @@ class UpstreamConnection(Protocol):
                 continue  # the body's framing is this client's to state
             for value in values:
                 lines += [name, b": ", value, b"\r\n"]
-        # A transport that batches its writes per reactor turn can send a whole request at
-        # once (web/fast/writes.py): the model server need not wait for the end of the turn.
-        write = getattr(self.transport, "write_now", self.transport.write)
         if body is None:
             if method in _BODYLESS_REQUESTS_NEEDING_LENGTH:
                 lines.append(b"Content-Length: 0\r\n")
             lines.append(b"\r\n")
-            write(b"".join(lines))
+            self.transport.write(b"".join(lines))
         elif isinstance(body, bytes):
             lines += [b"Content-Length: %d\r\n\r\n" % len(body), body]
-            write(b"".join(lines))
+            self.transport.write(b"".join(lines))
         else:
             length = body.length
             chunked = length is UNKNOWN_LENGTH

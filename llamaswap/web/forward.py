@@ -132,21 +132,13 @@ class Forwarder:
         """
         if headers is None:
             headers = upstream_headers(request)
-        # The request goes out first (as far as it can without waiting), then its watch is
-        # set up: what the watch does is not in the way of the model's answer.
-        attempt = Deferred.fromCoroutine(
-            self._client.request(request.method, url, headers, body))
         # One watch per client request, also when it is sent again (web/unanswered.py).
         context = context_of(request)
         watch = context.watch
         if watch is None and self.watch is not None:
-            try:
-                watch = context.watch = self.watch(request, url)
-            except BaseException:
-                attempt.cancel()  # no request goes on that nobody waits for
-                raise
+            watch = context.watch = self.watch(request, url)
         try:
-            response = await attempt
+            response = await self._client.request(request.method, url, headers, body)
         except CancelledError:
             raise
         except Exception as e:

@@ -18,8 +18,7 @@ Private state used: ``FileDescriptor``'s ``_tempDataBuffer``, ``_tempDataLen``,
 ``dataBuffer``/``offset``, ``_writeDisconnected``, ``_maybePauseProducer``,
 ``tcp.Connection._aborting``, and the connection's class (swapped for a subclass). The gate
 (``WORKS``) writes through a real socket pair with a recording reactor and requires one
-flush for the turn, no writer registration, and the bytes, in order, on the other end; and
-a ``write_now`` on its own sent at once.
+flush for the turn, no writer registration, and the bytes, in order, on the other end.
 """
 
 from __future__ import annotations
@@ -98,26 +97,9 @@ class TurnWrites:
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         self.write(b"".join(iovec))
 
-    def write_now(self, data: bytes) -> None:
-        """Send ``data`` at once rather than at the end of the turn, when nothing is waiting
-        to go before it: for a whole request to a model server, whose answer the client
-        waits for, the rest of the turn is only latency."""
-        conn: Any = self
-        if self._in_turn or conn._tempDataLen:
-            self.write(data)  # (behind what this turn wrote already)
-            return
-        self.write(data)
-        if self._in_turn:  # taken by the turn's path: send it now instead
-            self._send_pending()
-
     def _flush_turn(self) -> None:
-        self._in_turn = False
-        self._send_pending()
-
-    def _send_pending(self) -> None:
-        """Send what this connection buffered with one ``send``; what the kernel does not
-        take goes back to Twisted's own buffering."""
         conn: Any = self
+        self._in_turn = False
         if not conn._tempDataLen or not self._idle():
             if conn._tempDataLen and conn.connected and not conn._aborting:
                 conn.startWriting()  # e.g. a producer paused meanwhile: Twisted's path
@@ -203,9 +185,6 @@ def _works() -> bool:
                 break
             received += chunk
         if received != b"one two three" or reactor.writers or connection._tempDataLen:
-            return False
-        connection.write_now(b"at once")  # sent without waiting for the turn's end
-        if theirs.recv(64) != b"at once" or reactor.writers or connection._tempDataLen:
             return False
         connection.connected = False  # nothing of it outlives the check
     return True
