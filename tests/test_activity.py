@@ -24,6 +24,19 @@ async def started(path: str | None = None, max_rows: int = 100) -> ActivityStore
     return store
 
 
+def batch_sizes(store: ActivityStore) -> list[int]:
+    """The number of rows in each batch the store writes from now on."""
+    batches: list[int] = []
+    original = store._insert
+
+    def spy(rows: list[dict[str, Any]]) -> list[int]:
+        batches.append(len(rows))
+        return original(rows)
+
+    store._insert = spy  # type: ignore[method-assign]
+    return batches
+
+
 @pytest_twisted.ensureDeferred
 async def test_rows_are_written_off_the_reactor_thread_paged_and_filtered() -> None:
     store = await started()
@@ -56,14 +69,7 @@ async def test_rows_are_written_off_the_reactor_thread_paged_and_filtered() -> N
 @pytest_twisted.ensureDeferred
 async def test_rows_added_while_a_write_is_on_the_thread_go_in_one_batch() -> None:
     store = await started()
-    batches: list[int] = []
-    original = store._insert
-
-    def spy(rows: list[dict[str, Any]]) -> list[int]:
-        batches.append(len(rows))
-        return original(rows)
-
-    store._insert = spy  # type: ignore[method-assign]
+    batches = batch_sizes(store)
     try:
         pending = [store.add(row("m", output_tokens=i)) for i in range(6)]
         ids = [await d for d in pending]
@@ -79,14 +85,7 @@ async def test_rows_added_while_a_write_is_on_the_thread_go_in_one_batch() -> No
 async def test_a_batch_waits_for_the_write_interval_and_a_read_sends_what_waits() -> None:
     store = ActivityStore(reactor, None, 100, write_interval=3600.0)
     store.startService()
-    batches: list[int] = []
-    original = store._insert
-
-    def spy(rows: list[dict[str, Any]]) -> list[int]:
-        batches.append(len(rows))
-        return original(rows)
-
-    store._insert = spy  # type: ignore[method-assign]
+    batches = batch_sizes(store)
     try:
         assert await store.add(row("m", output_tokens=0)) == 1  # nothing before it: at once
         waiting = [store.add(row("m", output_tokens=i)) for i in (1, 2)]
