@@ -87,3 +87,24 @@ def test_tiny_benchmark_run_writes_a_well_formed_report(tmp_path: Path) -> None:
     table = (tmp_path / "latest.md").read_text()
     assert "| target | measured | limit | met |" in table
     assert table.count("\n| ") >= len(checks)
+
+
+def test_tiny_trees_run_measures_each_checkout_on_every_row(tmp_path: Path) -> None:
+    """``--only trees --against``: this checkout beside itself, every row for both."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--tiny", "--reactors", "",
+         "--no-nginx", "--only", "trees", "--against", str(REPO), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trees = json.loads((tmp_path / "latest.json").read_text())["results"]["trees"]
+    assert set(trees["trees"]) == {"baseline", "candidate"}
+    for key in ("paced_1", "unpaced_1", "paced_50", "unpaced_50", "unpaced_200"):
+        for name in ("baseline", "candidate"):
+            row = trees[key][name]
+            assert row["completed"] > 0 and row["errors"] == 0, (key, name, row)
+            # (CPU time comes in clock ticks: a single tiny stream may round to 0)
+            assert _number(row["ttfb_p50_ms"]) and _number(row["cpu_ms_per_unit"]), (key, name)
+    assert trees["paced_1"]["candidate"]["concurrency"] == 1
+    table = (tmp_path / "latest.md").read_text()
+    assert "1 stream (cold path): TTFB p50 ms" in table
+    assert "(warm path): TTFB p50 ms" in table
