@@ -5,7 +5,8 @@ All of its state is touched only on the reactor thread, so there are no locks: e
 or TTL runs out) updates the state and re-runs ``policy.plan`` over the queue.
 
 The tickets, leases and errors it hands out are in ``tickets.py``; its TTL, failure, hang
-and liveness timers in ``watch.py``. The names they define are importable from here too.
+and liveness timers in ``watch.py`` (``ModelWatch``, which it tells what happens to each
+model). The names they define are importable from here too.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ __all__ = ["COST_SMOOTHING", "LIVENESS_MISSES", "CircuitOpen", "ConcurrencyLimit
            "SwapCosts", "Ticket", "WaitFailed"]
 
 
-class Router(ModelWatch):
+class Router:
     """Owns the queue, active swaps, in-flight counts, timers and learnt swap costs."""
 
     log = get_logger()
@@ -74,17 +75,9 @@ class Router(ModelWatch):
         self._last_done: dict[str, float] = {}
         self._last_used: dict[str, float] = {}
         self._returning: set[str] = set()
-        self._failures: dict[str, list[float]] = {m: [] for m in processes}
-        self._hang_timers: dict[str, IDelayedCall] = {}
-        self._liveness_timers: dict[str, IDelayedCall] = {}
-        self._liveness_misses: Counter[str] = Counter()
-        self.hung_models: set[str] = set()
         self._retiring: dict[str, ModelProcess | None] = {}
         self._retire_started: set[str] = set()
-        self.hangs: Counter[str] = Counter()
-        """How many times each model was declared hung (for metrics)."""
         self.costs: dict[str, SwapCosts] = {m: SwapCosts() for m in processes}
-        self._ttl_timers: dict[str, IDelayedCall] = {}
         self._wake: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
         self._lone: dict[str, bool] = {}
@@ -96,6 +89,12 @@ class Router(ModelWatch):
         self._closing = False
         self._draining = False
         self._drain_again = False
+        self.watch = ModelWatch(clock, self.log, processes=processes,
+                                in_flight=self._in_flight, swaps=self._swaps,
+                                closing=lambda: self._closing, model_config=self._model_config,
+                                stop=self._stop, fail_waiters_for=self._fail_waiters_for,
+                                bug=self._bug)
+        """The TTL, failure, hang and liveness timers (``watch.py``)."""
         for process in processes.values():
             process.add_observer(self._state_changed)
 
@@ -115,7 +114,7 @@ class Router(ModelWatch):
         if self._closing:
             ticket.deferred = fail(ShuttingDown("llamaswap is shutting down"))
             return ticket
-        circuit = self._circuit(model)
+        circuit = self.watch.circuit(model)
         if circuit is not None:
             ticket.deferred = fail(circuit)
             return ticket
@@ -162,13 +161,18 @@ class Router(ModelWatch):
     def acquire(self, model: str) -> Deferred[Lease]:
         return self.enqueue(model).deferred
 
+    @property
+    def hangs(self) -> Counter[str]:
+        """How many times each model was declared hung (for metrics)."""
+        return self.watch.hangs
+
     def in_flight(self, model: str) -> int:
         return self._in_flight[model]
 
     def circuit_open(self, model: str) -> bool:
         """Whether ``model`` failed ``maxFailures`` times within ``failureWindow``: it is not
         started again until the window passes or an operator unloads it."""
-        return model in self._failures and self._circuit(model) is not None
+        return self.watch.circuit_open(model)
 
     def queued(self) -> int:
         return len(self._waiting())
@@ -269,9 +273,7 @@ class Router(ModelWatch):
         self._last_done[model] = now
         self._last_used[model] = now
         if self._in_flight[model] == 0:
-            self._cancel_timer(self._hang_timers, model)
-            self._arm_ttl(model)
-            self._arm_liveness(model)
+            self.watch.idle(model)
             self._maybe_retire(model)
             for listener in self._idle_listeners:
                 listener(model)
@@ -294,7 +296,7 @@ class Router(ModelWatch):
             last_done=dict(self._last_done),
             last_used=dict(self._last_used),
             load_cost={m: c.load or 0.0 for m, c in self.costs.items()},
-            not_before=self._not_before(),
+            not_before=self.watch.not_before(),
             draining=frozenset(self._retiring),
             returning=frozenset(self._returning),
         )
@@ -363,12 +365,8 @@ class Router(ModelWatch):
         ticket.router = None
         self._in_flight[model] += 1
         self._last_used[model] = self._clock.seconds()
-        self._cancel_ttl(model)
-        self._cancel_timer(self._liveness_timers, model)
-        hang_timeout = self._model_config(model).supervision.hang_timeout
-        if hang_timeout > 0 and model not in self._hang_timers:
-            self._hang_timers[model] = self._clock.callLater(hang_timeout, self._hung, model)
-        ticket.deferred.callback(Lease(self, model, self._processes[model]))
+        self.watch.busy(model)
+        ticket.deferred.callback(Lease(self, self.watch, model, self._processes[model]))
 
     async def _run_swap(self, target: str) -> None:
         swap = self._swaps[target]
@@ -395,7 +393,7 @@ class Router(ModelWatch):
                 self._fail(ticket, error or Failure(ModelUnloaded(
                     f"model {target} stopped before the request could be served")))
         if error is not None and error.check(StartError) and not error.check(StartAborted):
-            self._record_failure(target, error.getErrorMessage())  # after its waiters heard
+            self.watch.record_failure(target, error.getErrorMessage())  # after its waiters heard
         self._maybe_retire(target)
         self._drain()
 
@@ -418,16 +416,12 @@ class Router(ModelWatch):
         model = process.model.id
         if new is ModelState.READY:
             self._ready_since[model] = self._clock.seconds()
-            self.hung_models.discard(model)
-            self._arm_ttl(model)
-            self._arm_liveness(model)
+            self.watch.ready(model)
         elif new is ModelState.STOPPED:
             self._ready_since.pop(model, None)
-            self._cancel_ttl(model)
-            self._cancel_timer(self._hang_timers, model)
-            self._cancel_timer(self._liveness_timers, model)
+            self.watch.stopped(model)
             if old is ModelState.READY:  # it exited by itself: a crash
-                self._record_failure(model, process.last_error or "exited unexpectedly")
+                self.watch.record_failure(model, process.last_error or "exited unexpectedly")
         if new in (ModelState.STOPPED, ModelState.READY):
             self._drain()
 
@@ -451,8 +445,7 @@ class Router(ModelWatch):
         for model in (*diff.unchanged, *diff.updated):
             self._processes[model].reconfigure(config.models[model],
                                                config.health_check_timeout)
-            self._cancel_ttl(model)  # a new ttl counts from now for an idle model
-            self._arm_ttl(model)
+            self.watch.reconfigured(model)
         for model in diff.restart:
             self._retiring[model] = make_process(model)
             self._maybe_retire(model)
@@ -468,7 +461,7 @@ class Router(ModelWatch):
         self._processes[model] = process
         process.add_observer(self._state_changed)
         self.costs.setdefault(model, SwapCosts())
-        self._failures.setdefault(model, [])
+        self.watch.adopt(model)
 
     def _maybe_retire(self, model: str) -> None:
         """Once a replaced or removed model is idle, stop its old process and move on."""
@@ -490,7 +483,7 @@ class Router(ModelWatch):
             self._forget_lone()
             del self._processes[model]
             self.costs.pop(model, None)
-            self._failures.pop(model, None)
+            self.watch.forget(model)
             for times in (self._ready_since, self._last_done, self._last_used):
                 times.pop(model, None)
         self._drain()
@@ -505,7 +498,7 @@ class Router(ModelWatch):
         """
         targets = sorted(self._processes if models is None else set(models))
         for model in targets:
-            self._failures[model] = []  # an operator's unload closes the circuit
+            self.watch.clear_failures(model)
             self._fail_waiters_for(model, ModelUnloaded(f"model {model} was unloaded"))
         return Deferred.fromCoroutine(self._stop_all(targets))
 
@@ -528,11 +521,7 @@ class Router(ModelWatch):
         """Refuse new work, let requests in flight finish (bounded), then stop every model."""
         self._closing = True
         self._schedule_wake(None)
-        for timers in (self._hang_timers, self._liveness_timers):
-            for model in list(timers):
-                self._cancel_timer(timers, model)
-        for model in list(self._ttl_timers):
-            self._cancel_ttl(model)
+        self.watch.close()
         self._fail_waiters_for(None, ShuttingDown("llamaswap is shutting down"))
         idle = self.when_idle()
         idle.addTimeout(drain_timeout, self._clock)

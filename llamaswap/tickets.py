@@ -18,11 +18,15 @@ from llamaswap.process import ModelProcess
 class LeaseOwner(Protocol):
     """What a ``Lease`` reports to (the ``Router``)."""
 
+    def _released(self, model: str) -> None: ...
+
+
+class LeaseWatch(Protocol):
+    """What a ``Lease`` tells and asks of the model's watch (``watch.ModelWatch``)."""
+
     hung_models: set[str]
 
-    def _activity(self, model: str) -> None: ...
-
-    def _released(self, model: str) -> None: ...
+    def activity(self, model: str) -> None: ...
 
 
 class QueueOwner(Protocol):
@@ -80,16 +84,17 @@ class CircuitOpen(WaitFailed):
 class Lease:
     """Permission to send one request to a ready model; ``release()`` when it is done."""
 
-    def __init__(self, router: LeaseOwner, model: str, process: ModelProcess) -> None:
+    def __init__(self, router: LeaseOwner, watch: LeaseWatch, model: str,
+                 process: ModelProcess) -> None:
         self.model = model
         self.process = process
         self._router: LeaseOwner | None = router
-        self._watch = router
+        self._watch = watch
 
     def touch(self) -> None:
         """The model sent something for this request: it is not hung."""
         if self._router is not None:
-            self._router._activity(self.model)
+            self._watch.activity(self.model)
 
     @property
     def hung(self) -> bool:

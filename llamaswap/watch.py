@@ -1,16 +1,17 @@
 """How the router watches each model: idle TTL, failures and the circuit breaker, hangs
 and liveness probes.
 
-``ModelWatch`` is the ``Router``'s part that arms and reads these timers and counts; it is
-mixed into ``Router`` (``router.py``), whose state it shares, and is kept apart so that the
-decision loop reads on its own. The backoff and failure-window arithmetic is pure
-(``supervision.py``).
+``ModelWatch`` owns these timers and counts. The ``Router`` (``router.py``) tells it what
+happens to a model (granted a request, idle again, ready, stopped, reconfigured) and asks it
+whether a model may be started (``circuit``, ``not_before``); it reads the router's process,
+in-flight and swap tables and stops a model through the router. The backoff and
+failure-window arithmetic is pure (``supervision.py``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -28,32 +29,97 @@ LIVENESS_MISSES = 2
 
 
 class ModelWatch:
-    """TTL, failure, hang and liveness bookkeeping for the ``Router`` (module docstring)."""
+    """TTL, failure, hang and liveness bookkeeping for the ``Router`` (module docstring).
 
-    # The Router's state and methods this part uses.
-    log: Any
-    _clock: IReactorTime
-    _processes: dict[str, ModelProcess]
-    _in_flight: Counter[str]
-    _swaps: dict[str, Any]
-    _closing: bool
-    _failures: dict[str, list[float]]
-    _ttl_timers: dict[str, IDelayedCall]
-    _hang_timers: dict[str, IDelayedCall]
-    _liveness_timers: dict[str, IDelayedCall]
-    _liveness_misses: Counter[str]
-    hung_models: set[str]
-    hangs: Counter[str]
-    _model_config: Callable[[str], ModelConfig]
-    _stop: Callable[..., Deferred[None]]
-    _fail_waiters_for: Callable[[str | None, Exception], None]
-    _bug: Callable[[Failure, str], None]
+    ``processes``, ``in_flight`` and ``swaps`` are the router's own tables, read (never
+    changed) here; ``closing`` says whether the router is shutting down; ``stop`` stops a
+    model (``reason=``, ``timeout=``); ``fail_waiters_for`` fails the requests waiting for a
+    model whose circuit opened; ``bug`` logs an unexpected failure.
+    """
+
+    def __init__(self, clock: IReactorTime, log: Any, *,
+                 processes: Mapping[str, ModelProcess], in_flight: Counter[str],
+                 swaps: Mapping[str, Any], closing: Callable[[], bool],
+                 model_config: Callable[[str], ModelConfig],
+                 stop: Callable[..., Deferred[None]],
+                 fail_waiters_for: Callable[[str | None, Exception], None],
+                 bug: Callable[[Failure, str], None]) -> None:
+        self.log = log
+        self._clock = clock
+        self._processes = processes
+        self._in_flight = in_flight
+        self._swaps = swaps
+        self._closing = closing
+        self._model_config = model_config
+        self._stop = stop
+        self._fail_waiters_for = fail_waiters_for
+        self._bug = bug
+        self._failures: dict[str, list[float]] = {m: [] for m in processes}
+        self._ttl_timers: dict[str, IDelayedCall] = {}
+        self._hang_timers: dict[str, IDelayedCall] = {}
+        self._liveness_timers: dict[str, IDelayedCall] = {}
+        self._liveness_misses: Counter[str] = Counter()
+        self.hung_models: set[str] = set()
+        """Models declared hung and killed, until they are ready again."""
+        self.hangs: Counter[str] = Counter()
+        """How many times each model was declared hung (for metrics)."""
+
+    # -- what happens to a model ------------------------------------------------------------
+
+    def busy(self, model: str) -> None:
+        """A request was granted on ``model``: no TTL or liveness probe while it runs, and a
+        hang timer if the model has one."""
+        self._cancel_ttl(model)
+        self._cancel_timer(self._liveness_timers, model)
+        hang_timeout = self._model_config(model).supervision.hang_timeout
+        if hang_timeout > 0 and model not in self._hang_timers:
+            self._hang_timers[model] = self._clock.callLater(hang_timeout, self._hung, model)
+
+    def idle(self, model: str) -> None:
+        """The last request on ``model`` ended."""
+        self._cancel_timer(self._hang_timers, model)
+        self._arm_ttl(model)
+        self._arm_liveness(model)
+
+    def ready(self, model: str) -> None:
+        self.hung_models.discard(model)
+        self._arm_ttl(model)
+        self._arm_liveness(model)
+
+    def stopped(self, model: str) -> None:
+        self._cancel_ttl(model)
+        self._cancel_timer(self._hang_timers, model)
+        self._cancel_timer(self._liveness_timers, model)
+
+    def reconfigured(self, model: str) -> None:
+        """``model``'s settings changed (a reload): a new TTL counts from now if it is idle."""
+        self._cancel_ttl(model)
+        self._arm_ttl(model)
+
+    def adopt(self, model: str) -> None:
+        self._failures.setdefault(model, [])
+
+    def forget(self, model: str) -> None:
+        self._failures.pop(model, None)
+
+    def clear_failures(self, model: str) -> None:
+        """An operator's unload closes the circuit."""
+        self._failures[model] = []
+
+    def close(self) -> None:
+        """Shutting down: every timer off."""
+        for timers in (self._ttl_timers, self._hang_timers, self._liveness_timers):
+            for model in list(timers):
+                self._cancel_timer(timers, model)
+
+    def circuit_open(self, model: str) -> bool:
+        return model in self._failures and self.circuit(model) is not None
 
     # -- TTL --------------------------------------------------------------------------------
 
     def _arm_ttl(self, model: str) -> None:
         ttl = self._model_config(model).ttl
-        if ttl <= 0 or self._in_flight[model] or self._closing:
+        if ttl <= 0 or self._in_flight[model] or self._closing():
             return
         if self._processes[model].state is not ModelState.READY:
             return
@@ -77,7 +143,7 @@ class ModelWatch:
 
     # -- supervision: failures, backoff, circuit, hangs, liveness ---------------------------
 
-    def _record_failure(self, model: str, why: str) -> None:
+    def record_failure(self, model: str, why: str) -> None:
         settings = self._model_config(model).supervision
         now = self._clock.seconds()
         self._failures[model] = [*recent(self._failures[model], now, settings), now]
@@ -86,7 +152,7 @@ class ModelWatch:
             self.log.error("{model}: failed {count} times in {window:g}s; refusing requests "
                            "until the window passes or it is unloaded (last error: {why})",
                            model=model, count=count, window=settings.failure_window, why=why)
-            circuit = self._circuit(model)
+            circuit = self.circuit(model)
             if circuit is not None:
                 self._fail_waiters_for(model, circuit)
         else:
@@ -94,7 +160,7 @@ class ModelWatch:
                           "earliest", model=model, count=count, max=settings.max_failures,
                           delay=backoff_delay(settings, count))
 
-    def _circuit(self, model: str) -> CircuitOpen | None:
+    def circuit(self, model: str) -> CircuitOpen | None:
         settings = self._model_config(model).supervision
         now = self._clock.seconds()
         failures = recent(self._failures[model], now, settings)
@@ -107,7 +173,7 @@ class ModelWatch:
                            f"{retry:.0f}s; last error: {last}", "model_failing",
                            retry_after=max(1.0, retry))
 
-    def _not_before(self) -> dict[str, float]:
+    def not_before(self) -> dict[str, float]:
         now = self._clock.seconds()
         result = {}
         for model, failures in self._failures.items():
@@ -117,7 +183,8 @@ class ModelWatch:
                 result[model] = failures[-1] + backoff_delay(settings, len(failures))
         return result
 
-    def _activity(self, model: str) -> None:
+    def activity(self, model: str) -> None:
+        """``model`` sent something for a request: it is not hung."""
         timer = self._hang_timers.get(model)
         if timer is not None and timer.active():
             timer.reset(self._model_config(model).supervision.hang_timeout)
@@ -131,12 +198,12 @@ class ModelWatch:
         self.hangs[model] += 1
         self.hung_models.add(model)
         self._processes[model].last_error = f"hung: no output for {timeout:g}s"
-        self._record_failure(model, f"hung: no output for {timeout:g}s")
+        self.record_failure(model, f"hung: no output for {timeout:g}s")
         self._stop(model, timeout=0, reason="hung").addErrback(self._bug, "hang kill")
 
     def _arm_liveness(self, model: str) -> None:
         interval = self._model_config(model).supervision.liveness_interval
-        if interval <= 0 or self._in_flight[model] or self._closing:
+        if interval <= 0 or self._in_flight[model] or self._closing():
             return
         if self._processes[model].state is ModelState.READY and \
                 model not in self._liveness_timers:
