@@ -8,8 +8,14 @@ together for a reader).
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 import llamaswap
 
@@ -230,3 +236,87 @@ def test_the_private_name_scan_sees_each_kind_of_use(tmp_path: Path) -> None:
         "        return self._buffer\n")
     lines = sorted(int(use.split(":")[1]) for use in private_twisted_uses(probe))
     assert lines == [1, 2, 3, 6, 8, 9, 9, 12, 13, 17]
+
+
+# The list above names what llamaswap once touched; this second scan needs no list. For every
+# class with a Twisted base, it gathers the private names that base's classes define (class
+# attributes, and attributes their methods set on ``self``, name-mangled ones included) and
+# looks for them on ``self`` in the llamaswap classes of its MRO (mixins included).
+
+
+def twisted_private_names(cls: type) -> set[str]:
+    names: set[str] = set()
+    for base in cls.__mro__:
+        if not (getattr(base, "__module__", "") or "").startswith("twisted."):
+            continue
+        names.update(n for n in vars(base) if n.startswith("_") and not n.endswith("__"))
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(base)))
+        except (OSError, TypeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                    node.value.id == "self" and node.attr.startswith("_") and \
+                    not node.attr.endswith("__"):
+                private = node.attr
+                names.add(f"_{base.__name__.lstrip('_')}{private}" if private.startswith("__")
+                          else private)
+    return names
+
+
+def private_uses_through_bases(module: ModuleType) -> Iterator[str]:
+    """``self.<name>`` or ``def <name>`` in ``module``'s classes (and their llamaswap bases)
+    where ``<name>`` is private to one of the class's Twisted bases."""
+    for name, cls in sorted(vars(module).items()):
+        if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+            continue
+        private = twisted_private_names(cls)
+        if not private:
+            continue
+        for part in cls.__mro__:
+            where = getattr(part, "__module__", "") or ""
+            if where.startswith("twisted.") or where == "builtins" or \
+                    where.startswith(FENCED.rstrip("/").replace("/", ".")):
+                continue
+            tree = ast.parse(textwrap.dedent(inspect.getsource(part)))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                        node.value.id == "self" and node.attr in private:
+                    yield f"{where}.{part.__name__} (in {name}): self.{node.attr}"
+                elif isinstance(node, ast.FunctionDef) and node.name in private:
+                    yield f"{where}.{part.__name__} (in {name}): def {node.name}"
+
+
+def test_no_class_touches_its_twisted_bases_private_state_outside_the_fenced_package() -> None:
+    found: list[str] = []
+    for module_name in sorted(module_names()):
+        if module_name.startswith(FENCED.rstrip("/").replace("/", ".")) or \
+                module_name.endswith("__main__"):
+            continue
+        found.extend(private_uses_through_bases(importlib.import_module(module_name)))
+    assert sorted(set(found)) == []
+
+
+def test_the_base_class_scan_sees_private_state_set_read_and_overridden(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "probe_bases.py").write_text(
+        "from twisted.web.http import HTTPChannel\n"
+        "class CountingMixin:\n"
+        "    def count(self):\n"
+        "        return self._receivedHeaderCount\n"
+        "class Channel(CountingMixin, HTTPChannel):\n"
+        "    def first(self):\n"
+        "        self._HTTPChannel__first_line = 0\n"
+        "        return self.mine\n"
+        "    def _respondToBadRequestAndDisconnect(self):\n"
+        "        pass\n"
+        "class Plain:\n"  # no Twisted base: its own state, whatever its names
+        "    def __init__(self):\n"
+        "        self._receivedHeaderCount = 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = list(private_uses_through_bases(importlib.import_module("probe_bases")))
+    assert sorted(found) == [
+        "probe_bases.Channel (in Channel): def _respondToBadRequestAndDisconnect",
+        "probe_bases.Channel (in Channel): self._HTTPChannel__first_line",
+        "probe_bases.CountingMixin (in Channel): self._receivedHeaderCount",
+    ]
