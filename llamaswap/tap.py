@@ -9,9 +9,13 @@ them keeps its process as it was.
 
 from __future__ import annotations
 
+import atexit
 import re
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -32,15 +36,56 @@ DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_TLS_LISTEN = "ssl:8443"
 """With ``--tls-cert-file``/``--tls-key-file`` the default becomes llama-swap's ``:8443``."""
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]*):(?P<port>\d+)$")
-_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
+
+TLS = tuple[str, str, str | None]
+"""``--tls-cert-file``, ``--tls-key-file``, and the file of the certificates after the first
+(``ChainFiles``), if the certificate file holds more than one."""
 
 
-def endpoint_from_listen(value: str, tls: tuple[str, str] | None = None) -> str:
+class ChainFiles:
+    """The intermediate certificates of a ``fullchain.pem``, in a file of their own.
+
+    Twisted's ``ssl:`` endpoint reads the server's certificate from ``certKey`` (the first in
+    the file) and sends every certificate of the ``extraCertChain`` file after it: given the
+    full chain there, it would send the server's certificate twice. The endpoint takes only
+    a file path, so the rest of the chain is written to a private temporary directory, read
+    while the endpoints are parsed (``makeService``, before twistd drops privileges), then
+    removed (``remove``; at exit at the latest).
+    """
+
+    def __init__(self) -> None:
+        self._directory: str | None = None
+
+    def rest_of(self, cert_file: str) -> str | None:
+        """A file of the certificates after the first in ``cert_file``; ``None`` if it
+        holds one (or cannot be read: the endpoint check reports that)."""
+        try:
+            certificates = _PEM_CERTIFICATE.findall(Path(cert_file).read_bytes())
+        except OSError:
+            return None
+        if len(certificates) < 2:
+            return None
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix="llamaswap-tls-")
+            atexit.register(self.remove)
+        path = Path(self._directory) / f"chain-{len(list(Path(self._directory).iterdir()))}.pem"
+        path.write_bytes(b"\n".join(certificates[1:]) + b"\n")
+        return str(path)
+
+    def remove(self) -> None:
+        directory, self._directory = self._directory, None
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def endpoint_from_listen(value: str, tls: TLS | None = None) -> str:
     """Accept llama-swap's ``:8080`` and ``host:port`` forms besides Twisted endpoint strings.
 
-    With ``tls`` (certificate file, key file) those forms become ``ssl:`` endpoints, as
-    llama-swap serves HTTPS on ``-listen`` when given ``-tls-cert-file``/``-tls-key-file``.
-    Endpoint strings are always taken as written.
+    With ``tls`` those forms become ``ssl:`` endpoints, as llama-swap serves HTTPS on
+    ``-listen`` when given ``-tls-cert-file``/``-tls-key-file``. Endpoint strings are always
+    taken as written.
     """
     match = _HOST_PORT.match(value)
     if not match or match.group("host") in _endpoint_types():
@@ -72,16 +117,11 @@ def _quote(value: str) -> str:
     return quoted
 
 
-def _tls_endpoint(base: str, cert_file: str, key_file: str) -> str:
+def _tls_endpoint(base: str, cert_file: str, key_file: str, rest_of_chain: str | None) -> str:
     """``base`` plus the key, the certificate and, when the certificate file holds a chain
-    (``fullchain.pem``), that chain: Twisted's ``certKey`` reads only the first certificate."""
+    (``fullchain.pem``), the rest of it (``ChainFiles``)."""
     endpoint = f"{base}:privateKey={_quote(key_file)}:certKey={_quote(cert_file)}"
-    try:
-        with open(cert_file, "rb") as f:
-            chained = f.read().count(_PEM_CERTIFICATE) > 1
-    except OSError:
-        chained = False  # reported when the endpoint is checked
-    return endpoint + (f":extraCertChain={_quote(cert_file)}" if chained else "")
+    return endpoint + (f":extraCertChain={_quote(rest_of_chain)}" if rest_of_chain else "")
 
 
 class Options(usage.Options):
@@ -113,6 +153,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self.chain_files = ChainFiles()
 
     def opt_listen(self, value: str) -> None:
         """Listen on a Twisted endpoint (tcp:8080:interface=127.0.0.1, unix:/run/x.sock,
@@ -128,7 +169,7 @@ class Options(usage.Options):
         cert, key = self["tls-cert-file"], self["tls-key-file"]
         if bool(cert) != bool(key):
             raise usage.UsageError("--tls-cert-file and --tls-key-file must be given together")
-        tls = (cert, key) if cert else None
+        tls = (cert, key, self.chain_files.rest_of(cert)) if cert else None
         given: list[str] = self["listen"]
         if given:
             self["listen"] = [endpoint_from_listen(value, tls) for value in given]
@@ -174,6 +215,9 @@ def makeService(options: Any) -> MultiService:
         if destination is not None:
             observer = text_observer(destination, reactor)
     top = build_service(options, top=_TwistdTop(observer))
+    chain_files = getattr(options, "chain_files", None)
+    if chain_files is not None:
+        chain_files.remove()  # every endpoint is parsed (and its files read) by now
     swapper = top.getServiceNamed("llamaswap")
     assert isinstance(swapper, LlamaSwapService)
     notifier = top.getServiceNamed("systemd-notify")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import select
 import signal
 import socket
 import stat
@@ -31,6 +32,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.ssl import Certificate
+from twisted.internet.threads import deferToThread
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -241,6 +243,26 @@ class PKI:
         return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
 
+def served_chain(port: int) -> list[str]:
+    """The common names of the certificates the server at ``port`` sends, in order
+    (blocking: run it in a thread)."""
+    from OpenSSL import SSL
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        connection = SSL.Connection(context, raw)
+        connection.set_connect_state()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                connection.do_handshake()
+                break
+            except SSL.WantReadError:
+                if not select.select([raw], [], [], deadline - time.monotonic())[0]:
+                    raise TimeoutError("no TLS handshake within 10 s") from None
+        chain = connection.get_peer_cert_chain() or []
+        return [str(cert.get_subject().CN) for cert in chain]
+
+
 async def serve(args: list[str]) -> MultiService:
     options = Options()
     options.parseOptions(args)
@@ -266,6 +288,10 @@ async def test_tls_with_an_intermediate_certificate_chain(tmp_path: Path, form: 
     try:
         url = f"https://127.0.0.1:{port}"
         assert (await chat(pki.client(), url))["choices"][0]["message"]["content"]
+        # the server's certificate once, then the intermediate (a fullchain.pem's leaf is
+        # not sent a second time)
+        assert await deferToThread(served_chain, port) == [
+            "127.0.0.1", "llamaswap test intermediate CA"]
         stranger = PKI(tmp_path / "other", name="unrelated")  # trusts a different CA only
         with pytest.raises(Exception) as refused:
             await stranger.client().get(url + "/health")
@@ -304,6 +330,22 @@ def test_tls_flags_default_to_8443_and_keep_endpoint_strings(tmp_path: Path) -> 
                           "-l", "unix:/tmp/x.sock"])
     assert options["listen"] == [f"ssl:9443:privateKey={pki.key}:certKey={pki.leaf}",
                                  "unix:/tmp/x.sock"]
+
+
+def test_a_fullchain_is_split_for_twisted_and_the_rest_removed_once_parsed(
+        tmp_path: Path) -> None:
+    pki = PKI(tmp_path / "pki")
+    options = Options()
+    options.parseOptions(["-c", str(write_config(tmp_path)), "--tls-cert-file",
+                          str(pki.fullchain), "--tls-key-file", str(pki.key)])
+    [endpoint] = options["listen"]
+    prefix = f"ssl:8443:privateKey={pki.key}:certKey={pki.fullchain}:extraCertChain="
+    assert endpoint.startswith(prefix)
+    rest = Path(endpoint[len(prefix):])
+    assert rest.read_bytes().strip() == pki.chain.read_bytes().strip()  # the intermediate
+    assert stat.S_IMODE(rest.parent.stat().st_mode) == 0o700
+    options.chain_files.remove()  # (what makeService does once the endpoints are parsed)
+    assert not rest.parent.exists()
 
 
 # --- UNIX sockets -----------------------------------------------------------------------------
