@@ -119,6 +119,18 @@ def seconds_sum(base_url: str, operation: str) -> float:
     return metric(base_url, "llamaswap_slot_cache_seconds_sum", model="A", operation=operation)
 
 
+def away_and_back(client: OpenAI, cold: bool) -> tuple[float, float, int]:
+    """Swap to B, then back to A (the page cache dropped between, if ``cold``): the swap's
+    seconds, A's time to first token on return, and the tokens it found cached."""
+    began = time.monotonic()
+    first_token(client, "B", "hello world")
+    swap_seconds = time.monotonic() - began
+    if cold:
+        drop_page_cache()
+    back, _, cached_tokens = first_token(client, "A", PROMPT)
+    return swap_seconds, back, cached_tokens
+
+
 def idle_gap(client: OpenAI, base: str, swap: Any, cold: bool) -> dict[str, Any]:
     """After a return to A: wait for A's save while idle, swap to B, come back to A."""
     began = time.monotonic()
@@ -131,12 +143,7 @@ def idle_gap(client: OpenAI, base: str, swap: Any, cold: bool) -> dict[str, Any]
     waited = time.monotonic() - began
     loads_before = load_seconds(base)
     restores_before = seconds_sum(base, "restore")
-    started = time.monotonic()
-    first_token(client, "B", "hello world")
-    swap_seconds = time.monotonic() - started
-    if cold:
-        drop_page_cache()
-    back, _, cached_tokens = first_token(client, "A", PROMPT)
+    swap_seconds, back, cached_tokens = away_and_back(client, cold)
     idle_saves = IDLE_SAVE_LINE.findall(swap.log.read_text())
     return {
         "idle_wait_s": waited, "swap_to_b_s": swap_seconds, "ttft_return_s": back,
@@ -170,12 +177,7 @@ def run_mode(work: Path, big: Path, small: Path, cached: bool, cold: bool) -> di
             drop_page_cache()
         first, prompt_tokens, _ = first_token(client, "A", PROMPT)
         first_load = load_seconds(base)
-        began = time.monotonic()
-        first_token(client, "B", "hello world")
-        swap_seconds = time.monotonic() - began
-        if cold:
-            drop_page_cache()
-        back, _, cached_tokens = first_token(client, "A", PROMPT)
+        swap_seconds, back, cached_tokens = away_and_back(client, cold)
         saves = SAVE_LINE.findall(swap.log.read_text())
         restore = seconds_sum(base, "restore")
         load_return = load_seconds(base) - first_load

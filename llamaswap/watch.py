@@ -69,7 +69,7 @@ class ModelWatch:
     def busy(self, model: str) -> None:
         """A request was granted on ``model``: no TTL or liveness probe while it runs, and a
         hang timer if the model has one."""
-        self._cancel_ttl(model)
+        self._cancel_timer(self._ttl_timers, model)
         self._cancel_timer(self._liveness_timers, model)
         hang_timeout = self._model_config(model).supervision.hang_timeout
         if hang_timeout > 0 and model not in self._hang_timers:
@@ -87,13 +87,13 @@ class ModelWatch:
         self._arm_liveness(model)
 
     def stopped(self, model: str) -> None:
-        self._cancel_ttl(model)
+        self._cancel_timer(self._ttl_timers, model)
         self._cancel_timer(self._hang_timers, model)
         self._cancel_timer(self._liveness_timers, model)
 
     def reconfigured(self, model: str) -> None:
         """``model``'s settings changed (a reload): a new TTL counts from now if it is idle."""
-        self._cancel_ttl(model)
+        self._cancel_timer(self._ttl_timers, model)
         self._arm_ttl(model)
 
     def adopt(self, model: str) -> None:
@@ -123,13 +123,8 @@ class ModelWatch:
             return
         if self._processes[model].state is not ModelState.READY:
             return
-        self._cancel_ttl(model)
+        self._cancel_timer(self._ttl_timers, model)
         self._ttl_timers[model] = self._clock.callLater(ttl, self._ttl_expired, model)
-
-    def _cancel_ttl(self, model: str) -> None:
-        timer = self._ttl_timers.pop(model, None)
-        if timer is not None and timer.active():
-            timer.cancel()
 
     def _ttl_expired(self, model: str) -> None:
         self._ttl_timers.pop(model, None)

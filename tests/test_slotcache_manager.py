@@ -200,6 +200,31 @@ def saved_and_stopped(h: Harness, model_id: str = "a") -> None:
     assert stopped == [None]
 
 
+def stop_cut_off_by_the_save_timeout(h: Harness) -> None:
+    """Stop ``a`` while its save hangs: it is signalled at ``saveTimeout`` (10 s from the
+    stop), not before, and nothing half-saved is left."""
+    stopped = h.stop()
+    h.reactor.advance(9.9)
+    assert not h.signalled()
+    h.reactor.advance(0.2)
+    assert h.signalled()
+    h.exit()
+    assert stopped == [None]
+    assert store.read_manifest(h.manager.cache_dir("a")) is None
+    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="save",
+                   kind="timeout") == 1
+
+
+def with_a_saved_cache(tmp_path: Path, tokens: int = 10) -> Harness:
+    """A harness whose model ``a`` ran once, held ``tokens`` tokens in slot 0, and was saved
+    and stopped."""
+    h = Harness(tmp_path)
+    h.start()
+    use(h, "a", 0, tokens)
+    saved_and_stopped(h)
+    return h
+
+
 def test_the_cache_dir_exists_before_the_command_runs(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.probe.healthy = False
@@ -247,10 +272,7 @@ def test_slots_are_saved_before_any_signal_and_restored_before_ready(tmp_path: P
 
 
 def test_no_request_is_granted_before_the_restore_completes(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 10)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path)
     router = Router(make_config(*h.models.values()), h.processes, h.reactor)
     server = h.servers["a"]
     server.hold = True
@@ -266,10 +288,7 @@ def test_no_request_is_granted_before_the_restore_completes(tmp_path: Path) -> N
 
 def test_a_restore_that_hangs_is_abandoned_after_the_limit_and_the_model_serves_cold(
         tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 10)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path)
     h.servers["a"].hold = True
     ready = h.start()
     h.servers["a"].release()  # /props answers, the restore never does
@@ -331,16 +350,7 @@ def test_a_save_that_hangs_delays_the_stop_only_until_the_limit(tmp_path: Path) 
     h.start()
     use(h, "a", 0, 10)
     h.servers["a"].hold = True
-    stopped = h.stop()
-    h.reactor.advance(9.9)
-    assert not h.signalled()
-    h.reactor.advance(0.2)
-    assert h.signalled()
-    h.exit()
-    assert stopped == [None]
-    assert store.read_manifest(h.manager.cache_dir("a")) is None  # nothing half-saved
-    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="save",
-                   kind="timeout") == 1
+    stop_cut_off_by_the_save_timeout(h)
 
 
 def test_a_kill_does_not_wait_for_a_save(tmp_path: Path) -> None:
@@ -368,10 +378,7 @@ def test_idle_slots_are_not_saved_and_nothing_is_written_for_an_unused_model(
 
 def test_a_changed_launch_is_not_restored_and_its_stale_files_are_removed(
         tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 10)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path)
     h.servers["a"].props_answer["default_generation_settings"] = {"n_ctx": 2048}
     h.servers["a"].calls.clear()
     assert h.start() == [None]
@@ -382,10 +389,7 @@ def test_a_changed_launch_is_not_restored_and_its_stale_files_are_removed(
 
 
 def test_a_changed_command_is_not_restored(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 10)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path)
     changed = cached_model("a", cmd=("llama-server", "-m", "/nonexistent/a.gguf", "-c", "9"))
     h.processes["a"].reconfigure(changed, 30)
     h.servers["a"].calls.clear()
@@ -395,10 +399,7 @@ def test_a_changed_command_is_not_restored(tmp_path: Path) -> None:
 
 
 def test_a_failed_restore_is_a_cold_start_not_an_error(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 10)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path)
     h.servers["a"].fail_restore = SlotApiError("HTTP 400: invalid slot", 400)
     assert h.start() == [None]
     assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="restore",
@@ -407,10 +408,7 @@ def test_a_failed_restore_is_a_cold_start_not_an_error(tmp_path: Path) -> None:
 
 
 def test_a_stop_during_the_restore_aborts_the_start(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 10)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path)
     h.servers["a"].hold = True
     ready = h.start()
     h.servers["a"].release()  # /props; the restore is in flight
@@ -424,10 +422,7 @@ def test_a_stop_during_the_restore_aborts_the_start(tmp_path: Path) -> None:
 
 
 def test_the_first_response_verifies_the_restore(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 1500)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path, tokens=1500)
     h.start()
     h.manager.response_seen("a", 7, None, None)  # not a measured completion: no verdict
     h.manager.response_seen("a", 8, 1510, 1499)
@@ -483,10 +478,7 @@ def test_a_model_without_slot_cache_is_left_alone(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("garbage", ["{", '{"model": "a"}'])
 def test_an_unreadable_manifest_is_a_cold_start(tmp_path: Path, garbage: str) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 10)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path)
     Path(h.manager.cache_dir("a"), store.MANIFEST).write_text(garbage)
     h.servers["a"].calls.clear()
     assert h.start() == [None]
@@ -767,16 +759,8 @@ def test_a_stop_waits_for_a_hanging_idle_save_only_until_the_limit(tmp_path: Pat
     h.manager.model_idle("a")
     h.reactor.advance(1)  # the second idle save hangs in /slots
     h.reactor.advance(5)
-    stopped = h.stop()
-    h.reactor.advance(9.9)  # the stop's own limit counts from the stop
-    assert not h.signalled()
-    h.reactor.advance(0.2)
-    assert h.signalled()
-    h.exit()
-    assert stopped == [None]
-    assert store.read_manifest(h.manager.cache_dir("a")) is None  # nothing half-saved
-    assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="save",
-                   kind="timeout") == 1
+    # the stop's own limit counts from the stop
+    stop_cut_off_by_the_save_timeout(h)
     assert h.value("llamaswap_slot_cache_failures_total", model="a", operation="idle_save",
                    kind="timeout") == 1
 
@@ -811,10 +795,7 @@ def test_after_a_failed_idle_save_the_stop_saves_everything(tmp_path: Path) -> N
 
 
 def test_a_restored_cache_nothing_used_is_current_at_the_stop(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 1500)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path, tokens=1500)
     h.servers["a"].tokens[0] = 0
     h.start()  # restored
     h.reactor.advance(30)
@@ -828,10 +809,7 @@ def test_a_restored_cache_nothing_used_is_current_at_the_stop(tmp_path: Path) ->
 
 
 def test_a_restored_slot_that_was_used_is_saved_at_the_stop(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 1500)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path, tokens=1500)
     h.start()
     use(h, "a", 0, 1600, task=1)  # the first request after the restore (task IDs restart)
     saved_and_stopped(h)
@@ -865,10 +843,7 @@ def test_the_slot_files_are_read_ahead_while_the_model_loads_until_the_restore(
 
 def test_reading_ahead_ends_with_a_stop_and_its_failure_is_only_logged(
         tmp_path: Path, logged: list[str]) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 10)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path)
     h.probe.healthy = False
     h.start()
     stopped = h.stop()
@@ -886,10 +861,7 @@ def test_reading_ahead_ends_with_a_stop_and_its_failure_is_only_logged(
 
 
 def test_a_cache_of_another_command_is_not_read_ahead(tmp_path: Path) -> None:
-    h = Harness(tmp_path)
-    h.start()
-    use(h, "a", 0, 10)
-    saved_and_stopped(h)
+    h = with_a_saved_cache(tmp_path)
     changed = cached_model("a", cmd=("llama-server", "-m", "/nonexistent/a.gguf", "-c", "9"))
     h.processes["a"].model = changed
     h.start()

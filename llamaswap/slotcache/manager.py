@@ -211,7 +211,10 @@ class SlotCacheManager:
         self._launches[model.id] = launch
         self._start_prefetch(model.id, launch)
         # However the run ends (a stop while starting, a crash), nothing of it runs on.
-        process.run_ended(process.run).addCallback(lambda _: end_launch(launch))
+        ended = process.run_ended(process.run)
+        ended.addCallback(lambda _: end_launch(launch))
+        ended.addErrback(lambda f: self.log.failure("{model}: slot cache: ending a launch",
+                                                    f, model=model.id))
 
     def _start_prefetch(self, model_id: str, launch: Launch) -> None:
         """Read the slot files of a cache this launch may restore while the model loads."""
@@ -434,11 +437,9 @@ class SlotCacheManager:
             if name not in keep:
                 store.remove_file(directory, name)
         seconds = self._clock.seconds() - began
-        written = {s.slot for s in saved}
-        self._made_current(launch, {
-            slot: state for slot, state in plan.states.items()
-            if state is not None and (slot in written or any(k.slot == slot for k in kept))},
-            operation)
+        on_file = {s.slot for s in [*kept, *saved]}
+        self._made_current(launch, {slot: state for slot, state in plan.states.items()
+                                    if state is not None and slot in on_file}, operation)
         if not saved and not kept:
             self._set_status(model.id, None)
             return
