@@ -70,8 +70,9 @@ class ChainFiles:
         if self._directory is None:
             self._directory = tempfile.mkdtemp(prefix="llamaswap-tls-")
             atexit.register(self.remove)
-        path = Path(self._directory) / f"chain-{len(list(Path(self._directory).iterdir()))}.pem"
-        path.write_bytes(b"\n".join(certificates[1:]) + b"\n")
+        path = Path(self._directory) / "chain.pem"
+        # (LF line ends: Twisted's reader of the chain file matches no CRLF-ended block)
+        path.write_bytes(b"\n".join(certificates[1:]).replace(b"\r\n", b"\n") + b"\n")
         return str(path)
 
     def remove(self) -> None:

@@ -346,6 +346,15 @@ def test_a_fullchain_is_split_for_twisted_and_the_rest_removed_once_parsed(
     assert stat.S_IMODE(rest.parent.stat().st_mode) == 0o700
     options.chain_files.remove()  # (what makeService does once the endpoints are parsed)
     assert not rest.parent.exists()
+    # CRLF line ends (a chain saved on Windows): the rest is written so Twisted can read it
+    crlf = tmp_path / "fullchain-crlf.pem"
+    crlf.write_bytes(pki.fullchain.read_bytes().replace(b"\n", b"\r\n"))
+    options = Options()
+    options.parseOptions(["-c", str(write_config(tmp_path)), "--tls-cert-file", str(crlf),
+                          "--tls-key-file", str(pki.key)])  # (parsed here: no usage error)
+    rest = Path(options["listen"][0].rpartition(":extraCertChain=")[2])
+    assert rest.read_bytes().strip() == pki.chain.read_bytes().strip()
+    options.chain_files.remove()
 
 
 # --- UNIX sockets -----------------------------------------------------------------------------
